@@ -1,1 +1,147 @@
-fn main() {}
+//! The `xiaoer` binary: parses the command line and calls into the library.
+
+use std::io::{BufReader, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use xiaoer::cli::{self, RuleDirs};
+use xiaoer::diagnostics::stderr_wants_colour;
+
+#[derive(Parser)]
+#[command(
+    name = "xiaoer",
+    version,
+    about = "店小二: an online shop's always-on first responder"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate rule and reply files and run every rule's examples.
+    Check(RuleDirs),
+    /// Decide one buyer message per stdin line; print one JSON object per line.
+    Route(RuleDirs),
+    /// Show how one message is decided: matches, winner, reply.
+    Explain {
+        /// The buyer message.
+        text: String,
+        #[command(flatten)]
+        dirs: RuleDirs,
+    },
+    /// Score routing on a labelled JSONL file.
+    Eval {
+        /// Labelled messages, one JSON object a line.
+        file: PathBuf,
+        #[command(flatten)]
+        dirs: RuleDirs,
+        /// How many of the weakest labels to list.
+        #[arg(long, default_value_t = 15)]
+        worst: usize,
+        /// Also print every misrouted message as a JSON line on stdout.
+        #[arg(long)]
+        misses: bool,
+        /// Print the scores as JSON instead of the report.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(dirs: &RuleDirs) -> anyhow::Result<xiaoer::rules::RuleSet> {
+    match dirs.load() {
+        Ok(loaded) => Ok(loaded.rules),
+        Err(failure) => {
+            eprint!(
+                "{}",
+                failure
+                    .sources
+                    .render(&failure.diagnostics, stderr_wants_colour())
+            );
+            anyhow::bail!("cannot load the rules (run `xiaoer check` for details)")
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check(dirs) => {
+            let ok = cli::check::run(
+                &dirs,
+                stderr_wants_colour(),
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            )?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Route(dirs) => {
+            let rules = load(&dirs)?;
+            let stdin = std::io::stdin().lock();
+            let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+            cli::route::run(&rules, stdin, &mut out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain { text, dirs } => {
+            let rules = load(&dirs)?;
+            print!("{}", cli::explain::explain(&rules, &text));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval {
+            file,
+            dirs,
+            worst,
+            misses,
+            json,
+        } => {
+            let rules = load(&dirs)?;
+            let input = std::fs::File::open(&file)
+                .with_context(|| format!("cannot open {}", file.display()))?;
+            let show_progress = std::io::stderr().is_terminal();
+            let stdout = std::io::stdout();
+            let scores = cli::eval::score(
+                &rules,
+                BufReader::new(input),
+                |done| {
+                    if show_progress {
+                        eprint!("\r{done} messages scored…");
+                    }
+                },
+                |miss| {
+                    if misses {
+                        if let Ok(line) = serde_json::to_string(miss) {
+                            let _ = writeln!(stdout.lock(), "{line}");
+                        }
+                    }
+                },
+            )?;
+            if show_progress {
+                eprint!("\r\x1b[K");
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&scores)?);
+            } else if misses {
+                cli::eval::report(&scores, worst, &mut std::io::stderr().lock())?;
+            } else {
+                cli::eval::report(&scores, worst, &mut std::io::stdout().lock())?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! `xiaoer check`: parse, validate and compile the rule and reply files, run every example, and
+//! report every problem at once.
+
+use std::io::Write;
+
+use super::{CliError, RuleDirs};
+use crate::diagnostics::Severity;
+
+/// Runs the check; diagnostics go to `errors`, the summary to `out`. Returns whether the files
+/// are fit to load (warnings allowed).
+pub fn run(
+    dirs: &RuleDirs,
+    colour: bool,
+    out: &mut impl Write,
+    errors: &mut impl Write,
+) -> Result<bool, CliError> {
+    let write_failed = CliError::io("write the report");
+    match dirs.load() {
+        Ok(loaded) => {
+            let report = loaded.sources.render(&loaded.warnings, colour);
+            let rules = loaded.rules.rules();
+            let examples: usize = rules
+                .iter()
+                .map(|r| r.examples.len() + r.counter_examples.len())
+                .sum();
+            (|| {
+                errors.write_all(report.as_bytes())?;
+                writeln!(
+                    out,
+                    "ok: {} rules, {} replies, {} keywords, {} examples passed, {} warning{}",
+                    rules.len(),
+                    loaded.rules.replies().keys().count(),
+                    loaded.rules.keyword_count(),
+                    examples,
+                    loaded.warnings.len(),
+                    if loaded.warnings.len() == 1 { "" } else { "s" }
+                )
+            })()
+            .map_err(write_failed)?;
+            Ok(true)
+        }
+        Err(failure) => {
+            let report = failure.sources.render(&failure.diagnostics, colour);
+            let count = |severity| {
+                failure
+                    .diagnostics
+                    .iter()
+                    .filter(|d| d.severity == severity)
+                    .count()
+            };
+            (|| {
+                errors.write_all(report.as_bytes())?;
+                writeln!(
+                    errors,
+                    "check failed: {} error{}, {} warning{}",
+                    count(Severity::Error),
+                    if count(Severity::Error) == 1 { "" } else { "s" },
+                    count(Severity::Warning),
+                    if count(Severity::Warning) == 1 {
+                        ""
+                    } else {
+                        "s"
+                    },
+                )
+            })()
+            .map_err(write_failed)?;
+            Ok(false)
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! `xiaoer explain "文本"`: how one message is decided, for people.
+
+use std::fmt::Write as _;
+
+use crate::replies::RenderContext;
+use crate::rules::{Action, RuleSet};
+
+/// The explanation of one message as text.
+pub fn explain(rules: &RuleSet, text: &str) -> String {
+    let decision = rules.decide(text);
+    let outcome = rules.outcome(&decision);
+    let mut out = String::new();
+    let _ = writeln!(out, "message:    {text}");
+    let _ = writeln!(out, "normalised: {}", decision.normalised);
+    if decision.matches.is_empty() {
+        let _ = writeln!(out, "matched:    no rule");
+    } else {
+        let _ = writeln!(
+            out,
+            "matched:    {} rule{}",
+            decision.matches.len(),
+            if decision.matches.len() == 1 { "" } else { "s" }
+        );
+    }
+    for (position, found) in decision.matches.iter().enumerate() {
+        let rule = rules.rule(found.rule);
+        let terms: Vec<&str> = found.terms.iter().map(|&t| rules.term(t)).collect();
+        let mut on = terms.join(", ");
+        if let Some(regex) = &found.regex_match {
+            if !on.is_empty() {
+                on.push_str("; ");
+            }
+            let _ = write!(on, "regex matched \"{regex}\"");
+        }
+        let _ = writeln!(
+            out,
+            "  {} {:<28} topic {:<11} priority {:<4} {} chars  on: {}   ({})",
+            if position == 0 { "*" } else { " " },
+            rule.id,
+            rule.topic.as_str(),
+            rule.priority,
+            found.chars,
+            on,
+            rule.location,
+        );
+    }
+    for exclusion in &decision.excluded {
+        let rule = rules.rule(exclusion.rule);
+        let _ = writeln!(
+            out,
+            "  x {:<28} excluded by `{}`   ({})",
+            rule.id,
+            rules.term(exclusion.term),
+            rule.location
+        );
+    }
+    let why = match (decision.matches.first(), decision.matches.get(1)) {
+        (None, _) => "no rule matched, so the fallback reply is sent".to_string(),
+        (Some(_), None) => "it is the only matching rule".to_string(),
+        (Some(first), Some(second)) => {
+            let (a, b) = (rules.rule(first.rule), rules.rule(second.rule));
+            if a.priority != b.priority {
+                format!(
+                    "higher priority than `{}` ({} > {})",
+                    b.id, a.priority, b.priority
+                )
+            } else if a.escalates() != b.escalates() {
+                format!(
+                    "same priority as `{}`, and escalation outranks answers",
+                    b.id
+                )
+            } else if first.chars != second.chars {
+                format!(
+                    "more specific than `{}` ({} vs {} matched characters)",
+                    b.id, first.chars, second.chars
+                )
+            } else if first.terms.len() != second.terms.len() {
+                format!("more matched terms than `{}`", b.id)
+            } else {
+                format!("tied with `{}`; the lower id wins", b.id)
+            }
+        }
+    };
+    let _ = writeln!(
+        out,
+        "winner:     {} — {why}",
+        outcome.rule.map(|r| r.id.as_str()).unwrap_or("(fallback)")
+    );
+    let action = match outcome.rule.map(|r| &r.action) {
+        Some(Action::Escalate { queue, .. }) => {
+            format!("escalate to queue `{queue}` (topic {})", outcome.topic)
+        }
+        Some(Action::Reply { .. }) => format!("reply (topic {})", outcome.topic),
+        Some(Action::Ignore) => format!("ignore: stay silent (topic {})", outcome.topic),
+        None => "fallback reply".to_string(),
+    };
+    let _ = writeln!(out, "action:     {action}");
+    if let Some(key) = outcome.reply_key {
+        let context = RenderContext {
+            queue: outcome.queue,
+            ..Default::default()
+        };
+        let reply = rules.replies().render(key, 0, &context).unwrap_or_default();
+        let _ = writeln!(out, "reply:      [{key}] {reply}");
+    }
+    out
+}

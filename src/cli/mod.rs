@@ -1,0 +1,62 @@
+//! The `xiaoer` commands, one file each; `main.rs` only parses arguments and calls in here.
+
+pub mod check;
+pub mod eval;
+pub mod explain;
+pub mod route;
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::rules::{Layer, LoadError, Loaded, load};
+
+/// Where the rule and reply files are, shared by every command that loads rules.
+#[derive(Debug, Clone, Args)]
+pub struct RuleDirs {
+    /// Directory of rule files (*.toml).
+    #[arg(long, default_value = "rules", env = "XIAOER_RULES")]
+    pub rules: PathBuf,
+    /// Directory of reply files (*.toml).
+    #[arg(long, default_value = "replies", env = "XIAOER_REPLIES")]
+    pub replies: PathBuf,
+    /// A shop overlay directory (with rules/ and replies/) applied on top.
+    #[arg(long)]
+    pub shop: Option<PathBuf>,
+}
+
+impl RuleDirs {
+    pub fn layers(&self) -> Vec<Layer> {
+        let mut layers = vec![Layer::new(&self.rules, &self.replies)];
+        if let Some(shop) = &self.shop {
+            layers.push(Layer::overlay(shop));
+        }
+        layers
+    }
+
+    pub fn load(&self) -> Result<Loaded, LoadError> {
+        load(&self.layers())
+    }
+}
+
+/// Why a command failed (as opposed to finding problems it reports, such as a failing check).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Load(#[from] LoadError),
+    #[error("cannot {action}: {source}")]
+    Io {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Input(String),
+}
+
+impl CliError {
+    pub fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> CliError {
+        let action = action.into();
+        move |source| CliError::Io { action, source }
+    }
+}

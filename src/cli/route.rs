@@ -1,0 +1,64 @@
+//! `xiaoer route`: one buyer message per stdin line in, one JSON decision per stdout line out,
+//! for replaying past traffic before a change.
+
+use std::io::{BufRead, Write};
+
+use serde::Serialize;
+
+use super::CliError;
+use crate::replies::RenderContext;
+use crate::rules::RuleSet;
+
+/// One line of `route` output; the field set is a contract other tools rely on.
+#[derive(Debug, Serialize)]
+pub struct RouteLine<'a> {
+    pub action: &'static str,
+    pub topic: &'a str,
+    pub rule: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<&'static str>,
+    pub reply: Option<String>,
+}
+
+/// Decides `text` and describes it the way `route` prints it. Replies use their first variant
+/// so replays diff cleanly.
+pub fn route_line<'a>(rules: &'a RuleSet, text: &str) -> RouteLine<'a> {
+    let decision = rules.decide(text);
+    let outcome = rules.outcome(&decision);
+    RouteLine {
+        action: outcome.kind.as_str(),
+        topic: outcome.topic,
+        rule: outcome.rule.map(|r| r.id.as_str()),
+        queue: outcome.queue.map(|q| q.as_str()),
+        reply: outcome
+            .reply_key
+            .and_then(|key| rules.replies().render(key, 0, &RenderContext::default())),
+    }
+}
+
+/// Routes every line of `input`. Invalid UTF-8 is replaced, not fatal; every input line gets
+/// exactly one output line so outputs line up with inputs.
+pub fn run(rules: &RuleSet, input: impl BufRead, out: &mut impl Write) -> Result<u64, CliError> {
+    let mut input = input;
+    let mut line = Vec::new();
+    let mut count = 0;
+    loop {
+        line.clear();
+        let read = input
+            .read_until(b'\n', &mut line)
+            .map_err(CliError::io("read standard input"))?;
+        if read == 0 {
+            break;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        let routed = route_line(rules, text);
+        serde_json::to_writer(&mut *out, &routed)
+            .map_err(|e| CliError::io("write standard output")(e.into()))?;
+        out.write_all(b"\n")
+            .map_err(CliError::io("write standard output"))?;
+        count += 1;
+    }
+    out.flush().map_err(CliError::io("write standard output"))?;
+    Ok(count)
+}

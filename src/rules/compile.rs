@@ -1,0 +1,666 @@
+//! Validation and compilation: raw rule files in, a [`RuleSet`] (or every problem found) out.
+//!
+//! Every keyword of every rule goes into one aho-corasick automaton; each automaton pattern
+//! remembers which rules use it and how (any-of, an all-of group, an exclusion, or a literal
+//! that gates a regex). Regexes are compiled with size limits and only run for rules whose
+//! keywords or literal prefilter hit, except for a capped number that have neither.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+
+use aho_corasick::{AhoCorasickBuilder, MatchKind};
+use regex::{Regex, RegexBuilder};
+use toml::Spanned;
+
+use super::file::{RawRule, RawRuleFile};
+use super::normalise::normalise;
+use super::{Action, Queue, Role, Rule, RuleSet, TermUse, Topic};
+use crate::diagnostics::{Diagnostic, FileId, Sources};
+use crate::replies::{Replies, toml_error};
+
+/// Default priority of a rule that does not set one.
+pub const DEFAULT_PRIORITY: u16 = 50;
+pub const MAX_PRIORITY: i64 = 1000;
+/// Compiled size cap of one regex (the `regex` crate's own measure).
+pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+pub const REGEX_MAX_PATTERN_LEN: usize = 1024;
+/// Regex rules with no keyword and no literal to prefilter on run on every message; keep few.
+pub const MAX_UNFILTERED_REGEX_RULES: usize = 64;
+/// All-of groups are tracked in a 64-bit mask.
+pub const MAX_ALL_GROUPS: usize = 64;
+const MAX_PREFILTER_LITERALS: usize = 64;
+
+/// A rule as collected from one or more layers, before validation.
+pub(crate) struct Collected {
+    pub raw: RawRule,
+    pub file: FileId,
+    pub span: Range<usize>,
+}
+
+/// Gathers rules across the shared set and overlays: same id in a later layer replaces.
+#[derive(Default)]
+pub(crate) struct RuleCollector {
+    rules: BTreeMap<String, (usize, Collected)>,
+    disabled: Vec<(String, FileId, Range<usize>)>,
+}
+
+impl RuleCollector {
+    pub fn add_file(
+        &mut self,
+        layer: usize,
+        file: FileId,
+        text: &str,
+        sources: &Sources,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) {
+        let raw: RawRuleFile = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(error) => {
+                diagnostics.push(toml_error(file, &error));
+                return;
+            }
+        };
+        if raw.rule.is_empty() && raw.disable.is_empty() {
+            diagnostics.push(Diagnostic::warning(
+                file,
+                0..0,
+                "file has no [[rule]] tables",
+            ));
+        }
+        for rule in raw.rule {
+            let span = rule.span();
+            let rule = rule.into_inner();
+            let id = rule.id.get_ref().trim().to_string();
+            if let Some((previous_layer, previous)) = self.rules.get(&id) {
+                if *previous_layer == layer {
+                    diagnostics.push(
+                        Diagnostic::error(
+                            file,
+                            rule.id.span(),
+                            format!("duplicate rule id `{id}`"),
+                        )
+                        .about(&id)
+                        .note(format!(
+                            "first defined at {}",
+                            sources.location(previous.file, previous.span.start)
+                        )),
+                    );
+                    continue;
+                }
+            }
+            self.rules.insert(
+                id,
+                (
+                    layer,
+                    Collected {
+                        raw: rule,
+                        file,
+                        span,
+                    },
+                ),
+            );
+        }
+        for id in raw.disable {
+            let span = id.span();
+            self.disabled.push((id.into_inner(), file, span));
+        }
+    }
+
+    pub fn finish(mut self, diagnostics: &mut Vec<Diagnostic>) -> Vec<Collected> {
+        for (id, file, span) in self.disabled {
+            if self.rules.remove(&id).is_none() {
+                diagnostics.push(
+                    Diagnostic::warning(file, span, format!("`disable` names unknown rule `{id}`"))
+                        .about(&id),
+                );
+            }
+        }
+        self.rules.into_values().map(|(_, rule)| rule).collect()
+    }
+}
+
+/// Validates and compiles collected rules. Returns `None` if any rule had an error.
+pub(crate) fn compile(
+    collected: Vec<Collected>,
+    replies: Replies,
+    sources: &Sources,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<RuleSet> {
+    let mut terms = TermTable::default();
+    let mut rules = Vec::with_capacity(collected.len());
+    let mut failed = false;
+    for collected in collected {
+        match compile_rule(
+            collected,
+            rules.len(),
+            &replies,
+            sources,
+            &mut terms,
+            diagnostics,
+        ) {
+            Some(rule) => rules.push(rule),
+            None => failed = true,
+        }
+    }
+    let unfiltered: Vec<u32> = rules
+        .iter()
+        .enumerate()
+        .filter(|(_, rule)| rule.unfiltered)
+        .map(|(index, _)| index as u32)
+        .collect();
+    if unfiltered.len() > MAX_UNFILTERED_REGEX_RULES {
+        for &index in &unfiltered[MAX_UNFILTERED_REGEX_RULES..] {
+            let rule: &Rule = &rules[index as usize];
+            diagnostics.push(
+                Diagnostic::error(
+                    rule.file,
+                    rule.span.clone(),
+                    format!(
+                        "too many regex-only rules without a literal prefilter (at most {MAX_UNFILTERED_REGEX_RULES})"
+                    ),
+                )
+                .about(&rule.id)
+                .note("add an `any` keyword, or start the pattern with literal text"),
+            );
+        }
+        failed = true;
+    }
+    if failed {
+        return None;
+    }
+    let automaton = match AhoCorasickBuilder::new()
+        .match_kind(MatchKind::Standard)
+        .build(&terms.patterns)
+    {
+        Ok(automaton) => automaton,
+        Err(error) => {
+            diagnostics.push(Diagnostic::error(
+                0,
+                0..0,
+                format!("cannot build the keyword automaton: {error}"),
+            ));
+            return None;
+        }
+    };
+    let mut id_order: Vec<usize> = (0..rules.len()).collect();
+    id_order.sort_by(|&a, &b| rules[a].id.cmp(&rules[b].id));
+    for (rank, index) in id_order.into_iter().enumerate() {
+        rules[index].id_rank = rank as u32;
+    }
+    let by_id = rules
+        .iter()
+        .enumerate()
+        .map(|(index, rule)| (rule.id.clone(), index))
+        .collect();
+    let term_chars = terms
+        .patterns
+        .iter()
+        .map(|t| t.chars().count() as u32)
+        .collect();
+    Some(RuleSet {
+        rules,
+        by_id,
+        automaton,
+        term_text: terms.patterns,
+        term_chars,
+        term_uses: terms.uses,
+        unfiltered,
+        replies,
+    })
+}
+
+#[derive(Default)]
+struct TermTable {
+    patterns: Vec<String>,
+    index: HashMap<String, u32>,
+    uses: Vec<Vec<TermUse>>,
+}
+
+impl TermTable {
+    fn add(&mut self, term: &str, use_: TermUse) -> u32 {
+        let id = match self.index.get(term) {
+            Some(&id) => id,
+            None => {
+                let id = self.patterns.len() as u32;
+                self.patterns.push(term.to_string());
+                self.index.insert(term.to_string(), id);
+                self.uses.push(Vec::new());
+                id
+            }
+        };
+        let uses = &mut self.uses[id as usize];
+        if !uses.contains(&use_) {
+            uses.push(use_);
+        }
+        id
+    }
+}
+
+/// Normalises one keyword, reporting a keyword that normalises to nothing.
+fn keyword(
+    term: &Spanned<String>,
+    file: FileId,
+    id: &str,
+    field: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<String> {
+    let normalised = normalise(term.get_ref());
+    if normalised.is_empty() {
+        diagnostics.push(
+            Diagnostic::error(file, term.span(), format!("empty keyword in `{field}`")).about(id),
+        );
+        return None;
+    }
+    Some(normalised)
+}
+
+fn compile_rule(
+    collected: Collected,
+    index: usize,
+    replies: &Replies,
+    sources: &Sources,
+    terms: &mut TermTable,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Rule> {
+    let Collected { raw, file, span } = collected;
+    let errors_before = error_count(diagnostics);
+    let id = raw.id.get_ref().trim().to_string();
+    let rule_index = index as u32;
+    if id.is_empty() {
+        diagnostics.push(Diagnostic::error(file, raw.id.span(), "rule id is empty"));
+    } else if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        diagnostics
+            .push(Diagnostic::error(file, raw.id.span(), "rule id contains whitespace").about(&id));
+    }
+    let topic = match raw.topic.get_ref().parse::<Topic>() {
+        Ok(topic) => Some(topic),
+        Err(()) => {
+            diagnostics.push(
+                Diagnostic::error(
+                    file,
+                    raw.topic.span(),
+                    format!("unknown topic `{}`", raw.topic.get_ref()),
+                )
+                .about(&id)
+                .note(format!("topics: {}", Topic::names())),
+            );
+            None
+        }
+    };
+    let priority = match &raw.priority {
+        None => DEFAULT_PRIORITY,
+        Some(p) if (0..=MAX_PRIORITY).contains(p.get_ref()) => *p.get_ref() as u16,
+        Some(p) => {
+            diagnostics.push(
+                Diagnostic::error(
+                    file,
+                    p.span(),
+                    format!(
+                        "priority {} is out of range 0..={MAX_PRIORITY}",
+                        p.get_ref()
+                    ),
+                )
+                .about(&id),
+            );
+            DEFAULT_PRIORITY
+        }
+    };
+    let action = rule_action(&raw, file, &span, &id, replies, diagnostics);
+
+    let mut any = Vec::new();
+    for term in &raw.any {
+        if let Some(t) = keyword(term, file, &id, "any", diagnostics) {
+            any.push(terms.add(
+                &t,
+                TermUse {
+                    rule: rule_index,
+                    role: Role::Any,
+                },
+            ));
+        }
+    }
+    if raw.all.len() > MAX_ALL_GROUPS {
+        diagnostics.push(
+            Diagnostic::error(
+                file,
+                span.clone(),
+                format!("more than {MAX_ALL_GROUPS} `all` groups"),
+            )
+            .about(&id),
+        );
+    }
+    let mut all_groups = 0u16;
+    let mut all = Vec::new();
+    for (group_index, group) in raw.all.iter().enumerate().take(MAX_ALL_GROUPS) {
+        let members: Vec<String> = match group.get_ref() {
+            toml::Value::String(s) => vec![s.clone()],
+            toml::Value::Array(items) if !items.is_empty() => items
+                .iter()
+                .filter_map(|item| item.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let valid_shape = match group.get_ref() {
+            toml::Value::Array(items) => !items.is_empty() && items.len() == members.len(),
+            toml::Value::String(_) => true,
+            _ => false,
+        };
+        if !valid_shape {
+            diagnostics.push(
+                Diagnostic::error(
+                    file,
+                    group.span(),
+                    "each `all` entry must be a keyword or a non-empty list of keywords",
+                )
+                .about(&id),
+            );
+            continue;
+        }
+        for member in members {
+            let normalised = normalise(&member);
+            if normalised.is_empty() {
+                diagnostics.push(
+                    Diagnostic::error(file, group.span(), "empty keyword in `all`").about(&id),
+                );
+                continue;
+            }
+            let term = terms.add(
+                &normalised,
+                TermUse {
+                    rule: rule_index,
+                    role: Role::All(group_index as u8),
+                },
+            );
+            all.push((group_index as u8, term));
+        }
+        all_groups += 1;
+    }
+    let mut none = Vec::new();
+    for term in &raw.none {
+        if let Some(t) = keyword(term, file, &id, "none", diagnostics) {
+            none.push(t);
+        }
+    }
+
+    let mut regexes = Vec::new();
+    let mut gate_literals: Option<Vec<String>> = None;
+    let has_keywords = !raw.any.is_empty() || !raw.all.is_empty();
+    for pattern in &raw.regex {
+        match compile_regex(pattern.get_ref()) {
+            Ok(regex) => {
+                if !has_keywords {
+                    match prefilter_literals(pattern.get_ref()) {
+                        Some(literals) if !literals.is_empty() => {
+                            if let Some(existing) = gate_literals.as_mut() {
+                                existing.extend(literals);
+                            } else if regexes.is_empty() {
+                                gate_literals = Some(literals);
+                            }
+                        }
+                        Some(_) => diagnostics.push(
+                            Diagnostic::warning(
+                                file,
+                                pattern.span(),
+                                "pattern can never match normalised text (it needs uppercase, traditional characters or spaces)",
+                            )
+                            .about(&id),
+                        ),
+                        // One pattern without literals makes the whole rule unfiltered.
+                        None => gate_literals = Some(Vec::new()),
+                    }
+                }
+                regexes.push(regex);
+            }
+            Err(message) => {
+                diagnostics.push(Diagnostic::error(file, pattern.span(), message).about(&id))
+            }
+        }
+    }
+    if !has_keywords && raw.regex.is_empty() {
+        diagnostics.push(
+            Diagnostic::error(
+                file,
+                span.clone(),
+                "rule has no condition: give it `any`, `all` or `regex`",
+            )
+            .about(&id),
+        );
+    }
+    let mut unfiltered = false;
+    if !has_keywords && !regexes.is_empty() {
+        match gate_literals {
+            Some(literals) if !literals.is_empty() => {
+                for literal in literals {
+                    terms.add(
+                        &literal,
+                        TermUse {
+                            rule: rule_index,
+                            role: Role::Gate,
+                        },
+                    );
+                }
+            }
+            _ => unfiltered = true,
+        }
+    }
+    for term in &none {
+        terms.add(
+            term,
+            TermUse {
+                rule: rule_index,
+                role: Role::None,
+            },
+        );
+    }
+
+    let examples = raw
+        .examples
+        .iter()
+        .map(|e| (e.get_ref().clone(), e.span()))
+        .collect();
+    let counter_examples = raw
+        .counter_examples
+        .iter()
+        .map(|e| (e.get_ref().clone(), e.span()))
+        .collect();
+    if error_count(diagnostics) > errors_before {
+        return None;
+    }
+    let location = sources.location(file, span.start);
+    Some(Rule {
+        id,
+        topic: topic?,
+        action: action?,
+        priority,
+        any,
+        all_groups,
+        all,
+        none,
+        regexes,
+        unfiltered,
+        gated: !has_keywords && !unfiltered,
+        examples,
+        counter_examples,
+        file,
+        span,
+        location,
+        id_rank: 0,
+    })
+}
+
+fn error_count(diagnostics: &[Diagnostic]) -> usize {
+    diagnostics
+        .iter()
+        .filter(|d| d.severity == crate::diagnostics::Severity::Error)
+        .count()
+}
+
+fn rule_action(
+    raw: &RawRule,
+    file: FileId,
+    span: &Range<usize>,
+    id: &str,
+    replies: &Replies,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Action> {
+    let ignore = raw.ignore.as_ref().is_some_and(|i| *i.get_ref());
+    let reply_key = |diagnostics: &mut Vec<Diagnostic>| -> Option<String> {
+        let key = raw.reply.as_ref()?;
+        if !replies.contains(key.get_ref()) {
+            diagnostics.push(
+                Diagnostic::error(
+                    file,
+                    key.span(),
+                    format!("unknown reply key `{}`", key.get_ref()),
+                )
+                .about(id)
+                .note("define it in replies/*.toml"),
+            );
+            return None;
+        }
+        Some(key.get_ref().clone())
+    };
+    match (&raw.escalate, &raw.reply, ignore) {
+        (Some(_), _, true) | (None, Some(_), true) => {
+            diagnostics.push(
+                Diagnostic::error(
+                    file,
+                    span.clone(),
+                    "a rule either ignores the message or answers it, not both",
+                )
+                .about(id),
+            );
+            None
+        }
+        (Some(queue), reply, false) => {
+            let queue_value = match queue.get_ref().parse::<Queue>() {
+                Ok(q) => Some(q),
+                Err(()) => {
+                    diagnostics.push(
+                        Diagnostic::error(
+                            file,
+                            queue.span(),
+                            format!("unknown queue `{}`", queue.get_ref()),
+                        )
+                        .about(id)
+                        .note(format!("queues: {}", Queue::names())),
+                    );
+                    None
+                }
+            };
+            if reply.is_none() {
+                diagnostics.push(
+                    Diagnostic::error(
+                        file,
+                        queue.span(),
+                        "an escalating rule needs `reply`, the acknowledgement the buyer gets",
+                    )
+                    .about(id),
+                );
+                return None;
+            }
+            let key = reply_key(diagnostics)?;
+            Some(Action::Escalate {
+                queue: queue_value?,
+                reply: key,
+            })
+        }
+        (None, Some(_), false) => Some(Action::Reply {
+            reply: reply_key(diagnostics)?,
+        }),
+        (None, None, true) => Some(Action::Ignore),
+        (None, None, false) => {
+            diagnostics.push(
+                Diagnostic::error(
+                    file,
+                    raw.id.span(),
+                    "rule has no action: set `reply`, `escalate` with `reply`, or `ignore = true`",
+                )
+                .about(id),
+            );
+            None
+        }
+    }
+}
+
+fn compile_regex(pattern: &str) -> Result<Regex, String> {
+    if pattern.len() > REGEX_MAX_PATTERN_LEN {
+        return Err(format!(
+            "regex pattern is {} bytes long; the limit is {REGEX_MAX_PATTERN_LEN}",
+            pattern.len()
+        ));
+    }
+    RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(4 * REGEX_SIZE_LIMIT)
+        .nest_limit(50)
+        .build()
+        .map_err(|error| match error {
+            regex::Error::CompiledTooBig(limit) => {
+                format!("regex is too big once compiled (limit {limit} bytes); simplify it")
+            }
+            regex::Error::Syntax(message) => {
+                let first = message.lines().last().unwrap_or("").trim().to_string();
+                format!("invalid regex: {}", first.trim_start_matches("error: "))
+            }
+            other => format!("invalid regex: {other}"),
+        })
+}
+
+/// Literals every match of `pattern` must start with, already in normalised form.
+///
+/// `None` when there is no usable finite set (the rule must run its regex on every message);
+/// `Some(empty)` when every literal would be changed by normalisation, so the pattern can never
+/// match normalised text.
+fn prefilter_literals(pattern: &str) -> Option<Vec<String>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    let mut extractor = Extractor::new();
+    extractor
+        .kind(ExtractKind::Prefix)
+        .limit_total(MAX_PREFILTER_LITERALS);
+    let seq = extractor.extract(&hir);
+    let literals = seq.literals()?;
+    let mut out = Vec::new();
+    for literal in literals {
+        let bytes = literal.as_bytes();
+        let valid = match std::str::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(error) => std::str::from_utf8(&bytes[..error.valid_up_to()]).ok()?,
+        };
+        if valid.is_empty() {
+            return None;
+        }
+        if normalise(valid) == valid && !out.iter().any(|o| o == valid) {
+            out.push(valid.to_string());
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefilter_literals_come_from_the_pattern_prefix() {
+        assert_eq!(
+            prefilter_literals("退.{0,2}款"),
+            Some(vec!["退".to_string()])
+        );
+        assert_eq!(
+            prefilter_literals("(退货|换货)单号"),
+            Some(vec!["退货单号".to_string(), "换货单号".to_string()])
+        );
+        assert_eq!(prefilter_literals(r"\d{11}"), None);
+        assert_eq!(prefilter_literals("ABC"), Some(vec![]));
+    }
+
+    #[test]
+    fn oversized_regex_is_rejected_with_a_clear_message() {
+        let error = compile_regex(r"\w{1000}\w{1000}").expect_err("too big");
+        assert!(error.contains("too big once compiled"), "{error}");
+        let error = compile_regex("(").expect_err("syntax");
+        assert!(error.starts_with("invalid regex:"), "{error}");
+    }
+}

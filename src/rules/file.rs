@@ -1,0 +1,43 @@
+//! The rule file format as written by people: raw serde types with source spans.
+//!
+//! Nothing here is checked beyond TOML syntax and field names; [`super::compile`] validates the
+//! values and reports every problem with the span kept here.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// One `rules/*.toml` file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuleFile {
+    #[serde(default)]
+    pub rule: Vec<Spanned<RawRule>>,
+    /// In a shop overlay: ids of shared rules this shop switches off.
+    #[serde(default)]
+    pub disable: Vec<Spanned<String>>,
+}
+
+/// One `[[rule]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub id: Spanned<String>,
+    pub topic: Spanned<String>,
+    pub reply: Option<Spanned<String>>,
+    pub escalate: Option<Spanned<String>>,
+    pub ignore: Option<Spanned<bool>>,
+    pub priority: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub any: Vec<Spanned<String>>,
+    /// Each element is a term (that must appear) or a list of terms (one of which must appear).
+    #[serde(default)]
+    pub all: Vec<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub none: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub regex: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub examples: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub counter_examples: Vec<Spanned<String>>,
+}
