@@ -119,7 +119,8 @@ impl RuleCollector {
     }
 }
 
-/// Validates and compiles collected rules. Returns `None` if any rule had an error.
+/// Validates and compiles collected rules. Rules with errors are left out (and reported), so the
+/// examples of the others can still be checked; the caller refuses the set if anything failed.
 pub(crate) fn compile(
     collected: Vec<Collected>,
     replies: Replies,
@@ -128,18 +129,12 @@ pub(crate) fn compile(
 ) -> Option<RuleSet> {
     let mut terms = TermTable::default();
     let mut rules = Vec::with_capacity(collected.len());
-    let mut failed = false;
     for collected in collected {
-        match compile_rule(
-            collected,
-            rules.len(),
-            &replies,
-            sources,
-            &mut terms,
-            diagnostics,
-        ) {
-            Some(rule) => rules.push(rule),
-            None => failed = true,
+        let index = rules.len();
+        if let Some(rule) =
+            compile_rule(collected, index, &replies, sources, &mut terms, diagnostics)
+        {
+            rules.push(rule);
         }
     }
     let unfiltered: Vec<u32> = rules
@@ -163,10 +158,6 @@ pub(crate) fn compile(
                 .note("add an `any` keyword, or start the pattern with literal text"),
             );
         }
-        failed = true;
-    }
-    if failed {
-        return None;
     }
     let automaton = match AhoCorasickBuilder::new()
         .match_kind(MatchKind::Standard)
@@ -214,9 +205,18 @@ struct TermTable {
     patterns: Vec<String>,
     index: HashMap<String, u32>,
     uses: Vec<Vec<TermUse>>,
+    /// Patterns touched by the rule being compiled, to undo if that rule fails.
+    touched: Vec<u32>,
 }
 
 impl TermTable {
+    /// Forgets every use the failed rule `rule` added.
+    fn rollback(&mut self, rule: u32) {
+        for id in self.touched.drain(..) {
+            self.uses[id as usize].retain(|u| u.rule != rule);
+        }
+    }
+
     fn add(&mut self, term: &str, use_: TermUse) -> u32 {
         let id = match self.index.get(term) {
             Some(&id) => id,
@@ -228,6 +228,7 @@ impl TermTable {
                 id
             }
         };
+        self.touched.push(id);
         let uses = &mut self.uses[id as usize];
         if !uses.contains(&use_) {
             uses.push(use_);
@@ -266,6 +267,7 @@ fn compile_rule(
     let errors_before = error_count(diagnostics);
     let id = raw.id.get_ref().trim().to_string();
     let rule_index = index as u32;
+    terms.touched.clear();
     if id.is_empty() {
         diagnostics.push(Diagnostic::error(file, raw.id.span(), "rule id is empty"));
     } else if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -464,6 +466,7 @@ fn compile_rule(
         .map(|e| (e.get_ref().clone(), e.span()))
         .collect();
     if error_count(diagnostics) > errors_before {
+        terms.rollback(rule_index);
         return None;
     }
     let location = sources.location(file, span.start);
