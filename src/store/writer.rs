@@ -1,0 +1,556 @@
+//! The one task that writes.
+//!
+//! Requests arrive over a bounded channel. The writer takes everything that is waiting (up to
+//! [`BATCH_CAP`]), applies it in one transaction, commits, and only then answers each request.
+//! A burst of a thousand chats therefore costs a handful of commits, and a caller that awaits its
+//! answer (an escalation, an inbound message id) knows its write is durable.
+//!
+//! If a batch fails at the database, it is rolled back and replayed one request per transaction,
+//! so one bad row fails only its own request. Refusals (claiming a closed escalation, ...) are
+//! decided before anything is written and do not fail the batch.
+
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Connection, Row, SqliteExecutor};
+use tokio::sync::{mpsc, oneshot};
+
+use super::error::StoreError;
+use super::rows;
+use super::types::{
+    Actor, Conversation, ConversationKey, ConversationState, Direction, Escalation, Sender,
+    TranscriptEntry,
+};
+
+/// The most requests committed in one transaction.
+pub(crate) const BATCH_CAP: usize = 256;
+
+/// One write (or a barrier) for the writer.
+#[derive(Debug)]
+pub(crate) enum Op {
+    RecordInbound {
+        key: ConversationKey,
+        message_id: String,
+        sender: Sender,
+        text: String,
+        at_ms: i64,
+    },
+    Append(TranscriptEntry),
+    Escalate {
+        key: ConversationKey,
+        queue: String,
+        reason: String,
+        rule: Option<String>,
+        first_message: String,
+        at_ms: i64,
+    },
+    SaveConversation {
+        conversation: Conversation,
+        actor: Actor,
+        reason: String,
+    },
+    Claim {
+        id: i64,
+        agent: String,
+        at_ms: i64,
+    },
+    Close {
+        id: i64,
+        agent: String,
+        at_ms: i64,
+    },
+    /// Answered once everything sent before it is committed.
+    Flush,
+    /// Like `Flush`, then the writer stops taking requests and exits when the channel is empty.
+    Shutdown,
+}
+
+impl Op {
+    /// What this request does, for error messages and logs.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Op::RecordInbound {
+                key, message_id, ..
+            } => format!("record inbound message {message_id} for {key}"),
+            Op::Append(entry) => format!("append transcript line for {}", entry.key),
+            Op::Escalate { key, queue, .. } => format!("escalate {key} to queue {queue}"),
+            Op::SaveConversation { conversation, .. } => {
+                format!("save conversation {}", conversation.key)
+            }
+            Op::Claim { id, agent, .. } => format!("claim escalation {id} for {agent}"),
+            Op::Close { id, agent, .. } => format!("close escalation {id} for {agent}"),
+            Op::Flush => "flush the store".to_owned(),
+            Op::Shutdown => "close the store".to_owned(),
+        }
+    }
+}
+
+/// What a request produced.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Inbound { new: bool },
+    Escalated { id: i64 },
+    Escalation(Box<Escalation>),
+    Done,
+}
+
+/// A request and where to send its answer (`None`: nobody waits; failures are logged).
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) op: Op,
+    pub(crate) reply: Option<oneshot::Sender<Result<Reply, StoreError>>>,
+}
+
+/// Runs until the store is closed (an [`Op::Shutdown`]) or every sender is gone.
+pub(crate) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Request>) {
+    let mut batch = Vec::with_capacity(BATCH_CAP);
+    loop {
+        if rx.recv_many(&mut batch, BATCH_CAP).await == 0 {
+            break;
+        }
+        if batch.iter().any(|r| matches!(r.op, Op::Shutdown)) {
+            // Refuse new requests but still drain (and commit) what is already queued.
+            rx.close();
+        }
+        commit_batch(&mut conn, &mut batch).await;
+    }
+    if let Err(e) = conn.close().await {
+        tracing::warn!(error = %e, "closing the store's writer connection failed");
+    }
+    tracing::debug!("store writer stopped");
+}
+
+async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Request>) {
+    let results = match apply_all(conn, batch).await {
+        Ok(results) => results,
+        Err(e) if batch.len() == 1 => vec![Err(e)],
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                requests = batch.len(),
+                "store batch failed; retrying its requests one by one"
+            );
+            let mut results = Vec::with_capacity(batch.len());
+            for request in batch.iter() {
+                results.push(apply_one(conn, &request.op).await);
+            }
+            results
+        }
+    };
+    for (request, result) in batch.drain(..).zip(results) {
+        match request.reply {
+            Some(reply) => {
+                // The caller may have given up waiting; that is not the writer's problem.
+                let _ = reply.send(result);
+            }
+            None => {
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "store write lost");
+                }
+            }
+        }
+    }
+}
+
+/// Applies a whole batch in one transaction. `Err` means nothing was committed.
+async fn apply_all(
+    conn: &mut SqliteConnection,
+    batch: &[Request],
+) -> Result<Vec<Result<Reply, StoreError>>, StoreError> {
+    let mut tx = conn
+        .begin()
+        .await
+        .map_err(|e| StoreError::query("begin a write transaction", e))?;
+    let mut results = Vec::with_capacity(batch.len());
+    for request in batch {
+        match apply(&mut tx, &request.op).await {
+            Err(e) if e.is_database_failure() => {
+                // Dropping `tx` rolls back.
+                return Err(e);
+            }
+            result => results.push(result),
+        }
+    }
+    tx.commit()
+        .await
+        .map_err(|e| StoreError::query(format!("commit a batch of {} writes", batch.len()), e))?;
+    Ok(results)
+}
+
+/// Applies one request in its own transaction.
+async fn apply_one(conn: &mut SqliteConnection, op: &Op) -> Result<Reply, StoreError> {
+    let mut tx = conn
+        .begin()
+        .await
+        .map_err(|e| StoreError::query(format!("begin a transaction to {}", op.describe()), e))?;
+    let reply = apply(&mut tx, op).await?;
+    tx.commit()
+        .await
+        .map_err(|e| StoreError::query(format!("commit ({})", op.describe()), e))?;
+    Ok(reply)
+}
+
+async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Reply, StoreError> {
+    let cx = || op.describe();
+    match op {
+        Op::RecordInbound {
+            key,
+            message_id,
+            sender,
+            text,
+            at_ms,
+        } => {
+            let inserted = sqlx::query(
+                "INSERT INTO inbound_messages (platform, self_id, user_id, message_id, at_ms) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(&key.platform)
+            .bind(&key.self_id)
+            .bind(&key.user_id)
+            .bind(message_id)
+            .bind(at_ms)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| StoreError::query(cx(), e))?
+            .rows_affected();
+            let new = inserted > 0;
+            if new {
+                let entry = TranscriptEntry {
+                    key: key.clone(),
+                    direction: Direction::Inbound,
+                    sender: sender.clone(),
+                    message_id: Some(message_id.clone()),
+                    text: text.clone(),
+                    at_ms: *at_ms,
+                };
+                insert_transcript(&mut *conn, &entry)
+                    .await
+                    .map_err(|e| StoreError::query(cx(), e))?;
+            }
+            Ok(Reply::Inbound { new })
+        }
+        Op::Append(entry) => {
+            insert_transcript(&mut *conn, entry)
+                .await
+                .map_err(|e| StoreError::query(cx(), e))?;
+            Ok(Reply::Done)
+        }
+        Op::Escalate {
+            key,
+            queue,
+            reason,
+            rule,
+            first_message,
+            at_ms,
+        } => {
+            let live: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM escalations \
+                 WHERE platform = $1 AND self_id = $2 AND user_id = $3 AND state <> 'closed'",
+            )
+            .bind(&key.platform)
+            .bind(&key.self_id)
+            .bind(&key.user_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| StoreError::query(cx(), e))?;
+            if let Some(id) = live {
+                return Ok(Reply::Escalated { id });
+            }
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO escalations \
+                 (platform, self_id, user_id, queue, reason, rule, state, created_ms, first_message) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8) RETURNING id",
+            )
+            .bind(&key.platform)
+            .bind(&key.self_id)
+            .bind(&key.user_id)
+            .bind(queue)
+            .bind(reason)
+            .bind(rule)
+            .bind(at_ms)
+            .bind(first_message)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| StoreError::query(cx(), e))?;
+            let why = format!("escalated to queue {queue}: {reason}");
+            transition(
+                &mut *conn,
+                key,
+                ConversationState::Queued,
+                *at_ms,
+                &Actor::Bot,
+                &why,
+            )
+            .await
+            .map_err(|e| StoreError::query(cx(), e))?;
+            sqlx::query(
+                "UPDATE conversations \
+                 SET open_escalation = $4, queued_notice_sent = 0, paused_until_ms = NULL \
+                 WHERE platform = $1 AND self_id = $2 AND user_id = $3",
+            )
+            .bind(&key.platform)
+            .bind(&key.self_id)
+            .bind(&key.user_id)
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| StoreError::query(cx(), e))?;
+            Ok(Reply::Escalated { id })
+        }
+        Op::SaveConversation {
+            conversation: c,
+            actor,
+            reason,
+        } => {
+            let before = current_state(&mut *conn, &c.key)
+                .await
+                .map_err(|e| StoreError::query(cx(), e))?;
+            sqlx::query(
+                "INSERT INTO conversations (platform, self_id, user_id, state, state_since_ms, \
+                 paused_until_ms, greeted_at_ms, fallback_streak, queued_notice_sent, \
+                 open_escalation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (platform, self_id, user_id) DO UPDATE SET \
+                 state = excluded.state, state_since_ms = excluded.state_since_ms, \
+                 paused_until_ms = excluded.paused_until_ms, \
+                 greeted_at_ms = excluded.greeted_at_ms, \
+                 fallback_streak = excluded.fallback_streak, \
+                 queued_notice_sent = excluded.queued_notice_sent, \
+                 open_escalation = excluded.open_escalation",
+            )
+            .bind(&c.key.platform)
+            .bind(&c.key.self_id)
+            .bind(&c.key.user_id)
+            .bind(c.state.as_str())
+            .bind(c.state_since_ms)
+            .bind(c.paused_until_ms)
+            .bind(c.greeted_at_ms)
+            .bind(c.fallback_streak)
+            .bind(i64::from(c.queued_notice_sent))
+            .bind(c.open_escalation)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| StoreError::query(cx(), e))?;
+            if before.as_deref() != Some(c.state.as_str()) {
+                record_change(
+                    &mut *conn,
+                    &c.key,
+                    before.as_deref(),
+                    c.state,
+                    actor,
+                    reason,
+                    c.state_since_ms,
+                )
+                .await
+                .map_err(|e| StoreError::query(cx(), e))?;
+            }
+            Ok(Reply::Done)
+        }
+        Op::Claim { id, agent, at_ms } => {
+            let escalation = find_escalation(&mut *conn, *id, op).await?;
+            match (escalation.state.as_str(), escalation.claimed_by.as_deref()) {
+                ("closed", _) => return Err(StoreError::EscalationClosed { id: *id }),
+                ("claimed", Some(holder)) if holder == agent => {
+                    return Ok(Reply::Escalation(Box::new(escalation)));
+                }
+                ("claimed", holder) => {
+                    return Err(StoreError::AlreadyClaimed {
+                        id: *id,
+                        agent: holder.unwrap_or("someone").to_owned(),
+                    });
+                }
+                _ => {}
+            }
+            sqlx::query(
+                "UPDATE escalations SET state = 'claimed', claimed_by = $2, claimed_ms = $3 \
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(agent)
+            .bind(at_ms)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| StoreError::query(cx(), e))?;
+            transition(
+                &mut *conn,
+                &escalation.key,
+                ConversationState::Human,
+                *at_ms,
+                &Actor::Agent(agent.clone()),
+                &format!("claimed escalation {id}"),
+            )
+            .await
+            .map_err(|e| StoreError::query(cx(), e))?;
+            Ok(Reply::Escalation(Box::new(Escalation {
+                state: "claimed".to_owned(),
+                claimed_by: Some(agent.clone()),
+                ..escalation
+            })))
+        }
+        Op::Close { id, agent, at_ms } => {
+            let escalation = find_escalation(&mut *conn, *id, op).await?;
+            if escalation.state == "closed" {
+                return Err(StoreError::EscalationClosed { id: *id });
+            }
+            sqlx::query(
+                "UPDATE escalations SET state = 'closed', closed_by = $2, closed_ms = $3 \
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(agent)
+            .bind(at_ms)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| StoreError::query(cx(), e))?;
+            let key = &escalation.key;
+            transition(
+                &mut *conn,
+                key,
+                ConversationState::Bot,
+                *at_ms,
+                &Actor::Agent(agent.clone()),
+                &format!("closed escalation {id}"),
+            )
+            .await
+            .map_err(|e| StoreError::query(cx(), e))?;
+            sqlx::query(
+                "UPDATE conversations SET open_escalation = NULL, queued_notice_sent = 0, \
+                 fallback_streak = 0, paused_until_ms = NULL \
+                 WHERE platform = $1 AND self_id = $2 AND user_id = $3",
+            )
+            .bind(&key.platform)
+            .bind(&key.self_id)
+            .bind(&key.user_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| StoreError::query(cx(), e))?;
+            Ok(Reply::Escalation(Box::new(Escalation {
+                state: "closed".to_owned(),
+                ..escalation
+            })))
+        }
+        Op::Flush | Op::Shutdown => Ok(Reply::Done),
+    }
+}
+
+async fn insert_transcript<'e>(
+    conn: impl SqliteExecutor<'e>,
+    entry: &TranscriptEntry,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO transcript \
+         (platform, self_id, user_id, direction, sender, message_id, body, at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&entry.key.platform)
+    .bind(&entry.key.self_id)
+    .bind(&entry.key.user_id)
+    .bind(entry.direction.as_str())
+    .bind(entry.sender.to_string())
+    .bind(&entry.message_id)
+    .bind(&entry.text)
+    .bind(entry.at_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn find_escalation(
+    conn: &mut SqliteConnection,
+    id: i64,
+    op: &Op,
+) -> Result<Escalation, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {} FROM escalations WHERE id = $1",
+        rows::ESCALATION_COLUMNS
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| StoreError::query(op.describe(), e))?;
+    match row {
+        Some(row) => rows::escalation(&row),
+        None => Err(StoreError::EscalationNotFound { id }),
+    }
+}
+
+async fn current_state(
+    conn: &mut SqliteConnection,
+    key: &ConversationKey,
+) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT state FROM conversations WHERE platform = $1 AND self_id = $2 AND user_id = $3",
+    )
+    .bind(&key.platform)
+    .bind(&key.self_id)
+    .bind(&key.user_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| r.try_get("state")).transpose()
+}
+
+/// Moves a conversation to `to` (creating its row if needed) and records who did it, unless it
+/// is already there.
+async fn transition(
+    conn: &mut SqliteConnection,
+    key: &ConversationKey,
+    to: ConversationState,
+    at_ms: i64,
+    actor: &Actor,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    let before = current_state(&mut *conn, key).await?;
+    if before.as_deref() == Some(to.as_str()) {
+        return Ok(());
+    }
+    if before.is_some() {
+        sqlx::query(
+            "UPDATE conversations SET state = $4, state_since_ms = $5 \
+             WHERE platform = $1 AND self_id = $2 AND user_id = $3",
+        )
+        .bind(&key.platform)
+        .bind(&key.self_id)
+        .bind(&key.user_id)
+        .bind(to.as_str())
+        .bind(at_ms)
+        .execute(&mut *conn)
+        .await?;
+    } else {
+        sqlx::query(
+            "INSERT INTO conversations (platform, self_id, user_id, state, state_since_ms, \
+             fallback_streak, queued_notice_sent) VALUES ($1, $2, $3, $4, $5, 0, 0)",
+        )
+        .bind(&key.platform)
+        .bind(&key.self_id)
+        .bind(&key.user_id)
+        .bind(to.as_str())
+        .bind(at_ms)
+        .execute(&mut *conn)
+        .await?;
+    }
+    record_change(conn, key, before.as_deref(), to, actor, reason, at_ms).await
+}
+
+async fn record_change(
+    conn: &mut SqliteConnection,
+    key: &ConversationKey,
+    from: Option<&str>,
+    to: ConversationState,
+    actor: &Actor,
+    reason: &str,
+    at_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO state_changes \
+         (platform, self_id, user_id, from_state, to_state, actor, reason, at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&key.platform)
+    .bind(&key.self_id)
+    .bind(&key.user_id)
+    .bind(from)
+    .bind(to.as_str())
+    .bind(actor.to_string())
+    .bind(reason)
+    .bind(at_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
