@@ -65,7 +65,11 @@ async fn record_inbound_is_idempotent_across_restart() {
     );
     let transcript = store.transcript(&k, 10).await.unwrap();
     let texts: Vec<_> = transcript.iter().map(|e| e.text.as_str()).collect();
-    assert_eq!(texts, ["在吗", "退款"], "a redelivery adds no transcript line");
+    assert_eq!(
+        texts,
+        ["在吗", "退款"],
+        "a redelivery adds no transcript line"
+    );
     assert_eq!(transcript[0].direction, Direction::Inbound);
     assert_eq!(transcript[0].sender, Sender::Buyer);
     assert_eq!(transcript[0].message_id.as_deref(), Some("m1"));
@@ -186,7 +190,11 @@ async fn concurrent_appends_are_all_present_after_flush() {
     let tasks: Vec<_> = (0..500)
         .map(|i| {
             let store = store.clone();
-            tokio::spawn(async move { store.append_transcript(line(&format!("u{}", i % 7), i)).await })
+            tokio::spawn(async move {
+                store
+                    .append_transcript(line(&format!("u{}", i % 7), i))
+                    .await
+            })
         })
         .collect();
     for t in tasks {
@@ -197,7 +205,11 @@ async fn concurrent_appends_are_all_present_after_flush() {
     let reader = Store::open_existing(dir.path()).await.unwrap();
     let mut seen = HashSet::new();
     for u in 0..7 {
-        for e in reader.transcript(&key(&format!("u{u}")), 1_000).await.unwrap() {
+        for e in reader
+            .transcript(&key(&format!("u{u}")), 1_000)
+            .await
+            .unwrap()
+        {
             assert!(seen.insert(e.text.clone()), "duplicate {}", e.text);
         }
     }
@@ -243,7 +255,11 @@ async fn state_changes_record_the_actor() {
     conv.state_since_ms = 200;
     conv.paused_until_ms = Some(900);
     store
-        .save_conversation(&conv, Actor::ShopOutgoing, "shop answered from another client")
+        .save_conversation(
+            &conv,
+            Actor::ShopOutgoing,
+            "shop answered from another client",
+        )
         .await
         .unwrap();
 
@@ -317,7 +333,10 @@ async fn claim_then_close_returns_the_conversation_to_the_bot() {
         matches!(&err, StoreError::AlreadyClaimed { agent, .. } if agent == "alice"),
         "{err}"
     );
-    assert_eq!(err.to_string(), format!("escalation {id} is already claimed by alice"));
+    assert_eq!(
+        err.to_string(),
+        format!("escalation {id} is already claimed by alice")
+    );
 
     let closed = store.close_escalation(id, "alice").await.unwrap();
     assert_eq!(closed.state, "closed");
@@ -329,7 +348,10 @@ async fn claim_then_close_returns_the_conversation_to_the_bot() {
     assert!(store.open_escalations().await.unwrap().is_empty());
 
     let history = store.state_history(&k).await.unwrap();
-    let moves: Vec<_> = history.iter().map(|c| (c.to, c.actor.to_string())).collect();
+    let moves: Vec<_> = history
+        .iter()
+        .map(|c| (c.to, c.actor.to_string()))
+        .collect();
     assert_eq!(
         moves,
         [
@@ -419,7 +441,10 @@ async fn open_existing_on_a_missing_dir_is_a_clear_error() {
     let missing = dir.path().join("nope");
     let err = Store::open_existing(&missing).await.unwrap_err();
     assert!(matches!(err, StoreError::Missing { .. }), "{err}");
-    assert!(!missing.exists(), "a read-only open must not create anything");
+    assert!(
+        !missing.exists(),
+        "a read-only open must not create anything"
+    );
 }
 
 #[tokio::test]
@@ -440,11 +465,25 @@ async fn queue_list_json_has_the_contract_fields() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
     let a = store
-        .escalate(&key("u1"), "refund", "退款", Some("r1"), "我要退款", 1_714_552_200_000)
+        .escalate(
+            &key("u1"),
+            "refund",
+            "退款",
+            Some("r1"),
+            "我要退款",
+            1_714_552_200_000,
+        )
         .await
         .unwrap();
     let b = store
-        .escalate(&key("u2"), "complaint", "12315", None, "我要投诉", 1_714_552_300_000)
+        .escalate(
+            &key("u2"),
+            "complaint",
+            "12315",
+            None,
+            "我要投诉",
+            1_714_552_300_000,
+        )
         .await
         .unwrap();
     store.claim_escalation(b, "alice").await.unwrap();
@@ -462,10 +501,22 @@ async fn queue_list_json_has_the_contract_fields() {
         .collect();
     assert_eq!(lines.len(), 2);
     for field in [
-        "id", "queue", "user_id", "state", "reason", "platform", "self_id", "rule", "created",
+        "id",
+        "queue",
+        "user_id",
+        "state",
+        "reason",
+        "platform",
+        "self_id",
+        "rule",
+        "created",
         "claimed_by",
     ] {
-        assert!(lines[0].get(field).is_some(), "missing {field} in {}", lines[0]);
+        assert!(
+            lines[0].get(field).is_some(),
+            "missing {field} in {}",
+            lines[0]
+        );
     }
     assert_eq!(lines[0]["id"], a);
     assert_eq!(lines[0]["queue"], "refund");
@@ -495,7 +546,14 @@ async fn queue_list_table_is_aligned_with_a_count() {
         .await
         .unwrap();
     store
-        .escalate(&key("a-much-longer-user-id"), "after_sale", "broken\nitem", None, "m", 1)
+        .escalate(
+            &key("a-much-longer-user-id"),
+            "after_sale",
+            "broken\nitem",
+            None,
+            "m",
+            1,
+        )
         .await
         .unwrap();
     let mut out = Vec::new();
@@ -540,4 +598,32 @@ async fn queue_list_works_after_the_daemon_has_stopped() {
     let mut out = Vec::new();
     queue::list(dir.path(), true, &mut out).await.unwrap();
     assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1);
+}
+
+#[tokio::test]
+async fn a_burst_of_inbound_messages_costs_few_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let tasks: Vec<_> = (0..1_000)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .record_inbound(&key(&format!("u{i}")), "m1", Sender::Buyer, "在吗", i)
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert!(t.await.unwrap().unwrap());
+    }
+    let stats = store.write_stats();
+    assert_eq!(stats.requests, 1_000);
+    assert!(
+        stats.commits <= 50,
+        "1000 concurrent writes took {} commits",
+        stats.commits
+    );
+    assert_eq!(stats.retried_batches, 0);
+    store.close().await.unwrap();
 }

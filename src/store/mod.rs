@@ -23,6 +23,7 @@ mod types;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -69,6 +70,7 @@ struct Inner {
 #[derive(Debug)]
 struct WriterHandle {
     tx: mpsc::Sender<Request>,
+    counters: Arc<writer::Counters>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -134,7 +136,8 @@ impl Store {
             })?;
         let pool = read_pool(&path).await?;
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let task = tokio::spawn(writer::run(conn, rx));
+        let counters = Arc::new(writer::Counters::default());
+        let task = tokio::spawn(writer::run(conn, rx, Arc::clone(&counters)));
         tracing::info!(path = %path.display(), "store opened");
         Ok(Store {
             inner: Arc::new(Inner {
@@ -142,6 +145,7 @@ impl Store {
                 pool,
                 writer: Some(WriterHandle {
                     tx,
+                    counters,
                     task: Mutex::new(Some(task)),
                 }),
             }),
@@ -192,6 +196,21 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// What the writer has done since the store was opened (all zero for read-only handles).
+    pub fn write_stats(&self) -> WriteStats {
+        let Some(writer) = &self.inner.writer else {
+            return WriteStats::default();
+        };
+        let c = &writer.counters;
+        WriteStats {
+            batches: c.batches.load(Ordering::Relaxed),
+            requests: c.requests.load(Ordering::Relaxed),
+            commits: c.commits.load(Ordering::Relaxed),
+            retried_batches: c.retried_batches.load(Ordering::Relaxed),
+            failed_requests: c.failed_requests.load(Ordering::Relaxed),
+        }
     }
 
     /// Whether this handle can write (opened with [`Store::open`]).
@@ -527,6 +546,21 @@ impl Store {
         self.inner.pool.close().await;
         result
     }
+}
+
+/// Counters of the writer task, e.g. for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WriteStats {
+    /// Batches taken from the queue.
+    pub batches: u64,
+    /// Requests handled (including flush barriers).
+    pub requests: u64,
+    /// Transactions committed.
+    pub commits: u64,
+    /// Batches that failed and were replayed one request per transaction.
+    pub retried_batches: u64,
+    /// Requests that failed at the database even on their own.
+    pub failed_requests: u64,
 }
 
 /// One recorded change of a conversation's state.

@@ -9,6 +9,9 @@
 //! so one bad row fails only its own request. Refusals (claiming a closed escalation, ...) are
 //! decided before anything is written and do not fail the batch.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection, Row, SqliteExecutor};
 use tokio::sync::{mpsc, oneshot};
@@ -61,6 +64,9 @@ pub(crate) enum Op {
     Flush,
     /// Like `Flush`, then the writer stops taking requests and exits when the channel is empty.
     Shutdown,
+    /// Fails at the database, to exercise the retry path.
+    #[cfg(test)]
+    FailForTest,
 }
 
 impl Op {
@@ -79,6 +85,8 @@ impl Op {
             Op::Close { id, agent, .. } => format!("close escalation {id} for {agent}"),
             Op::Flush => "flush the store".to_owned(),
             Op::Shutdown => "close the store".to_owned(),
+            #[cfg(test)]
+            Op::FailForTest => "fail on purpose".to_owned(),
         }
     }
 }
@@ -99,8 +107,22 @@ pub(crate) struct Request {
     pub(crate) reply: Option<oneshot::Sender<Result<Reply, StoreError>>>,
 }
 
+/// Counters the writer keeps, readable from any handle.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) batches: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) commits: AtomicU64,
+    pub(crate) retried_batches: AtomicU64,
+    pub(crate) failed_requests: AtomicU64,
+}
+
 /// Runs until the store is closed (an [`Op::Shutdown`]) or every sender is gone.
-pub(crate) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Request>) {
+pub(crate) async fn run(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<Request>,
+    counters: Arc<Counters>,
+) {
     let mut batch = Vec::with_capacity(BATCH_CAP);
     loop {
         if rx.recv_many(&mut batch, BATCH_CAP).await == 0 {
@@ -110,7 +132,7 @@ pub(crate) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Reque
             // Refuse new requests but still drain (and commit) what is already queued.
             rx.close();
         }
-        commit_batch(&mut conn, &mut batch).await;
+        commit_batch(&mut conn, &mut batch, &counters).await;
     }
     if let Err(e) = conn.close().await {
         tracing::warn!(error = %e, "closing the store's writer connection failed");
@@ -118,11 +140,19 @@ pub(crate) async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Reque
     tracing::debug!("store writer stopped");
 }
 
-async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Request>) {
+async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Request>, counters: &Counters) {
+    counters.batches.fetch_add(1, Ordering::Relaxed);
+    counters
+        .requests
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
     let results = match apply_all(conn, batch).await {
-        Ok(results) => results,
+        Ok(results) => {
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            results
+        }
         Err(e) if batch.len() == 1 => vec![Err(e)],
         Err(e) => {
+            counters.retried_batches.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 error = %e,
                 requests = batch.len(),
@@ -130,11 +160,22 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Request>) {
             );
             let mut results = Vec::with_capacity(batch.len());
             for request in batch.iter() {
-                results.push(apply_one(conn, &request.op).await);
+                let result = apply_one(conn, &request.op).await;
+                if !matches!(&result, Err(e) if e.is_database_failure()) {
+                    counters.commits.fetch_add(1, Ordering::Relaxed);
+                }
+                results.push(result);
             }
             results
         }
     };
+    let failed = results
+        .iter()
+        .filter(|r| matches!(r, Err(e) if e.is_database_failure()))
+        .count();
+    counters
+        .failed_requests
+        .fetch_add(failed as u64, Ordering::Relaxed);
     for (request, result) in batch.drain(..).zip(results) {
         match request.reply {
             Some(reply) => {
@@ -427,6 +468,12 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Reply, StoreError
             })))
         }
         Op::Flush | Op::Shutdown => Ok(Reply::Done),
+        #[cfg(test)]
+        Op::FailForTest => sqlx::query("SELECT * FROM no_such_table")
+            .execute(&mut *conn)
+            .await
+            .map(|_| Reply::Done)
+            .map_err(|e| StoreError::query(cx(), e)),
     }
 }
 
@@ -553,4 +600,111 @@ async fn record_change(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::ConnectOptions;
+    use sqlx::sqlite::SqliteConnectOptions;
+
+    use super::*;
+
+    fn request(op: Op) -> (Request, oneshot::Receiver<Result<Reply, StoreError>>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            Request {
+                op,
+                reply: Some(tx),
+            },
+            rx,
+        )
+    }
+
+    fn inbound(id: &str) -> Op {
+        Op::RecordInbound {
+            key: ConversationKey::new("qq", "s", "u"),
+            message_id: id.to_owned(),
+            sender: Sender::Buyer,
+            text: format!("text of {id}"),
+            at_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_request_fails_alone_and_the_rest_of_its_batch_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = SqliteConnectOptions::new()
+            .filename(dir.path().join("t.db"))
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        super::super::MIGRATOR.run(&mut conn).await.unwrap();
+        let counters = Counters::default();
+
+        let (a, a_rx) = request(inbound("m1"));
+        let (bad, bad_rx) = request(Op::FailForTest);
+        let (b, b_rx) = request(inbound("m2"));
+        let (dup, dup_rx) = request(inbound("m1"));
+        let mut batch = vec![a, bad, b, dup];
+        commit_batch(&mut conn, &mut batch, &counters).await;
+        assert!(batch.is_empty());
+
+        assert!(matches!(
+            a_rx.await.unwrap(),
+            Ok(Reply::Inbound { new: true })
+        ));
+        let err = bad_rx.await.unwrap().unwrap_err();
+        assert!(
+            err.to_string().starts_with("cannot fail on purpose: "),
+            "{err}"
+        );
+        assert!(matches!(
+            b_rx.await.unwrap(),
+            Ok(Reply::Inbound { new: true })
+        ));
+        // Replayed one by one, the duplicate is still recognised as one.
+        assert!(matches!(
+            dup_rx.await.unwrap(),
+            Ok(Reply::Inbound { new: false })
+        ));
+
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM transcript")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(rows, 2);
+        assert_eq!(counters.retried_batches.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.failed_requests.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.commits.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn a_good_batch_is_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = SqliteConnectOptions::new()
+            .filename(dir.path().join("t.db"))
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        super::super::MIGRATOR.run(&mut conn).await.unwrap();
+        let counters = Counters::default();
+        let mut receivers = Vec::new();
+        let mut batch = Vec::new();
+        for i in 0..100 {
+            let (r, rx) = request(inbound(&format!("m{i}")));
+            batch.push(r);
+            receivers.push(rx);
+        }
+        commit_batch(&mut conn, &mut batch, &counters).await;
+        for rx in receivers {
+            assert!(matches!(
+                rx.await.unwrap(),
+                Ok(Reply::Inbound { new: true })
+            ));
+        }
+        assert_eq!(counters.commits.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.requests.load(Ordering::Relaxed), 100);
+    }
 }
