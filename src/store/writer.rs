@@ -238,42 +238,14 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Reply, StoreError
             sender,
             text,
             at_ms,
-        } => {
-            let inserted = sqlx::query(
-                "INSERT INTO inbound_messages (platform, self_id, user_id, message_id, at_ms) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            )
-            .bind(&key.platform)
-            .bind(&key.self_id)
-            .bind(&key.user_id)
-            .bind(message_id)
-            .bind(at_ms)
-            .execute(&mut *conn)
+        } => record_inbound(conn, key, message_id, sender, text, *at_ms)
             .await
-            .map_err(|e| StoreError::query(cx(), e))?
-            .rows_affected();
-            let new = inserted > 0;
-            if new {
-                let entry = TranscriptEntry {
-                    key: key.clone(),
-                    direction: Direction::Inbound,
-                    sender: sender.clone(),
-                    message_id: Some(message_id.clone()),
-                    text: text.clone(),
-                    at_ms: *at_ms,
-                };
-                insert_transcript(&mut *conn, &entry)
-                    .await
-                    .map_err(|e| StoreError::query(cx(), e))?;
-            }
-            Ok(Reply::Inbound { new })
-        }
-        Op::Append(entry) => {
-            insert_transcript(&mut *conn, entry)
-                .await
-                .map_err(|e| StoreError::query(cx(), e))?;
-            Ok(Reply::Done)
-        }
+            .map(|new| Reply::Inbound { new })
+            .map_err(|e| StoreError::query(cx(), e)),
+        Op::Append(entry) => insert_transcript(&mut *conn, entry)
+            .await
+            .map(|()| Reply::Done)
+            .map_err(|e| StoreError::query(cx(), e)),
         Op::Escalate {
             key,
             queue,
@@ -282,191 +254,29 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Reply, StoreError
             first_message,
             at_ms,
         } => {
-            let live: Option<i64> = sqlx::query_scalar(
-                "SELECT id FROM escalations \
-                 WHERE platform = $1 AND self_id = $2 AND user_id = $3 AND state <> 'closed'",
-            )
-            .bind(&key.platform)
-            .bind(&key.self_id)
-            .bind(&key.user_id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(|e| StoreError::query(cx(), e))?;
-            if let Some(id) = live {
-                return Ok(Reply::Escalated { id });
-            }
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO escalations \
-                 (platform, self_id, user_id, queue, reason, rule, state, created_ms, first_message) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8) RETURNING id",
-            )
-            .bind(&key.platform)
-            .bind(&key.self_id)
-            .bind(&key.user_id)
-            .bind(queue)
-            .bind(reason)
-            .bind(rule)
-            .bind(at_ms)
-            .bind(first_message)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| StoreError::query(cx(), e))?;
-            let why = format!("escalated to queue {queue}: {reason}");
-            transition(
-                &mut *conn,
+            let new = NewEscalation {
                 key,
-                ConversationState::Queued,
-                *at_ms,
-                &Actor::Bot,
-                &why,
-            )
-            .await
-            .map_err(|e| StoreError::query(cx(), e))?;
-            sqlx::query(
-                "UPDATE conversations \
-                 SET open_escalation = $4, queued_notice_sent = 0, paused_until_ms = NULL \
-                 WHERE platform = $1 AND self_id = $2 AND user_id = $3",
-            )
-            .bind(&key.platform)
-            .bind(&key.self_id)
-            .bind(&key.user_id)
-            .bind(id)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| StoreError::query(cx(), e))?;
-            Ok(Reply::Escalated { id })
+                queue,
+                reason,
+                rule: rule.as_deref(),
+                first_message,
+                at_ms: *at_ms,
+            };
+            escalate(conn, &new)
+                .await
+                .map(|id| Reply::Escalated { id })
+                .map_err(|e| StoreError::query(cx(), e))
         }
         Op::SaveConversation {
-            conversation: c,
+            conversation,
             actor,
             reason,
-        } => {
-            let before = current_state(&mut *conn, &c.key)
-                .await
-                .map_err(|e| StoreError::query(cx(), e))?;
-            sqlx::query(
-                "INSERT INTO conversations (platform, self_id, user_id, state, state_since_ms, \
-                 paused_until_ms, greeted_at_ms, fallback_streak, queued_notice_sent, \
-                 open_escalation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                 ON CONFLICT (platform, self_id, user_id) DO UPDATE SET \
-                 state = excluded.state, state_since_ms = excluded.state_since_ms, \
-                 paused_until_ms = excluded.paused_until_ms, \
-                 greeted_at_ms = excluded.greeted_at_ms, \
-                 fallback_streak = excluded.fallback_streak, \
-                 queued_notice_sent = excluded.queued_notice_sent, \
-                 open_escalation = excluded.open_escalation",
-            )
-            .bind(&c.key.platform)
-            .bind(&c.key.self_id)
-            .bind(&c.key.user_id)
-            .bind(c.state.as_str())
-            .bind(c.state_since_ms)
-            .bind(c.paused_until_ms)
-            .bind(c.greeted_at_ms)
-            .bind(c.fallback_streak)
-            .bind(i64::from(c.queued_notice_sent))
-            .bind(c.open_escalation)
-            .execute(&mut *conn)
+        } => save_conversation(conn, conversation, actor, reason)
             .await
-            .map_err(|e| StoreError::query(cx(), e))?;
-            if before.as_deref() != Some(c.state.as_str()) {
-                record_change(
-                    &mut *conn,
-                    &c.key,
-                    before.as_deref(),
-                    c.state,
-                    actor,
-                    reason,
-                    c.state_since_ms,
-                )
-                .await
-                .map_err(|e| StoreError::query(cx(), e))?;
-            }
-            Ok(Reply::Done)
-        }
-        Op::Claim { id, agent, at_ms } => {
-            let escalation = find_escalation(&mut *conn, *id, op).await?;
-            match (escalation.state.as_str(), escalation.claimed_by.as_deref()) {
-                ("closed", _) => return Err(StoreError::EscalationClosed { id: *id }),
-                ("claimed", Some(holder)) if holder == agent => {
-                    return Ok(Reply::Escalation(Box::new(escalation)));
-                }
-                ("claimed", holder) => {
-                    return Err(StoreError::AlreadyClaimed {
-                        id: *id,
-                        agent: holder.unwrap_or("someone").to_owned(),
-                    });
-                }
-                _ => {}
-            }
-            sqlx::query(
-                "UPDATE escalations SET state = 'claimed', claimed_by = $2, claimed_ms = $3 \
-                 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(agent)
-            .bind(at_ms)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| StoreError::query(cx(), e))?;
-            transition(
-                &mut *conn,
-                &escalation.key,
-                ConversationState::Human,
-                *at_ms,
-                &Actor::Agent(agent.clone()),
-                &format!("claimed escalation {id}"),
-            )
-            .await
-            .map_err(|e| StoreError::query(cx(), e))?;
-            Ok(Reply::Escalation(Box::new(Escalation {
-                state: "claimed".to_owned(),
-                claimed_by: Some(agent.clone()),
-                ..escalation
-            })))
-        }
-        Op::Close { id, agent, at_ms } => {
-            let escalation = find_escalation(&mut *conn, *id, op).await?;
-            if escalation.state == "closed" {
-                return Err(StoreError::EscalationClosed { id: *id });
-            }
-            sqlx::query(
-                "UPDATE escalations SET state = 'closed', closed_by = $2, closed_ms = $3 \
-                 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(agent)
-            .bind(at_ms)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| StoreError::query(cx(), e))?;
-            let key = &escalation.key;
-            transition(
-                &mut *conn,
-                key,
-                ConversationState::Bot,
-                *at_ms,
-                &Actor::Agent(agent.clone()),
-                &format!("closed escalation {id}"),
-            )
-            .await
-            .map_err(|e| StoreError::query(cx(), e))?;
-            sqlx::query(
-                "UPDATE conversations SET open_escalation = NULL, queued_notice_sent = 0, \
-                 fallback_streak = 0, paused_until_ms = NULL \
-                 WHERE platform = $1 AND self_id = $2 AND user_id = $3",
-            )
-            .bind(&key.platform)
-            .bind(&key.self_id)
-            .bind(&key.user_id)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| StoreError::query(cx(), e))?;
-            Ok(Reply::Escalation(Box::new(Escalation {
-                state: "closed".to_owned(),
-                ..escalation
-            })))
-        }
+            .map(|()| Reply::Done)
+            .map_err(|e| StoreError::query(cx(), e)),
+        Op::Claim { id, agent, at_ms } => claim(conn, *id, agent, *at_ms, op).await,
+        Op::Close { id, agent, at_ms } => close(conn, *id, agent, *at_ms, op).await,
         Op::Flush | Op::Shutdown => Ok(Reply::Done),
         #[cfg(test)]
         Op::FailForTest => sqlx::query("SELECT * FROM no_such_table")
@@ -475,6 +285,260 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Reply, StoreError
             .map(|_| Reply::Done)
             .map_err(|e| StoreError::query(cx(), e)),
     }
+}
+
+/// Records a message id (and its transcript line) unless already recorded; `true` if new.
+async fn record_inbound(
+    conn: &mut SqliteConnection,
+    key: &ConversationKey,
+    message_id: &str,
+    sender: &Sender,
+    text: &str,
+    at_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO inbound_messages (platform, self_id, user_id, message_id, at_ms) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(&key.platform)
+    .bind(&key.self_id)
+    .bind(&key.user_id)
+    .bind(message_id)
+    .bind(at_ms)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(false);
+    }
+    let entry = TranscriptEntry {
+        key: key.clone(),
+        direction: Direction::Inbound,
+        sender: sender.clone(),
+        message_id: Some(message_id.to_owned()),
+        text: text.to_owned(),
+        at_ms,
+    };
+    insert_transcript(&mut *conn, &entry).await?;
+    Ok(true)
+}
+
+struct NewEscalation<'a> {
+    key: &'a ConversationKey,
+    queue: &'a str,
+    reason: &'a str,
+    rule: Option<&'a str>,
+    first_message: &'a str,
+    at_ms: i64,
+}
+
+/// Creates an open escalation and queues the conversation, or returns the live escalation's id.
+async fn escalate(
+    conn: &mut SqliteConnection,
+    new: &NewEscalation<'_>,
+) -> Result<i64, sqlx::Error> {
+    let key = new.key;
+    let live: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM escalations \
+         WHERE platform = $1 AND self_id = $2 AND user_id = $3 AND state <> 'closed'",
+    )
+    .bind(&key.platform)
+    .bind(&key.self_id)
+    .bind(&key.user_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(id) = live {
+        return Ok(id);
+    }
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO escalations \
+         (platform, self_id, user_id, queue, reason, rule, state, created_ms, first_message) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8) RETURNING id",
+    )
+    .bind(&key.platform)
+    .bind(&key.self_id)
+    .bind(&key.user_id)
+    .bind(new.queue)
+    .bind(new.reason)
+    .bind(new.rule)
+    .bind(new.at_ms)
+    .bind(new.first_message)
+    .fetch_one(&mut *conn)
+    .await?;
+    let why = format!("escalated to queue {}: {}", new.queue, new.reason);
+    transition(
+        &mut *conn,
+        key,
+        ConversationState::Queued,
+        new.at_ms,
+        &Actor::Bot,
+        &why,
+    )
+    .await?;
+    sqlx::query(
+        "UPDATE conversations \
+         SET open_escalation = $4, queued_notice_sent = 0, paused_until_ms = NULL \
+         WHERE platform = $1 AND self_id = $2 AND user_id = $3",
+    )
+    .bind(&key.platform)
+    .bind(&key.self_id)
+    .bind(&key.user_id)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(id)
+}
+
+/// Upserts a conversation and records a state change if its state differs from the stored one.
+async fn save_conversation(
+    conn: &mut SqliteConnection,
+    c: &Conversation,
+    actor: &Actor,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    let before = current_state(&mut *conn, &c.key).await?;
+    sqlx::query(
+        "INSERT INTO conversations (platform, self_id, user_id, state, state_since_ms, \
+         paused_until_ms, greeted_at_ms, fallback_streak, queued_notice_sent, \
+         open_escalation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (platform, self_id, user_id) DO UPDATE SET \
+         state = excluded.state, state_since_ms = excluded.state_since_ms, \
+         paused_until_ms = excluded.paused_until_ms, \
+         greeted_at_ms = excluded.greeted_at_ms, \
+         fallback_streak = excluded.fallback_streak, \
+         queued_notice_sent = excluded.queued_notice_sent, \
+         open_escalation = excluded.open_escalation",
+    )
+    .bind(&c.key.platform)
+    .bind(&c.key.self_id)
+    .bind(&c.key.user_id)
+    .bind(c.state.as_str())
+    .bind(c.state_since_ms)
+    .bind(c.paused_until_ms)
+    .bind(c.greeted_at_ms)
+    .bind(c.fallback_streak)
+    .bind(i64::from(c.queued_notice_sent))
+    .bind(c.open_escalation)
+    .execute(&mut *conn)
+    .await?;
+    if before.as_deref() != Some(c.state.as_str()) {
+        record_change(
+            &mut *conn,
+            &c.key,
+            before.as_deref(),
+            c.state,
+            actor,
+            reason,
+            c.state_since_ms,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// An agent claims an escalation; its conversation goes to `human`. Refusals are decided before
+/// anything is written.
+async fn claim(
+    conn: &mut SqliteConnection,
+    id: i64,
+    agent: &str,
+    at_ms: i64,
+    op: &Op,
+) -> Result<Reply, StoreError> {
+    let escalation = find_escalation(&mut *conn, id, op).await?;
+    match (escalation.state.as_str(), escalation.claimed_by.as_deref()) {
+        ("closed", _) => return Err(StoreError::EscalationClosed { id }),
+        ("claimed", Some(holder)) if holder == agent => {
+            return Ok(Reply::Escalation(Box::new(escalation)));
+        }
+        ("claimed", holder) => {
+            return Err(StoreError::AlreadyClaimed {
+                id,
+                agent: holder.unwrap_or("someone").to_owned(),
+            });
+        }
+        _ => {}
+    }
+    let write = async {
+        sqlx::query(
+            "UPDATE escalations SET state = 'claimed', claimed_by = $2, claimed_ms = $3 \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(agent)
+        .bind(at_ms)
+        .execute(&mut *conn)
+        .await?;
+        transition(
+            &mut *conn,
+            &escalation.key,
+            ConversationState::Human,
+            at_ms,
+            &Actor::Agent(agent.to_owned()),
+            &format!("claimed escalation {id}"),
+        )
+        .await
+    };
+    write
+        .await
+        .map_err(|e| StoreError::query(op.describe(), e))?;
+    Ok(Reply::Escalation(Box::new(Escalation {
+        state: "claimed".to_owned(),
+        claimed_by: Some(agent.to_owned()),
+        ..escalation
+    })))
+}
+
+/// Closes an escalation; its conversation goes back to `bot` with streak, notice and pause reset.
+async fn close(
+    conn: &mut SqliteConnection,
+    id: i64,
+    agent: &str,
+    at_ms: i64,
+    op: &Op,
+) -> Result<Reply, StoreError> {
+    let escalation = find_escalation(&mut *conn, id, op).await?;
+    if escalation.state == "closed" {
+        return Err(StoreError::EscalationClosed { id });
+    }
+    let key = &escalation.key;
+    let write = async {
+        sqlx::query(
+            "UPDATE escalations SET state = 'closed', closed_by = $2, closed_ms = $3 \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(agent)
+        .bind(at_ms)
+        .execute(&mut *conn)
+        .await?;
+        transition(
+            &mut *conn,
+            key,
+            ConversationState::Bot,
+            at_ms,
+            &Actor::Agent(agent.to_owned()),
+            &format!("closed escalation {id}"),
+        )
+        .await?;
+        sqlx::query(
+            "UPDATE conversations SET open_escalation = NULL, queued_notice_sent = 0, \
+             fallback_streak = 0, paused_until_ms = NULL \
+             WHERE platform = $1 AND self_id = $2 AND user_id = $3",
+        )
+        .bind(&key.platform)
+        .bind(&key.self_id)
+        .bind(&key.user_id)
+        .execute(&mut *conn)
+        .await
+    };
+    write
+        .await
+        .map_err(|e| StoreError::query(op.describe(), e))?;
+    Ok(Reply::Escalation(Box::new(Escalation {
+        state: "closed".to_owned(),
+        ..escalation
+    })))
 }
 
 async fn insert_transcript<'e>(
