@@ -87,6 +87,16 @@ fn base_options(path: &Path) -> SqliteConnectOptions {
         .busy_timeout(BUSY_TIMEOUT)
 }
 
+/// The writer's connection: creates the file, WAL, and every commit synced to disk.
+fn writer_options(path: &Path) -> SqliteConnectOptions {
+    base_options(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // Escalations are acknowledged to the buyer only after their commit: every commit must
+        // survive a power cut, not just a crash (NORMAL in WAL mode may lose the last commits).
+        .synchronous(SqliteSynchronous::Full)
+}
+
 async fn read_pool(path: &Path) -> Result<SqlitePool, StoreError> {
     SqlitePoolOptions::new()
         .max_connections(4)
@@ -118,15 +128,7 @@ impl Store {
             path: path.clone(),
             source,
         };
-        let mut conn = base_options(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // Escalations are acknowledged to the buyer only after their commit: every commit
-            // must survive a power cut, not just a crash.
-            .synchronous(SqliteSynchronous::Full)
-            .connect()
-            .await
-            .map_err(open_err)?;
+        let mut conn = writer_options(&path).connect().await.map_err(open_err)?;
         MIGRATOR
             .run(&mut conn)
             .await
@@ -582,5 +584,30 @@ fn unexpected(context: &str, reply: &Reply) -> StoreError {
     StoreError::Corrupt {
         context: context.to_owned(),
         detail: format!("writer gave an unexpected answer {reply:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_writer_connection_is_wal_and_fully_synchronous() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = writer_options(&dir.path().join(DB_FILE))
+            .connect()
+            .await
+            .unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        // 2 = FULL, 3 = EXTRA; 1 (NORMAL) would not make each escalation's commit durable.
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert!(sync >= 2, "synchronous = {sync}");
     }
 }
