@@ -9,9 +9,12 @@
 //!   normalisation; the pure, synchronous decision.
 //! - [`replies`]: reply templates with variants and variables.
 //! - [`diagnostics`]: errors and warnings about rule and reply files, with file:line:col.
-//! - [`cli`]: one file per command (`check`, `route`, `explain`, `eval`).
+//! - [`store`]: durable storage behind one interface (SQLite now, PostgreSQL later): conversation
+//!   state, transcripts, escalations, inbound-message idempotence; one batching writer task.
+//! - [`cli`]: one file per command (`check`, `route`, `explain`, `eval`, `queue`).
 
 pub mod cli;
 pub mod diagnostics;
 pub mod replies;
 pub mod rules;
+pub mod store;

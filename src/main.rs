@@ -49,6 +49,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Look at the human queues.
+    Queue(cli::queue::QueueArgs),
 }
 
 fn main() -> ExitCode {
@@ -101,6 +103,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain { text, dirs } => {
             let rules = load(&dirs)?;
             print!("{}", cli::explain::explain(&rules, &text));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Queue(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(cli::queue::run(&args, &mut std::io::stdout().lock()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval {

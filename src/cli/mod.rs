@@ -3,6 +3,7 @@
 pub mod check;
 pub mod eval;
 pub mod explain;
+pub mod queue;
 pub mod route;
 
 use std::path::PathBuf;

@@ -1,0 +1,215 @@
+//! `xiaoer queue list --data DIR [--json]`: the open and claimed escalations, read from the store
+//! without disturbing a running daemon.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use unicode_width::UnicodeWidthStr;
+
+use crate::store::{Escalation, Store, StoreError};
+
+/// Arguments of `xiaoer queue`.
+#[derive(Debug, clap::Args)]
+pub struct QueueArgs {
+    /// What to do with the human queues.
+    #[command(subcommand)]
+    pub command: QueueCommand,
+}
+
+/// Subcommands of `xiaoer queue`.
+#[derive(Debug, clap::Subcommand)]
+pub enum QueueCommand {
+    /// List open and claimed escalations, oldest first.
+    List {
+        /// The daemon's data directory (holds xiaoer.db).
+        #[arg(long, value_name = "DIR", default_value = "./data")]
+        data: PathBuf,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs `xiaoer queue ...`, writing to `out`.
+///
+/// # Errors
+///
+/// See [`list`].
+pub async fn run(args: &QueueArgs, out: &mut impl Write) -> Result<(), StoreError> {
+    match &args.command {
+        QueueCommand::List { data, json } => list(data, *json, out).await,
+    }
+}
+
+/// One line of `queue list --json`.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    id: i64,
+    queue: &'a str,
+    platform: &'a str,
+    self_id: &'a str,
+    user_id: &'a str,
+    state: &'a str,
+    reason: &'a str,
+    rule: Option<&'a str>,
+    created: String,
+    created_ms: i64,
+    claimed_by: Option<&'a str>,
+    first_message: &'a str,
+}
+
+/// Lists the open and claimed escalations in the store under `data_dir`: one JSON object per line
+/// with `json`, else an aligned table with a count line.
+///
+/// Opens the store read-only, so it works while the daemon is running and writing.
+///
+/// # Errors
+///
+/// [`StoreError::Missing`] if there is no store under `data_dir`; read failures; failures to
+/// write to `out`.
+pub async fn list(data_dir: &Path, json: bool, out: &mut impl Write) -> Result<(), StoreError> {
+    let store = Store::open_existing(data_dir).await?;
+    let escalations = store.open_escalations().await;
+    store.close().await?;
+    let escalations = escalations?;
+    if json {
+        write_json(&escalations, out)
+    } else {
+        write_table(&escalations, out)
+    }
+    .map_err(StoreError::Output)
+}
+
+fn write_json(escalations: &[Escalation], out: &mut impl Write) -> std::io::Result<()> {
+    for e in escalations {
+        let line = JsonLine {
+            id: e.id,
+            queue: &e.queue,
+            platform: &e.key.platform,
+            self_id: &e.key.self_id,
+            user_id: &e.key.user_id,
+            state: &e.state,
+            reason: &e.reason,
+            rule: e.rule.as_deref(),
+            created: rfc3339_utc(e.created_ms),
+            created_ms: e.created_ms,
+            claimed_by: e.claimed_by.as_deref(),
+            first_message: &e.first_message,
+        };
+        serde_json::to_writer(&mut *out, &line)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+fn write_table(escalations: &[Escalation], out: &mut impl Write) -> std::io::Result<()> {
+    if escalations.is_empty() {
+        writeln!(out, "no open escalations")?;
+        return out.flush();
+    }
+    const HEADER: [&str; 9] = [
+        "ID", "QUEUE", "STATE", "CREATED", "PLATFORM", "SELF", "USER", "CLAIMED", "REASON",
+    ];
+    let rows: Vec<[String; 9]> = escalations
+        .iter()
+        .map(|e| {
+            [
+                e.id.to_string(),
+                printable(&e.queue),
+                printable(&e.state),
+                rfc3339_utc(e.created_ms),
+                printable(&e.key.platform),
+                printable(&e.key.self_id),
+                printable(&e.key.user_id),
+                e.claimed_by
+                    .as_deref()
+                    .map_or_else(|| "-".to_owned(), printable),
+                printable(&e.reason),
+            ]
+        })
+        .collect();
+    let mut widths = HEADER.map(UnicodeWidthStr::width);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.width());
+        }
+    }
+    let header = HEADER.map(str::to_owned);
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', width - cell.width() + 2));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    let n = escalations.len();
+    writeln!(out, "{n} open escalation{}", if n == 1 { "" } else { "s" })?;
+    out.flush()
+}
+
+/// Keeps a table cell on one line: control characters (newlines, tabs, escapes) are shown escaped.
+fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Formats unix milliseconds as an RFC 3339 UTC timestamp, e.g. `2024-05-01T08:30:00.123Z`.
+fn rfc3339_utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day) (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_utc(1_714_552_200_123), "2024-05-01T08:30:00.123Z");
+        assert_eq!(rfc3339_utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339_utc(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn table_cells_stay_on_one_line() {
+        assert_eq!(printable("退款\n快点\t!"), "退款\\n快点\\t!");
+    }
+}

@@ -1,0 +1,89 @@
+//! Turning database rows into the store's records. Shared by the reader and the writer.
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::error::StoreError;
+use super::types::{Conversation, ConversationKey, Escalation, TranscriptEntry};
+
+/// Columns selected for a [`Conversation`], in the order [`conversation`] reads them.
+pub(crate) const CONVERSATION_COLUMNS: &str = "platform, self_id, user_id, state, state_since_ms, \
+     paused_until_ms, greeted_at_ms, fallback_streak, queued_notice_sent, open_escalation";
+
+/// Columns selected for an [`Escalation`].
+pub(crate) const ESCALATION_COLUMNS: &str = "id, platform, self_id, user_id, queue, reason, rule, \
+     state, created_ms, claimed_by, first_message";
+
+/// Columns selected for a [`TranscriptEntry`].
+pub(crate) const TRANSCRIPT_COLUMNS: &str =
+    "platform, self_id, user_id, direction, sender, message_id, body, at_ms";
+
+fn get<'r, T>(row: &'r SqliteRow, column: &str, context: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(column)
+        .map_err(|e| StoreError::query(format!("read column {column} while {context}"), e))
+}
+
+fn key(row: &SqliteRow, context: &str) -> Result<ConversationKey, StoreError> {
+    Ok(ConversationKey {
+        platform: get(row, "platform", context)?,
+        self_id: get(row, "self_id", context)?,
+        user_id: get(row, "user_id", context)?,
+    })
+}
+
+fn parse<T: std::str::FromStr>(text: &str, context: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse().map_err(|e: T::Err| StoreError::Corrupt {
+        context: context.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+pub(crate) fn conversation(row: &SqliteRow) -> Result<Conversation, StoreError> {
+    const CX: &str = "reading a conversation";
+    let state: String = get(row, "state", CX)?;
+    Ok(Conversation {
+        key: key(row, CX)?,
+        state: parse(&state, CX)?,
+        state_since_ms: get(row, "state_since_ms", CX)?,
+        paused_until_ms: get(row, "paused_until_ms", CX)?,
+        greeted_at_ms: get(row, "greeted_at_ms", CX)?,
+        fallback_streak: get(row, "fallback_streak", CX)?,
+        queued_notice_sent: get::<i64>(row, "queued_notice_sent", CX)? != 0,
+        open_escalation: get(row, "open_escalation", CX)?,
+    })
+}
+
+pub(crate) fn escalation(row: &SqliteRow) -> Result<Escalation, StoreError> {
+    const CX: &str = "reading an escalation";
+    Ok(Escalation {
+        id: get(row, "id", CX)?,
+        key: key(row, CX)?,
+        queue: get(row, "queue", CX)?,
+        reason: get(row, "reason", CX)?,
+        rule: get(row, "rule", CX)?,
+        state: get(row, "state", CX)?,
+        created_ms: get(row, "created_ms", CX)?,
+        claimed_by: get(row, "claimed_by", CX)?,
+        first_message: get(row, "first_message", CX)?,
+    })
+}
+
+pub(crate) fn transcript_entry(row: &SqliteRow) -> Result<TranscriptEntry, StoreError> {
+    const CX: &str = "reading a transcript line";
+    let direction: String = get(row, "direction", CX)?;
+    let sender: String = get(row, "sender", CX)?;
+    Ok(TranscriptEntry {
+        key: key(row, CX)?,
+        direction: parse(&direction, CX)?,
+        sender: parse(&sender, CX)?,
+        message_id: get(row, "message_id", CX)?,
+        text: get(row, "body", CX)?,
+        at_ms: get(row, "at_ms", CX)?,
+    })
+}

@@ -1,0 +1,376 @@
+//! The records the store keeps, and how their enums are spelled as text in the database.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Identifies one conversation: a buyer talking to one shop account on one platform.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ConversationKey {
+    /// The OneBot `platform` (e.g. `qq`, `taobao`).
+    pub platform: String,
+    /// The shop account (`self.user_id` in OneBot 12).
+    pub self_id: String,
+    /// The buyer.
+    pub user_id: String,
+}
+
+impl ConversationKey {
+    /// Builds a key from its three parts.
+    pub fn new(
+        platform: impl Into<String>,
+        self_id: impl Into<String>,
+        user_id: impl Into<String>,
+    ) -> Self {
+        ConversationKey {
+            platform: platform.into(),
+            self_id: self_id.into(),
+            user_id: user_id.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConversationKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.platform, self.self_id, self.user_id)
+    }
+}
+
+/// The error returned when a stored enum's text is not one this version knows.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {value:?}")]
+pub struct ParseEnumError {
+    what: &'static str,
+    value: String,
+}
+
+impl ParseEnumError {
+    fn new(what: &'static str, value: &str) -> Self {
+        ParseEnumError {
+            what,
+            value: value.to_owned(),
+        }
+    }
+}
+
+/// Who is answering a conversation. Stored as lowercase text: `bot`, `queued`, `human`, `paused`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConversationState {
+    /// The responder answers.
+    Bot,
+    /// Escalated and waiting for a human; the bot stays quiet (apart from one queue notice).
+    Queued,
+    /// An agent owns the conversation.
+    Human,
+    /// A human answered from another client; the bot is quiet until the pause expires.
+    Paused,
+}
+
+impl ConversationState {
+    /// The text stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationState::Bot => "bot",
+            ConversationState::Queued => "queued",
+            ConversationState::Human => "human",
+            ConversationState::Paused => "paused",
+        }
+    }
+}
+
+impl fmt::Display for ConversationState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ConversationState {
+    type Err = ParseEnumError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "bot" => Ok(ConversationState::Bot),
+            "queued" => Ok(ConversationState::Queued),
+            "human" => Ok(ConversationState::Human),
+            "paused" => Ok(ConversationState::Paused),
+            _ => Err(ParseEnumError::new("conversation state", s)),
+        }
+    }
+}
+
+/// Who caused a state change. Stored as text: `bot`, `buyer`, `agent:<name>`, `shop`, `timeout`,
+/// `system`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Actor {
+    /// The responder itself (e.g. it escalated).
+    Bot,
+    /// The buyer (e.g. asked for a person).
+    Buyer,
+    /// A named human agent (console).
+    Agent(String),
+    /// The shop account sent a message from another client.
+    ShopOutgoing,
+    /// An idle or pause timer ran out.
+    Timeout,
+    /// The daemon itself (startup recovery, administration).
+    System,
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::Bot => f.write_str("bot"),
+            Actor::Buyer => f.write_str("buyer"),
+            Actor::Agent(name) => write!(f, "agent:{name}"),
+            Actor::ShopOutgoing => f.write_str("shop"),
+            Actor::Timeout => f.write_str("timeout"),
+            Actor::System => f.write_str("system"),
+        }
+    }
+}
+
+impl FromStr for Actor {
+    type Err = ParseEnumError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "bot" => Ok(Actor::Bot),
+            "buyer" => Ok(Actor::Buyer),
+            "shop" => Ok(Actor::ShopOutgoing),
+            "timeout" => Ok(Actor::Timeout),
+            "system" => Ok(Actor::System),
+            _ => match s.strip_prefix("agent:") {
+                Some(name) => Ok(Actor::Agent(name.to_owned())),
+                None => Err(ParseEnumError::new("actor", s)),
+            },
+        }
+    }
+}
+
+impl From<Actor> for String {
+    fn from(actor: Actor) -> String {
+        actor.to_string()
+    }
+}
+
+impl TryFrom<String> for Actor {
+    type Error = ParseEnumError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+/// Who wrote a transcript line. Stored as text: `buyer`, `bot`, `agent:<name>`, `shop`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Sender {
+    /// The buyer.
+    Buyer,
+    /// The responder.
+    Bot,
+    /// A named human agent answering through the console.
+    Agent(String),
+    /// The shop account, from a client other than xiaoer.
+    Shop,
+}
+
+impl fmt::Display for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Sender::Buyer => f.write_str("buyer"),
+            Sender::Bot => f.write_str("bot"),
+            Sender::Agent(name) => write!(f, "agent:{name}"),
+            Sender::Shop => f.write_str("shop"),
+        }
+    }
+}
+
+impl FromStr for Sender {
+    type Err = ParseEnumError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "buyer" => Ok(Sender::Buyer),
+            "bot" => Ok(Sender::Bot),
+            "shop" => Ok(Sender::Shop),
+            _ => match s.strip_prefix("agent:") {
+                Some(name) => Ok(Sender::Agent(name.to_owned())),
+                None => Err(ParseEnumError::new("sender", s)),
+            },
+        }
+    }
+}
+
+impl From<Sender> for String {
+    fn from(sender: Sender) -> String {
+        sender.to_string()
+    }
+}
+
+impl TryFrom<String> for Sender {
+    type Error = ParseEnumError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+/// Which way a transcript line went. Stored as `inbound` / `outbound`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// To the shop (from the buyer).
+    Inbound,
+    /// From the shop (bot, agent or shop account).
+    Outbound,
+}
+
+impl Direction {
+    /// The text stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+impl FromStr for Direction {
+    type Err = ParseEnumError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "inbound" => Ok(Direction::Inbound),
+            "outbound" => Ok(Direction::Outbound),
+            _ => Err(ParseEnumError::new("direction", s)),
+        }
+    }
+}
+
+/// A conversation's durable state, as the per-chat worker needs it after a restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    /// Which conversation.
+    pub key: ConversationKey,
+    /// Who answers it now.
+    pub state: ConversationState,
+    /// When `state` was entered (unix ms). A recorded state change is stamped with this time.
+    pub state_since_ms: i64,
+    /// While `paused`: when the pause ends (unix ms).
+    pub paused_until_ms: Option<i64>,
+    /// When the buyer was last greeted (unix ms), if ever.
+    pub greeted_at_ms: Option<i64>,
+    /// How many fallback answers in a row the bot has given.
+    pub fallback_streak: i64,
+    /// Whether the one "still in the queue" notice has gone out for the current escalation.
+    pub queued_notice_sent: bool,
+    /// The escalation that is open or claimed for this conversation, if any.
+    pub open_escalation: Option<i64>,
+}
+
+impl Conversation {
+    /// A fresh conversation answered by the bot since `at_ms`.
+    pub fn new(key: ConversationKey, at_ms: i64) -> Self {
+        Conversation {
+            key,
+            state: ConversationState::Bot,
+            state_since_ms: at_ms,
+            paused_until_ms: None,
+            greeted_at_ms: None,
+            fallback_streak: 0,
+            queued_notice_sent: false,
+            open_escalation: None,
+        }
+    }
+}
+
+/// A chat handed to a human queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escalation {
+    /// Generated id.
+    pub id: i64,
+    /// Which conversation.
+    pub key: ConversationKey,
+    /// The human queue (`refund`, `after_sale`, `complaint`, `bad_review`, `human`).
+    pub queue: String,
+    /// Why (human-readable).
+    pub reason: String,
+    /// The rule that escalated, if a rule did.
+    pub rule: Option<String>,
+    /// `open`, `claimed` or `closed`.
+    pub state: String,
+    /// When it was created (unix ms).
+    pub created_ms: i64,
+    /// The agent who claimed it, if claimed.
+    pub claimed_by: Option<String>,
+    /// The buyer message that caused the escalation.
+    pub first_message: String,
+}
+
+/// One line of a conversation's transcript.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranscriptEntry {
+    /// Which conversation.
+    pub key: ConversationKey,
+    /// Which way it went.
+    pub direction: Direction,
+    /// Who wrote it.
+    pub sender: Sender,
+    /// The platform's message id, when known.
+    pub message_id: Option<String>,
+    /// The text.
+    pub text: String,
+    /// When (unix ms).
+    pub at_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enums_round_trip_through_text() {
+        for state in [
+            ConversationState::Bot,
+            ConversationState::Queued,
+            ConversationState::Human,
+            ConversationState::Paused,
+        ] {
+            assert_eq!(state.as_str().parse::<ConversationState>(), Ok(state));
+        }
+        for actor in [
+            Actor::Bot,
+            Actor::Buyer,
+            Actor::Agent("alice".into()),
+            Actor::Agent("a:b".into()),
+            Actor::ShopOutgoing,
+            Actor::Timeout,
+            Actor::System,
+        ] {
+            assert_eq!(actor.to_string().parse::<Actor>(), Ok(actor));
+        }
+        for sender in [
+            Sender::Buyer,
+            Sender::Bot,
+            Sender::Agent("bob".into()),
+            Sender::Shop,
+        ] {
+            assert_eq!(sender.to_string().parse::<Sender>(), Ok(sender));
+        }
+        assert_eq!(Actor::Agent("alice".into()).to_string(), "agent:alice");
+        assert!("robot".parse::<Actor>().is_err());
+        assert!("Bot".parse::<ConversationState>().is_err());
+    }
+
+    #[test]
+    fn actor_serializes_as_text() {
+        let json = serde_json::to_string(&Actor::Agent("alice".into())).unwrap();
+        assert_eq!(json, "\"agent:alice\"");
+        let back: Actor = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, Actor::Agent("alice".into()));
+    }
+}

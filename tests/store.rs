@@ -1,0 +1,629 @@
+//! The store against real SQLite files in temporary directories.
+
+use std::collections::HashSet;
+
+use xiaoer::cli::queue;
+use xiaoer::store::{
+    Actor, Conversation, ConversationKey, ConversationState, Direction, Sender, Store, StoreError,
+    TranscriptEntry,
+};
+
+fn key(user: &str) -> ConversationKey {
+    ConversationKey::new("qq", "shop1", user)
+}
+
+fn line(user: &str, i: usize) -> TranscriptEntry {
+    TranscriptEntry {
+        key: key(user),
+        direction: Direction::Outbound,
+        sender: Sender::Bot,
+        message_id: None,
+        text: format!("reply {i}"),
+        at_ms: 1_000 + i as i64,
+    }
+}
+
+#[tokio::test]
+async fn record_inbound_is_idempotent_across_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let k = key("buyer1");
+    assert!(
+        store
+            .record_inbound(&k, "m1", Sender::Buyer, "在吗", 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_inbound(&k, "m1", Sender::Buyer, "在吗", 2)
+            .await
+            .unwrap()
+    );
+    // The same id in another conversation is a different message.
+    assert!(
+        store
+            .record_inbound(&key("buyer2"), "m1", Sender::Buyer, "hi", 3)
+            .await
+            .unwrap()
+    );
+    store.close().await.unwrap();
+
+    // Restart.
+    let store = Store::open(dir.path()).await.unwrap();
+    assert!(
+        !store
+            .record_inbound(&k, "m1", Sender::Buyer, "在吗", 4)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_inbound(&k, "m2", Sender::Buyer, "退款", 5)
+            .await
+            .unwrap()
+    );
+    let transcript = store.transcript(&k, 10).await.unwrap();
+    let texts: Vec<_> = transcript.iter().map(|e| e.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["在吗", "退款"],
+        "a redelivery adds no transcript line"
+    );
+    assert_eq!(transcript[0].direction, Direction::Inbound);
+    assert_eq!(transcript[0].sender, Sender::Buyer);
+    assert_eq!(transcript[0].message_id.as_deref(), Some("m1"));
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn duplicate_ids_in_one_batch_count_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let k = key("burst");
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let store = store.clone();
+            let k = k.clone();
+            tokio::spawn(async move {
+                store
+                    .record_inbound(&k, "same", Sender::Buyer, "x", 1)
+                    .await
+            })
+        })
+        .collect();
+    let mut new = 0;
+    for t in tasks {
+        if t.await.unwrap().unwrap() {
+            new += 1;
+        }
+    }
+    assert_eq!(new, 1);
+    assert_eq!(store.transcript(&k, 100).await.unwrap().len(), 1);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn escalation_is_visible_to_a_second_handle_as_soon_as_escalate_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let reader = Store::open_existing(dir.path()).await.unwrap();
+    assert!(reader.open_escalations().await.unwrap().is_empty());
+
+    let k = key("angry");
+    let id = store
+        .escalate(
+            &k,
+            "refund",
+            "asked for a refund",
+            Some("refund-keywords"),
+            "我要退款",
+            1_000,
+        )
+        .await
+        .unwrap();
+
+    // No flush: escalate itself waited for the commit.
+    let open = reader.open_escalations().await.unwrap();
+    assert_eq!(open.len(), 1);
+    let e = &open[0];
+    assert_eq!(e.id, id);
+    assert_eq!(e.key, k);
+    assert_eq!(e.queue, "refund");
+    assert_eq!(e.state, "open");
+    assert_eq!(e.rule.as_deref(), Some("refund-keywords"));
+    assert_eq!(e.first_message, "我要退款");
+    assert_eq!(e.created_ms, 1_000);
+
+    let conv = reader.conversation(&k).await.unwrap().unwrap();
+    assert_eq!(conv.state, ConversationState::Queued);
+    assert_eq!(conv.open_escalation, Some(id));
+    assert_eq!(conv.state_since_ms, 1_000);
+
+    // A second escalation while one is live returns the same id.
+    let again = store
+        .escalate(&k, "complaint", "again", None, "投诉", 2_000)
+        .await
+        .unwrap();
+    assert_eq!(again, id);
+    assert_eq!(reader.open_escalations().await.unwrap().len(), 1);
+
+    // The read-only handle refuses writes.
+    let err = reader
+        .escalate(&k, "refund", "x", None, "x", 3)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::ReadOnly { .. }), "{err}");
+
+    reader.close().await.unwrap();
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn escalation_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key("b");
+    let id = {
+        let store = Store::open(dir.path()).await.unwrap();
+        let id = store
+            .escalate(&k, "after_sale", "damaged", None, "坏了", 5)
+            .await
+            .unwrap();
+        // Dropped without close: the commit already happened.
+        drop(store);
+        id
+    };
+    let store = Store::open(dir.path()).await.unwrap();
+    let open = store.open_escalations().await.unwrap();
+    assert_eq!(open.iter().map(|e| e.id).collect::<Vec<_>>(), [id]);
+    assert_eq!(
+        store.conversation(&k).await.unwrap().unwrap().state,
+        ConversationState::Queued
+    );
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_appends_are_all_present_after_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let tasks: Vec<_> = (0..500)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append_transcript(line(&format!("u{}", i % 7), i))
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    store.flush().await.unwrap();
+
+    let reader = Store::open_existing(dir.path()).await.unwrap();
+    let mut seen = HashSet::new();
+    for u in 0..7 {
+        for e in reader
+            .transcript(&key(&format!("u{u}")), 1_000)
+            .await
+            .unwrap()
+        {
+            assert!(seen.insert(e.text.clone()), "duplicate {}", e.text);
+        }
+    }
+    assert_eq!(seen.len(), 500);
+    reader.close().await.unwrap();
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn transcript_limit_returns_the_latest_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    for i in 0..10 {
+        store.append_transcript(line("t", i)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    let last = store.transcript(&key("t"), 3).await.unwrap();
+    let texts: Vec<_> = last.iter().map(|e| e.text.as_str()).collect();
+    assert_eq!(texts, ["reply 7", "reply 8", "reply 9"]);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn state_changes_record_the_actor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let k = key("p");
+    let mut conv = Conversation::new(k.clone(), 100);
+    conv.greeted_at_ms = Some(100);
+    store
+        .save_conversation(&conv, Actor::Buyer, "first message")
+        .await
+        .unwrap();
+
+    // Same state: no history row, but the other fields are saved.
+    conv.fallback_streak = 2;
+    store
+        .save_conversation(&conv, Actor::Bot, "fallback")
+        .await
+        .unwrap();
+
+    conv.state = ConversationState::Paused;
+    conv.state_since_ms = 200;
+    conv.paused_until_ms = Some(900);
+    store
+        .save_conversation(
+            &conv,
+            Actor::ShopOutgoing,
+            "shop answered from another client",
+        )
+        .await
+        .unwrap();
+
+    conv.state = ConversationState::Bot;
+    conv.state_since_ms = 900;
+    conv.paused_until_ms = None;
+    store
+        .save_conversation(&conv, Actor::Timeout, "pause expired")
+        .await
+        .unwrap();
+
+    let stored = store.conversation(&k).await.unwrap().unwrap();
+    assert_eq!(stored, conv);
+
+    let history = store.state_history(&k).await.unwrap();
+    let summary: Vec<_> = history
+        .iter()
+        .map(|c| (c.from, c.to, c.actor.clone(), c.at_ms))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (None, ConversationState::Bot, Actor::Buyer, 100),
+            (
+                Some(ConversationState::Bot),
+                ConversationState::Paused,
+                Actor::ShopOutgoing,
+                200
+            ),
+            (
+                Some(ConversationState::Paused),
+                ConversationState::Bot,
+                Actor::Timeout,
+                900
+            ),
+        ]
+    );
+    assert_eq!(history[1].reason, "shop answered from another client");
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn claim_then_close_returns_the_conversation_to_the_bot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let k = key("c");
+    let mut conv = Conversation::new(k.clone(), 10);
+    conv.fallback_streak = 3;
+    store
+        .save_conversation(&conv, Actor::Buyer, "new")
+        .await
+        .unwrap();
+    let id = store
+        .escalate(&k, "human", "bot failed 3 times", None, "???", 20)
+        .await
+        .unwrap();
+
+    let claimed = store.claim_escalation(id, "alice").await.unwrap();
+    assert_eq!(claimed.state, "claimed");
+    assert_eq!(claimed.claimed_by.as_deref(), Some("alice"));
+    assert_eq!(
+        store.conversation(&k).await.unwrap().unwrap().state,
+        ConversationState::Human
+    );
+    // Claimed escalations are still listed.
+    assert_eq!(store.open_escalations().await.unwrap()[0].state, "claimed");
+    // Same agent again: fine. Another agent: refused.
+    store.claim_escalation(id, "alice").await.unwrap();
+    let err = store.claim_escalation(id, "bob").await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::AlreadyClaimed { agent, .. } if agent == "alice"),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("escalation {id} is already claimed by alice")
+    );
+
+    let closed = store.close_escalation(id, "alice").await.unwrap();
+    assert_eq!(closed.state, "closed");
+    let conv = store.conversation(&k).await.unwrap().unwrap();
+    assert_eq!(conv.state, ConversationState::Bot);
+    assert_eq!(conv.open_escalation, None);
+    assert_eq!(conv.fallback_streak, 0);
+    assert!(!conv.queued_notice_sent);
+    assert!(store.open_escalations().await.unwrap().is_empty());
+
+    let history = store.state_history(&k).await.unwrap();
+    let moves: Vec<_> = history
+        .iter()
+        .map(|c| (c.to, c.actor.to_string()))
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            (ConversationState::Bot, "buyer".to_owned()),
+            (ConversationState::Queued, "bot".to_owned()),
+            (ConversationState::Human, "agent:alice".to_owned()),
+            (ConversationState::Bot, "agent:alice".to_owned()),
+        ]
+    );
+
+    // Closed is final; unknown ids are reported as such.
+    assert!(matches!(
+        store.close_escalation(id, "alice").await,
+        Err(StoreError::EscalationClosed { .. })
+    ));
+    assert!(matches!(
+        store.claim_escalation(id, "bob").await,
+        Err(StoreError::EscalationClosed { .. })
+    ));
+    assert!(matches!(
+        store.claim_escalation(9_999, "bob").await,
+        Err(StoreError::EscalationNotFound { id: 9_999 })
+    ));
+
+    // After closing, the conversation can be escalated again.
+    let second = store
+        .escalate(&k, "refund", "refund", None, "退款", 30)
+        .await
+        .unwrap();
+    assert_ne!(second, id);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_request_does_not_fail_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 5 == 0 {
+                store.close_escalation(424_242, "x").await.map(|_| false)
+            } else {
+                store
+                    .record_inbound(&key("mix"), &format!("m{i}"), Sender::Buyer, "hi", i)
+                    .await
+            }
+        }));
+    }
+    let mut refused = 0;
+    let mut new = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(true) => new += 1,
+            Ok(false) => panic!("unexpected duplicate"),
+            Err(StoreError::EscalationNotFound { .. }) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((new, refused), (16, 4));
+    assert_eq!(store.transcript(&key("mix"), 100).await.unwrap().len(), 16);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn writes_after_close_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let other = store.clone();
+    store.append_transcript(line("z", 1)).await.unwrap();
+    store.close().await.unwrap();
+    let err = other.append_transcript(line("z", 2)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Closed { .. }), "{err}");
+    let err = other.flush().await.unwrap_err();
+    assert!(err.to_string().contains("store is closed"), "{err}");
+
+    // What was queued before close was committed.
+    let reader = Store::open_existing(dir.path()).await.unwrap();
+    assert_eq!(reader.transcript(&key("z"), 10).await.unwrap().len(), 1);
+    reader.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn open_existing_on_a_missing_dir_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let err = Store::open_existing(&missing).await.unwrap_err();
+    assert!(matches!(err, StoreError::Missing { .. }), "{err}");
+    assert!(
+        !missing.exists(),
+        "a read-only open must not create anything"
+    );
+}
+
+#[tokio::test]
+async fn open_reports_an_unusable_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = Store::open(&file.join("data")).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("cannot create data directory"), "{msg}");
+    assert!(msg.contains("a-file"), "{msg}");
+}
+
+// ---- xiaoer queue list ----
+
+#[tokio::test]
+async fn queue_list_json_has_the_contract_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let a = store
+        .escalate(
+            &key("u1"),
+            "refund",
+            "退款",
+            Some("r1"),
+            "我要退款",
+            1_714_552_200_000,
+        )
+        .await
+        .unwrap();
+    let b = store
+        .escalate(
+            &key("u2"),
+            "complaint",
+            "12315",
+            None,
+            "我要投诉",
+            1_714_552_300_000,
+        )
+        .await
+        .unwrap();
+    store.claim_escalation(b, "alice").await.unwrap();
+
+    // The daemon's handle stays open (and keeps writing) while the CLI reads.
+    store.append_transcript(line("u1", 1)).await.unwrap();
+    let mut out = Vec::new();
+    queue::list(dir.path(), true, &mut out).await.unwrap();
+    store.append_transcript(line("u1", 2)).await.unwrap();
+
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for field in [
+        "id",
+        "queue",
+        "user_id",
+        "state",
+        "reason",
+        "platform",
+        "self_id",
+        "rule",
+        "created",
+        "claimed_by",
+    ] {
+        assert!(
+            lines[0].get(field).is_some(),
+            "missing {field} in {}",
+            lines[0]
+        );
+    }
+    assert_eq!(lines[0]["id"], a);
+    assert_eq!(lines[0]["queue"], "refund");
+    assert_eq!(lines[0]["user_id"], "u1");
+    assert_eq!(lines[0]["state"], "open");
+    assert_eq!(lines[0]["reason"], "退款");
+    assert_eq!(lines[0]["rule"], "r1");
+    assert_eq!(lines[0]["created"], "2024-05-01T08:30:00.000Z");
+    assert_eq!(lines[0]["claimed_by"], serde_json::Value::Null);
+    assert_eq!(lines[1]["id"], b);
+    assert_eq!(lines[1]["state"], "claimed");
+    assert_eq!(lines[1]["claimed_by"], "alice");
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn queue_list_table_is_aligned_with_a_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+
+    let mut out = Vec::new();
+    queue::list(dir.path(), false, &mut out).await.unwrap();
+    assert_eq!(String::from_utf8(out).unwrap(), "no open escalations\n");
+
+    store
+        .escalate(&key("u1"), "refund", "退款", None, "m", 0)
+        .await
+        .unwrap();
+    store
+        .escalate(
+            &key("a-much-longer-user-id"),
+            "after_sale",
+            "broken\nitem",
+            None,
+            "m",
+            1,
+        )
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    queue::list(dir.path(), false, &mut out).await.unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<_> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[0].starts_with("ID"), "{text}");
+    assert_eq!(lines[3], "2 open escalations");
+    // Columns line up: REASON starts at the same place on every row.
+    let col = lines[0].find("REASON").unwrap();
+    assert_eq!(&lines[1][col..], "退款");
+    assert_eq!(&lines[2][col..], "broken\\nitem");
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn queue_list_on_a_missing_dir_errors_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("data");
+    let mut out = Vec::new();
+    let err = queue::list(&missing, true, &mut out).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "no xiaoer store at {} (run the daemon first or pass --data)",
+            missing.display()
+        )
+    );
+    assert!(out.is_empty());
+}
+
+#[tokio::test]
+async fn queue_list_works_after_the_daemon_has_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    store
+        .escalate(&key("u1"), "refund", "r", None, "m", 0)
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    let mut out = Vec::new();
+    queue::list(dir.path(), true, &mut out).await.unwrap();
+    assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1);
+}
+
+#[tokio::test]
+async fn a_burst_of_inbound_messages_costs_few_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let tasks: Vec<_> = (0..1_000)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .record_inbound(&key(&format!("u{i}")), "m1", Sender::Buyer, "在吗", i)
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert!(t.await.unwrap().unwrap());
+    }
+    let stats = store.write_stats();
+    assert_eq!(stats.requests, 1_000);
+    assert!(
+        stats.commits <= 50,
+        "1000 concurrent writes took {} commits",
+        stats.commits
+    );
+    assert_eq!(stats.retried_batches, 0);
+    store.close().await.unwrap();
+}
