@@ -1,1 +1,258 @@
-fn main() {}
+//! Matcher benchmark: load time and per-decision latency on a large synthetic rule set, and the
+//! throughput of `xiaoer route` as a whole process on the shipped rules.
+//!
+//! Run with `cargo bench --bench matcher` (figures go in README.md). Pass `--quick` for a small
+//! run, e.g. `cargo bench --bench matcher -- --quick`.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use xiaoer::rules::{Layer, RuleSet, load};
+
+const KEYWORD_RULES: usize = 50_000;
+const REGEX_RULES: usize = 500;
+const MESSAGES: usize = 200_000;
+const ROUTE_MESSAGES: usize = 20_000;
+
+/// A random common CJK character (the first few thousand of the unified block are frequent).
+fn hanzi(rng: &mut StdRng) -> char {
+    char::from_u32(0x4E00 + rng.random_range(0..3500)).unwrap_or('的')
+}
+
+fn word(rng: &mut StdRng, min: usize, max: usize) -> String {
+    let len = rng.random_range(min..=max);
+    (0..len).map(|_| hanzi(rng)).collect()
+}
+
+const TOPICS: &[&str] = &[
+    "product",
+    "price",
+    "order",
+    "payment",
+    "shipping",
+    "logistics",
+    "invoice",
+];
+
+fn write_synthetic_rules(dir: &Path, rng: &mut StdRng) -> Vec<String> {
+    let rules_dir = dir.join("rules");
+    let replies_dir = dir.join("replies");
+    std::fs::create_dir_all(&rules_dir).expect("create rules dir");
+    std::fs::create_dir_all(&replies_dir).expect("create replies dir");
+    let mut replies = String::new();
+    for key in [
+        "greeting",
+        "fallback",
+        "still_queued",
+        "human_handoff",
+        "answer",
+        "ack",
+    ] {
+        let _ = writeln!(
+            replies,
+            "[[reply]]\nkey = \"{key}\"\ntext = [\"{key} 一\", \"{key} 二\"]\n"
+        );
+    }
+    std::fs::write(replies_dir.join("replies.toml"), replies).expect("write replies");
+
+    let mut keywords = Vec::new();
+    for file in 0..10 {
+        let mut text = String::new();
+        for n in 0..KEYWORD_RULES / 10 {
+            let a = word(rng, 2, 6);
+            let b = word(rng, 2, 6);
+            let topic = TOPICS[rng.random_range(0..TOPICS.len())];
+            let priority = rng.random_range(10..90);
+            let _ = writeln!(
+                text,
+                "[[rule]]\nid = \"k{file}.{n}\"\ntopic = \"{topic}\"\nreply = \"answer\"\npriority = {priority}\nany = [\"{a}\", \"{b}\"]\n"
+            );
+            keywords.push(a);
+            keywords.push(b);
+        }
+        std::fs::write(rules_dir.join(format!("k{file}.toml")), text).expect("write rules");
+    }
+    let mut text = String::new();
+    for n in 0..REGEX_RULES {
+        let prefix = word(rng, 2, 3);
+        let tail = hanzi(rng);
+        let _ = writeln!(
+            text,
+            "[[rule]]\nid = \"r.{n}\"\ntopic = \"refund\"\nescalate = \"refund\"\nreply = \"ack\"\nregex = ['{prefix}.{{0,6}}({tail}|\\d{{4,}})']\n"
+        );
+        keywords.push(format!("{prefix}12345"));
+    }
+    std::fs::write(rules_dir.join("regex.toml"), text).expect("write regex rules");
+    keywords
+}
+
+/// Messages of 20–200 bytes: filler characters with, most of the time, a rule keyword inside.
+fn messages(rng: &mut StdRng, keywords: &[String], count: usize) -> Vec<String> {
+    (0..count)
+        .map(|_| {
+            let mut message = String::new();
+            let target = rng.random_range(20..=200);
+            let keyword = &keywords[rng.random_range(0..keywords.len())];
+            let insert_at = rng.random_range(0..target / 2);
+            let mut placed = rng.random_bool(0.2); // a fifth of messages carry no planted keyword
+            while message.len() < target {
+                if !placed && message.len() >= insert_at {
+                    message.push_str(keyword);
+                    placed = true;
+                } else if rng.random_bool(0.15) {
+                    message.push(['，', '?', '!', ' ', 'a', '1'][rng.random_range(0..6)]);
+                } else {
+                    message.push(hanzi(rng));
+                }
+            }
+            while message.len() > 200 {
+                message.pop();
+            }
+            message
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn bench_decisions(rules: &RuleSet, messages: &[String]) {
+    // Warm up caches and the branch predictor.
+    for message in messages.iter().take(10_000) {
+        std::hint::black_box(rules.decide(message));
+    }
+    let mut latencies = Vec::with_capacity(messages.len());
+    let mut matched = 0usize;
+    for message in messages {
+        let start = Instant::now();
+        let decision = rules.decide(message);
+        latencies.push(start.elapsed());
+        matched += usize::from(decision.winner().is_some());
+        std::hint::black_box(decision);
+    }
+    latencies.sort_unstable();
+    let start = Instant::now();
+    for message in messages {
+        std::hint::black_box(rules.decide(message));
+    }
+    let elapsed = start.elapsed();
+    println!(
+        "decision latency over {} messages of 20-200 bytes: p50 {:.2} µs, p99 {:.2} µs, max {:.1} µs ({:.0}% matched a rule)",
+        messages.len(),
+        percentile(&latencies, 0.50).as_secs_f64() * 1e6,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e6,
+        latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
+        matched as f64 * 100.0 / messages.len() as f64,
+    );
+    println!(
+        "throughput on one core: {:.0} decisions/s",
+        messages.len() as f64 / elapsed.as_secs_f64()
+    );
+}
+
+/// Runs the release `xiaoer route` binary as a whole process over messages made from the
+/// shipped rules' own examples.
+fn bench_route_process(rng: &mut StdRng) {
+    let binary = env!("CARGO_BIN_EXE_xiaoer");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let loaded = match load(&[Layer::new(root.join("rules"), root.join("replies"))]) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            println!("route bench skipped: the shipped rules do not load: {error}");
+            return;
+        }
+    };
+    let mut pool: Vec<String> = loaded
+        .rules
+        .rules()
+        .iter()
+        .flat_map(|r| {
+            r.examples
+                .iter()
+                .chain(&r.counter_examples)
+                .map(|(t, _)| t.clone())
+        })
+        .collect();
+    if pool.is_empty() {
+        pool.push("你好".into());
+    }
+    let mut input = String::new();
+    for _ in 0..ROUTE_MESSAGES {
+        let base = &pool[rng.random_range(0..pool.len())];
+        let _ = writeln!(input, "{}{}", word(rng, 0, 8), base);
+    }
+    let start = Instant::now();
+    let child = Command::new(binary)
+        .current_dir(root)
+        .arg("route")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn();
+    let Ok(mut child) = child else {
+        println!("route bench skipped: cannot start {binary}");
+        return;
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+        let output = child.wait_with_output();
+        let _ = writer.join();
+        let elapsed = start.elapsed();
+        match output {
+            Ok(output) => {
+                let lines = output.stdout.iter().filter(|&&b| b == b'\n').count();
+                println!(
+                    "`xiaoer route` whole process, shipped rules ({} rules): {} messages in {:.1} ms = {:.0} messages/s",
+                    loaded.rules.rules().len(),
+                    lines,
+                    elapsed.as_secs_f64() * 1e3,
+                    lines as f64 / elapsed.as_secs_f64()
+                );
+            }
+            Err(error) => println!("route bench failed: {error}"),
+        }
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let mut rng = StdRng::seed_from_u64(12);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keywords = write_synthetic_rules(dir.path(), &mut rng);
+    let layer = Layer::overlay(dir.path());
+
+    let mut best = Duration::MAX;
+    let mut rules = None;
+    for _ in 0..if quick { 1 } else { 3 } {
+        let start = Instant::now();
+        match load(std::slice::from_ref(&layer)) {
+            Ok(loaded) => {
+                best = best.min(start.elapsed());
+                rules = Some(loaded.rules);
+            }
+            Err(error) => {
+                eprintln!("synthetic rules failed to load: {error}");
+                std::process::exit(1);
+            }
+        }
+    }
+    let Some(rules) = rules else { return };
+    println!(
+        "load {} keyword rules + {} regex rules ({} distinct keywords): {:.0} ms (parse, validate, compile, lint; best of runs)",
+        KEYWORD_RULES,
+        REGEX_RULES,
+        rules.keyword_count(),
+        best.as_secs_f64() * 1e3
+    );
+    let count = if quick { 20_000 } else { MESSAGES };
+    let messages = messages(&mut rng, &keywords, count);
+    bench_decisions(&rules, &messages);
+    bench_route_process(&mut rng);
+}
