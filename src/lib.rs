@@ -5,13 +5,7 @@
 //!
 //! # Layout
 //!
-//! - [`rules`]: rule files (raw serde types) → validation → compiled [`rules::RuleSet`]; text
-//!   normalisation; the pure, synchronous decision.
-//! - [`replies`]: reply templates with variants and variables.
-//! - [`diagnostics`]: errors and warnings about rule and reply files, with file:line:col.
-//! - [`cli`]: one file per command (`check`, `route`, `explain`, `eval`).
+//! - [`gateway`]: the OneBot 12 codec, the forward-websocket client connection (auth, heartbeat,
+//!   reconnect) and the development gateway used by the demo and the end-to-end tests.
 
-pub mod cli;
-pub mod diagnostics;
-pub mod replies;
-pub mod rules;
+pub mod gateway;

@@ -1,0 +1,1 @@
+//! The development gateway (stub).
