@@ -170,7 +170,9 @@ pub enum SendError {
     #[error("outgoing queue full for {waited:?}; message not sent")]
     QueueFull { waited: Duration },
     /// No response in time. The message may have been delivered: do not resend blindly.
-    #[error("no response to send_message (echo {echo}) within {after:?}; it may have been delivered")]
+    #[error(
+        "no response to send_message (echo {echo}) within {after:?}; it may have been delivered"
+    )]
     Timeout { echo: String, after: Duration },
     /// The connection died while the message was in flight; it may have been delivered.
     #[error("connection lost while sending; the message may have been delivered")]
@@ -301,11 +303,7 @@ impl GatewayHandle {
 
     async fn connection(&self, wait: Duration) -> Result<mpsc::Sender<Outgoing>, SendError> {
         let mut rx = self.shared.state.subscribe();
-        let found = timeout(
-            wait,
-            rx.wait_for(|s| !matches!(s, ConnState::Down)),
-        )
-        .await;
+        let found = timeout(wait, rx.wait_for(|s| !matches!(s, ConnState::Down))).await;
         match found {
             Ok(Ok(state)) => match &*state {
                 ConnState::Up(tx) => Ok(tx.clone()),
@@ -430,6 +428,21 @@ pub fn backoff_delay(attempt: u32, base: Duration, max: Duration) -> Duration {
     Duration::from_nanos(rand::random_range(0..=nanos))
 }
 
+/// Connects once and closes again: a start-up check that the url and token work.
+///
+/// # Errors
+///
+/// The [`GatewayError`] of the attempt, e.g. [`GatewayError::Rejected`] for a bad token.
+pub async fn check_connect(config: &GatewayConfig) -> Result<(), GatewayError> {
+    let attempt = timeout(config.connect_timeout, connect_websocket(config)).await;
+    let (mut sink, _stream) = attempt.map_err(|_| GatewayError::ConnectTimeout {
+        url: config.url.clone(),
+        after: config.connect_timeout,
+    })??;
+    let _ = timeout(Duration::from_secs(1), sink.close()).await;
+    Ok(())
+}
+
 type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -540,7 +553,13 @@ async fn supervise<C, Fut, Si, St, E1, E2>(
                 warn!(gateway = %name, url = %config.url, "gateway rejected the token (http {status}); retrying");
             }
             Ok(Err(e)) => warn!(gateway = %name, "{e}"),
-            Err(_) => warn!(gateway = %name, url = %config.url, "connecting timed out after {:?}", config.connect_timeout),
+            Err(_) => {
+                let e = GatewayError::ConnectTimeout {
+                    url: config.url.clone(),
+                    after: config.connect_timeout,
+                };
+                warn!(gateway = %name, "{e}");
+            }
         }
         let delay = backoff_delay(attempt, config.backoff_base, config.backoff_max);
         attempt = attempt.saturating_add(1);
@@ -571,10 +590,8 @@ where
     let name = config.name.as_str();
     let mut pending: HashMap<String, oneshot::Sender<ActionResponse>> = HashMap::new();
     let mut last_frame = Instant::now();
-    let mut ping = tokio::time::interval_at(
-        Instant::now() + config.ping_interval,
-        config.ping_interval,
-    );
+    let mut ping =
+        tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut close_reason: Option<String> = None;
 
@@ -735,10 +752,12 @@ mod tests {
         let (wtx, wrx) = mpsc::channel(64);
         let (ftx, frx) = mpsc::channel(64);
         let sink: TestSink = PollSender::new(wtx).sink_map_err(|e| e.to_string());
-        let stream: TestStream = futures_util::stream::unfold(frx, |mut rx| async move {
-            rx.recv().await.map(|m| (m, rx))
-        })
-        .boxed();
+        let stream: TestStream =
+            futures_util::stream::unfold(
+                frx,
+                |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
+            )
+            .boxed();
         (
             (sink, stream),
             Far {
@@ -769,7 +788,10 @@ mod tests {
         .await;
         assert!(matches!(ended, Err(GatewayError::Dead(_))), "{ended:?}");
         let took = start.elapsed();
-        assert!(took >= Duration::from_secs(15) && took <= Duration::from_secs(20), "{took:?}");
+        assert!(
+            took >= Duration::from_secs(15) && took <= Duration::from_secs(20),
+            "{took:?}"
+        );
         let mut pings = 0;
         while let Ok(m) = far.written.try_recv() {
             assert!(matches!(m, Message::Ping(_)));
@@ -806,7 +828,10 @@ mod tests {
         assert!(matches!(ended, Err(GatewayError::Dead(_))), "{ended:?}");
         let took = start.elapsed();
         // Last pong at 60 s; dead 15 s later.
-        assert!(took >= Duration::from_secs(75) && took <= Duration::from_secs(80), "{took:?}");
+        assert!(
+            took >= Duration::from_secs(75) && took <= Duration::from_secs(80),
+            "{took:?}"
+        );
         drop(answerer.await.unwrap());
     }
 
@@ -829,12 +854,13 @@ mod tests {
         ] {
             far.feed.send(Ok(Message::Text(frame.into()))).await.unwrap();
         }
-        far.feed.send(Ok(Message::Binary(vec![1u8, 2].into()))).await.unwrap();
+        far.feed
+            .send(Ok(Message::Binary(vec![1u8, 2].into())))
+            .await
+            .unwrap();
         let driver = tokio::spawn({
             let cancel = cancel.clone();
-            async move {
-                drive(sink, stream, &config, &events, &mut out, &cancel).await
-            }
+            async move { drive(sink, stream, &config, &events, &mut out, &cancel).await }
         });
         let got = rx.recv().await;
         let Some(GatewayEvent::Message(m)) = got else {
@@ -855,7 +881,10 @@ mod tests {
         cancel.cancel();
         let ended = drive(sink, stream, &test_config(), &events, &mut out, &cancel).await;
         assert!(ended.is_ok());
-        assert!(matches!(far.written.recv().await, Some(Message::Close(Some(_)))));
+        assert!(matches!(
+            far.written.recv().await,
+            Some(Message::Close(Some(_)))
+        ));
     }
 
     #[test]
@@ -947,7 +976,10 @@ mod tests {
                 } else {
                     onebot::encode_response("failed", code, Value::Null, "nope", &action.echo)
                 };
-                far.feed.send(Ok(Message::Text(frame.into()))).await.unwrap();
+                far.feed
+                    .send(Ok(Message::Text(frame.into())))
+                    .await
+                    .unwrap();
             }
             (far, actions)
         })
@@ -955,7 +987,11 @@ mod tests {
 
     async fn connected_client(
         retcodes: Vec<i64>,
-    ) -> (GatewayHandle, CancellationToken, tokio::task::JoinHandle<(Far, usize)>) {
+    ) -> (
+        GatewayHandle,
+        CancellationToken,
+        tokio::task::JoinHandle<(Far, usize)>,
+    ) {
         let (sock, far) = socket();
         let (events, mut rx) = mpsc::channel(8);
         let cancel = CancellationToken::new();
@@ -971,7 +1007,10 @@ mod tests {
             events,
             cancel.clone(),
         );
-        assert!(matches!(rx.recv().await, Some(GatewayEvent::Connected { .. })));
+        assert!(matches!(
+            rx.recv().await,
+            Some(GatewayEvent::Connected { .. })
+        ));
         tokio::spawn(async move { while rx.recv().await.is_some() {} });
         (handle, cancel, answer(far, retcodes))
     }
@@ -997,7 +1036,14 @@ mod tests {
         let (handle, cancel, _far) = connected_client(vec![34001; 10]).await;
         let sent = handle.send_message("dev", "shop1", "b", "hi").await;
         assert!(
-            matches!(sent, Err(SendError::Failed { retcode: 34001, attempts: 4, .. })),
+            matches!(
+                sent,
+                Err(SendError::Failed {
+                    retcode: 34001,
+                    attempts: 4,
+                    ..
+                })
+            ),
             "{sent:?}"
         );
         cancel.cancel();
@@ -1007,7 +1053,10 @@ mod tests {
     async fn request_errors_are_not_retried() {
         let (handle, cancel, far) = connected_client(vec![10003, 0]).await;
         let sent = handle.send_message("dev", "shop1", "b", "hi").await;
-        assert!(matches!(sent, Err(SendError::Rejected { retcode: 10003, .. })), "{sent:?}");
+        assert!(
+            matches!(sent, Err(SendError::Rejected { retcode: 10003, .. })),
+            "{sent:?}"
+        );
         cancel.cancel();
         handle.join().await;
         let (_, actions) = far.await.unwrap();

@@ -11,6 +11,8 @@ pub mod dev;
 pub mod onebot;
 
 pub use client::{
-    GatewayConfig, GatewayError, GatewayEvent, GatewayHandle, SendError, SentMessage, spawn,
+    GatewayConfig, GatewayError, GatewayEvent, GatewayHandle, SendError, SentMessage,
+    check_connect, spawn,
 };
+pub use dev::{BotMessage, DevGateway, DevGatewayConfig, DevGatewayError};
 pub use onebot::{BotStatus, Card, DecodeError, PrivateMessage, StatusUpdate};

@@ -182,7 +182,8 @@ pub fn decode(frame: &str) -> Result<Incoming, DecodeError> {
 }
 
 fn decode_event(obj: &Map<String, Value>) -> Result<Incoming, DecodeError> {
-    let ty = str_field(obj, "type").ok_or_else(|| DecodeError::new("event type is not a string"))?;
+    let ty =
+        str_field(obj, "type").ok_or_else(|| DecodeError::new("event type is not a string"))?;
     let detail = str_field(obj, "detail_type").unwrap_or_default();
     let sub = str_field(obj, "sub_type").unwrap_or_default();
     match (ty, detail) {
@@ -513,7 +514,9 @@ pub fn encode_connect(id: &str, implementation: &str, version: &str) -> String {
 fn status_value(good: bool, bots: &[BotStatus]) -> Value {
     let bots: Vec<Value> = bots
         .iter()
-        .map(|b| json!({"self": {"platform": b.platform, "user_id": b.self_id}, "online": b.online}))
+        .map(
+            |b| json!({"self": {"platform": b.platform, "user_id": b.self_id}, "online": b.online}),
+        )
         .collect();
     json!({"good": good, "bots": bots})
 }
@@ -564,7 +567,13 @@ pub fn encode_private_message(id: &str, msg: &PrivateMessage) -> String {
 }
 
 /// Builds an action response.
-pub fn encode_response(status: &str, retcode: i64, data: Value, message: &str, echo: &Value) -> String {
+pub fn encode_response(
+    status: &str,
+    retcode: i64,
+    data: Value,
+    message: &str,
+    echo: &Value,
+) -> String {
     json!({"status": status, "retcode": retcode, "data": data, "message": message, "echo": echo})
         .to_string()
 }
