@@ -75,7 +75,10 @@ impl Client {
 
 async fn connected(gw: &DevGateway, token: &str) -> Client {
     let mut client = Client::start(client_config(gw.url(), token));
-    assert!(matches!(client.next().await, GatewayEvent::Connected { .. }));
+    assert!(matches!(
+        client.next().await,
+        GatewayEvent::Connected { .. }
+    ));
     assert!(gw.wait_for_bots(1, WAIT).await);
     client
 }
@@ -120,7 +123,11 @@ async fn buyer_message_arrives_and_reply_gets_a_message_id() {
     let bot = gw.next_bot_message(WAIT).await.unwrap();
     assert_eq!(bot.message_id, sent.message_id);
     assert_eq!(
-        (bot.self_id.as_str(), bot.user_id.as_str(), bot.text.as_str()),
+        (
+            bot.self_id.as_str(),
+            bot.user_id.as_str(),
+            bot.text.as_str()
+        ),
         ("shop2", "buyer7", "亲，今天下午发货")
     );
 
@@ -207,7 +214,10 @@ async fn frames_beyond_the_hard_cap_drop_the_connection_which_comes_back() {
         panic!("expected a disconnect")
     };
     assert!(reason.contains("read failed"), "{reason}");
-    assert!(matches!(client.next().await, GatewayEvent::Connected { .. }));
+    assert!(matches!(
+        client.next().await,
+        GatewayEvent::Connected { .. }
+    ));
     client.stop().await;
     gw.shutdown().await;
 }
@@ -237,7 +247,10 @@ async fn client_reconnects_after_a_gateway_restart() {
     })
     .await
     .unwrap();
-    assert!(matches!(client.next().await, GatewayEvent::Connected { .. }));
+    assert!(matches!(
+        client.next().await,
+        GatewayEvent::Connected { .. }
+    ));
     assert!(gw.wait_for_bots(1, WAIT).await);
     let id = gw.buyer_says("shop1", "b", "我又来了");
     assert_eq!(client.next_message().await.message_id, id);
