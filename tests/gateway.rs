@@ -331,3 +331,123 @@ async fn shutdown_closes_cleanly_and_pending_sends_fail() {
     );
     gw.shutdown().await;
 }
+
+mod raw {
+    //! The dev gateway driven by hand-written websocket clients: the buyer page's socket, and a
+    //! bot that sends garbage.
+
+    use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::{Value, json};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    type Ws = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    async fn next_json(ws: &mut Ws) -> Value {
+        loop {
+            let frame = tokio::time::timeout(WAIT, ws.next())
+                .await
+                .expect("a frame in time")
+                .expect("open")
+                .expect("no error");
+            if let Message::Text(t) = frame {
+                return serde_json::from_str(t.as_str()).unwrap();
+            }
+        }
+    }
+
+    async fn bot(gw: &DevGateway, token: &str) -> Ws {
+        let mut request = gw.url().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        tokio_tungstenite::connect_async(request).await.unwrap().0
+    }
+
+    #[tokio::test]
+    async fn a_bot_sending_garbage_gets_errors_and_keeps_its_connection() {
+        let gw = DevGateway::start(dev_config("t")).await.unwrap();
+        let mut ws = bot(&gw, "t").await;
+        assert_eq!(next_json(&mut ws).await["detail_type"], "connect");
+        assert_eq!(next_json(&mut ws).await["detail_type"], "status_update");
+        for garbage in [
+            "not json",
+            "[]",
+            r#"{"action":"send_message","params":{"detail_type":"group"},"echo":"g"}"#,
+            r#"{"action":"fly","params":{},"echo":"f"}"#,
+        ] {
+            ws.send(Message::Text(garbage.into())).await.unwrap();
+            let resp = next_json(&mut ws).await;
+            assert_eq!(resp["status"], "failed", "{garbage}: {resp}");
+            assert!(resp["retcode"].as_i64().unwrap() >= 10000);
+        }
+        ws.send(Message::Binary(vec![0xff, 0x00].into()))
+            .await
+            .unwrap();
+        assert_eq!(next_json(&mut ws).await["retcode"], 10001);
+        let action = json!({"action": "send_message", "echo": 5,
+            "params": {"detail_type": "private", "user_id": "b",
+                       "message": [{"type": "text", "data": {"text": "ok"}}]},
+            "self": {"platform": "dev", "user_id": "shop1"}});
+        ws.send(Message::Text(action.to_string().into()))
+            .await
+            .unwrap();
+        let resp = next_json(&mut ws).await;
+        assert_eq!(
+            (resp["status"].as_str(), resp["echo"].as_i64()),
+            (Some("ok"), Some(5))
+        );
+        assert!(resp["data"]["message_id"].is_string());
+        gw.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn the_buyer_page_socket_relays_both_ways() {
+        let gw = DevGateway::start(dev_config("t")).await.unwrap();
+        let mut client = connected(&gw, "t").await;
+        let page_url = format!("ws://{}/page/ws", gw.addr());
+        let (mut page, _) = tokio_tungstenite::connect_async(page_url).await.unwrap();
+        let hello = next_json(&mut page).await;
+        assert_eq!(hello["kind"], "hello");
+        assert_eq!(hello["shops"], json!(["shop1", "shop2"]));
+
+        let say =
+            json!({"kind": "buyer", "self_id": "shop1", "user_id": "buyer1", "text": "有货吗"});
+        page.send(Message::Text(say.to_string().into()))
+            .await
+            .unwrap();
+        let m = client.next_message().await;
+        assert_eq!((m.user_id.as_str(), m.text.as_str()), ("buyer1", "有货吗"));
+        assert_eq!(next_json(&mut page).await["kind"], "buyer");
+
+        client
+            .handle
+            .send_message("dev", "shop1", "buyer1", "有的")
+            .await
+            .unwrap();
+        let shown = next_json(&mut page).await;
+        assert_eq!(
+            (
+                shown["kind"].as_str(),
+                shown["user_id"].as_str(),
+                shown["text"].as_str()
+            ),
+            (Some("bot"), Some("buyer1"), Some("有的"))
+        );
+
+        let outgoing = json!({"kind": "outgoing", "self_id": "shop1", "user_id": "buyer1", "text": "我是客服小王"});
+        page.send(Message::Text(outgoing.to_string().into()))
+            .await
+            .unwrap();
+        let m = client.next_message().await;
+        assert!(m.outgoing);
+        assert_eq!(m.text, "我是客服小王");
+        // Junk from a page is ignored.
+        page.send(Message::Text("junk".into())).await.unwrap();
+        client.stop().await;
+        gw.shutdown().await;
+    }
+}

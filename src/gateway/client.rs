@@ -521,9 +521,14 @@ async fn supervise<C, Fut, Si, St, E1, E2>(
                 let (tx, mut rx) = mpsc::channel(config.outgoing_queue.max(1));
                 shared.state.send_replace(ConnState::Up(tx));
                 info!(gateway = %name, url = %config.url, "connected to the gateway");
-                let _ = events.try_send(GatewayEvent::Connected {
-                    gateway: name.clone(),
-                });
+                emit(
+                    &events,
+                    GatewayEvent::Connected {
+                        gateway: name.clone(),
+                    },
+                    &cancel,
+                )
+                .await;
                 let started = Instant::now();
                 let ended = drive(sink, stream, config, &events, &mut rx, &cancel).await;
                 shared.state.send_replace(ConnState::Down);
@@ -538,10 +543,15 @@ async fn supervise<C, Fut, Si, St, E1, E2>(
                 } else {
                     warn!(gateway = %name, "disconnected from the gateway: {reason}");
                 }
-                let _ = events.try_send(GatewayEvent::Disconnected {
-                    gateway: name.clone(),
-                    reason,
-                });
+                emit(
+                    &events,
+                    GatewayEvent::Disconnected {
+                        gateway: name.clone(),
+                        reason,
+                    },
+                    &cancel,
+                )
+                .await;
                 if cancel.is_cancelled() {
                     break;
                 }
@@ -570,6 +580,22 @@ async fn supervise<C, Fut, Si, St, E1, E2>(
         }
     }
     shared.state.send_replace(ConnState::Stopped);
+}
+
+/// Hands an event to the application; while shutting down, only if there is room.
+async fn emit(
+    events: &mpsc::Sender<GatewayEvent>,
+    event: GatewayEvent,
+    cancel: &CancellationToken,
+) {
+    if cancel.is_cancelled() {
+        let _ = events.try_send(event);
+        return;
+    }
+    tokio::select! {
+        _ = events.send(event) => {}
+        _ = cancel.cancelled() => {}
+    }
 }
 
 /// Runs one connection until it fails or `cancel` fires. `Ok(())` means a clean shutdown.
