@@ -9,12 +9,15 @@
 //!   normalisation; the pure, synchronous decision.
 //! - [`replies`]: reply templates with variants and variables.
 //! - [`diagnostics`]: errors and warnings about rule and reply files, with file:line:col.
+//! - [`gateway`]: the OneBot 12 codec, the forward-websocket client connection (auth, heartbeat,
+//!   reconnect) and the development gateway used by the demo and the end-to-end tests.
 //! - [`store`]: durable storage behind one interface (SQLite now, PostgreSQL later): conversation
 //!   state, transcripts, escalations, inbound-message idempotence; one batching writer task.
 //! - [`cli`]: one file per command (`check`, `route`, `explain`, `eval`, `queue`).
 
 pub mod cli;
 pub mod diagnostics;
+pub mod gateway;
 pub mod replies;
 pub mod rules;
 pub mod store;
