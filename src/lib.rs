@@ -9,6 +9,10 @@
 //!   normalisation; the pure, synchronous decision.
 //! - [`replies`]: reply templates with variants and variables.
 //! - [`diagnostics`]: errors and warnings about rule and reply files, with file:line:col.
+//! - [`conversation`]: the per-chat state machine (greeting, quiet while queued, takeover pause,
+//!   hand-over after repeated fallbacks, reply rate limit), its worker and the dispatcher that
+//!   keeps one worker per chat.
+//! - [`escalation`]: the policy around human queues: when the bot gives up, what waits are quoted.
 //! - [`gateway`]: the OneBot 12 codec, the forward-websocket client connection (auth, heartbeat,
 //!   reconnect) and the development gateway used by the demo and the end-to-end tests.
 //! - [`store`]: durable storage behind one interface (SQLite now, PostgreSQL later): conversation
@@ -16,7 +20,9 @@
 //! - [`cli`]: one file per command (`check`, `route`, `explain`, `eval`, `queue`).
 
 pub mod cli;
+pub mod conversation;
 pub mod diagnostics;
+pub mod escalation;
 pub mod gateway;
 pub mod replies;
 pub mod rules;

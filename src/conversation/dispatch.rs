@@ -1,0 +1,129 @@
+//! Routes messages to one worker per chat: in order within a chat, in parallel across chats, and
+//! idle workers reaped so a shop with many buyers holds only the chats that are active.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use super::worker::{ChatMessage, Outbox, Shared, Worker};
+use crate::store::{ConversationKey, Direction, Sender, TranscriptEntry, now_ms};
+
+/// Messages one chat may have waiting before more are set aside (a flooding chat must not
+/// hold up the others).
+pub const CHAT_QUEUE: usize = 64;
+
+struct WorkerHandle {
+    queue: mpsc::Sender<ChatMessage>,
+    last_used: Instant,
+}
+
+pub struct Dispatcher<O> {
+    shared: Arc<Shared<O>>,
+    workers: HashMap<ConversationKey, WorkerHandle>,
+    tracker: TaskTracker,
+    idle_after: Duration,
+}
+
+impl<O: Outbox> Dispatcher<O> {
+    pub fn new(shared: Arc<Shared<O>>, tracker: TaskTracker, idle_after: Duration) -> Self {
+        Dispatcher {
+            shared,
+            workers: HashMap::new(),
+            tracker,
+            idle_after,
+        }
+    }
+
+    /// How many chats have a live worker.
+    pub fn active(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Hands `message` to its chat's worker, starting one if needed.
+    pub fn dispatch(&mut self, message: ChatMessage) {
+        let key = message.key.clone();
+        let now = Instant::now();
+        let mut message = Some(message);
+        if let Some(handle) = self.workers.get_mut(&key) {
+            handle.last_used = now;
+            if let Some(pending) = message.take() {
+                match handle.queue.try_send(pending) {
+                    Ok(()) => return,
+                    Err(mpsc::error::TrySendError::Full(pending)) => {
+                        self.set_aside(pending);
+                        return;
+                    }
+                    // The worker ended (it panicked); start a new one below.
+                    Err(mpsc::error::TrySendError::Closed(pending)) => message = Some(pending),
+                }
+            }
+        }
+        let Some(message) = message else { return };
+        let (queue, mut inbox) = mpsc::channel(CHAT_QUEUE);
+        let mut worker = Worker::new(key.clone(), Arc::clone(&self.shared));
+        self.tracker.spawn(async move {
+            while let Some(message) = inbox.recv().await {
+                if let Err(error) = worker.handle(message).await {
+                    warn!(%error, "message not handled");
+                }
+            }
+        });
+        if queue.try_send(message).is_err() {
+            warn!(chat = %key, "new chat worker refused its first message");
+        }
+        self.workers.insert(
+            key,
+            WorkerHandle {
+                queue,
+                last_used: now,
+            },
+        );
+    }
+
+    /// A chat sending faster than it can be answered: keep its message as evidence, answer later
+    /// messages.
+    fn set_aside(&self, message: ChatMessage) {
+        warn!(chat = %message.key, message_id = %message.message_id, "chat is flooding; message recorded but not answered");
+        let store = self.shared.store.clone();
+        self.tracker.spawn(async move {
+            let entry = TranscriptEntry {
+                key: message.key,
+                direction: Direction::Inbound,
+                sender: if message.outgoing {
+                    Sender::Shop
+                } else {
+                    Sender::Buyer
+                },
+                message_id: Some(message.message_id),
+                text: message.text,
+                at_ms: now_ms(),
+            };
+            if let Err(error) = store.append_transcript(entry).await {
+                warn!(%error, "cannot record a set-aside message");
+            }
+        });
+    }
+
+    /// Drops the workers of chats idle for longer than the idle period. A worker finishes what
+    /// it has queued before it ends.
+    pub fn reap_idle(&mut self) -> usize {
+        let now = Instant::now();
+        let before = self.workers.len();
+        self.workers
+            .retain(|_, handle| now.duration_since(handle.last_used) < self.idle_after);
+        let reaped = before - self.workers.len();
+        if reaped > 0 {
+            debug!(
+                reaped,
+                active = self.workers.len(),
+                "idle chat workers reaped"
+            );
+        }
+        reaped
+    }
+}

@@ -1,0 +1,289 @@
+//! One chat between a buyer and a shop: the state machine that decides what the bot does with
+//! each message, and the worker that carries it out in order.
+//!
+//! [`plan_message`] and [`plan_outgoing`] are pure: state, time and the rule decision in, the
+//! steps to take out. The [`worker`] performs them (store first, then the gateway), so every rule
+//! of the conversation — greeting once per window, quiet while queued, one queue notice, pause on
+//! takeover, hand over after repeated fallbacks, reply rate limit — is tested without I/O.
+
+pub mod dispatch;
+pub mod worker;
+
+use std::collections::VecDeque;
+
+use serde::Deserialize;
+
+use crate::escalation::EscalationPolicy;
+use crate::rules::{Outcome, OutcomeKind, Queue};
+use crate::store::{Actor, Conversation, ConversationState};
+
+/// Timing and limits of a conversation (`[conversation]` in the configuration).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConversationPolicy {
+    /// Greet a buyer at most once per this many seconds.
+    pub greeting_window_secs: i64,
+    /// How long the bot keeps quiet after a human answered from another client.
+    pub pause_secs: i64,
+    /// A chat an agent owns goes back to the bot after this long without buyer messages.
+    pub human_idle_secs: i64,
+    /// At most this many bot replies per chat per `rate_window_secs` (flood and loop guard).
+    pub max_replies_per_window: usize,
+    pub rate_window_secs: i64,
+}
+
+impl Default for ConversationPolicy {
+    fn default() -> Self {
+        ConversationPolicy {
+            greeting_window_secs: 12 * 3600,
+            pause_secs: 30 * 60,
+            human_idle_secs: 2 * 3600,
+            max_replies_per_window: 6,
+            rate_window_secs: 60,
+        }
+    }
+}
+
+/// One thing the worker must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Commit an escalation to the store (before anything is sent about it).
+    Escalate {
+        queue: Queue,
+        reason: String,
+        rule: Option<String>,
+    },
+    /// Send the reply `key` to the buyer.
+    Send { key: String, queue: Option<Queue> },
+    /// A reply the rate limit held back.
+    Suppressed { key: String },
+}
+
+/// What to do with a message, and how the conversation changed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// Who caused a state change made by the plan (other than escalation, which the store
+    /// records itself), and why.
+    pub state_change: Option<(Actor, String)>,
+}
+
+/// The decision reduced to what the state machine needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    pub kind: OutcomeKind,
+    pub rule: Option<String>,
+    pub queue: Option<Queue>,
+    pub reply_key: Option<String>,
+}
+
+impl From<Outcome<'_>> for Decided {
+    fn from(outcome: Outcome<'_>) -> Self {
+        Decided {
+            kind: outcome.kind,
+            rule: outcome.rule.map(|r| r.id.clone()),
+            queue: outcome.queue,
+            reply_key: outcome.reply_key.map(str::to_string),
+        }
+    }
+}
+
+const SECOND_MS: i64 = 1000;
+
+fn set_state(conversation: &mut Conversation, state: ConversationState, now_ms: i64) {
+    if conversation.state != state {
+        conversation.state = state;
+        conversation.state_since_ms = now_ms;
+    }
+}
+
+/// Plans the bot's response to a buyer message.
+///
+/// `open_queue` is the queue of the chat's open escalation, if any; `recent_replies` holds the
+/// send times of this chat's recent bot replies (the rate limit reads and updates it).
+pub fn plan_message(
+    conversation: &mut Conversation,
+    decided: &Decided,
+    now_ms: i64,
+    open_queue: Option<Queue>,
+    policy: &ConversationPolicy,
+    escalation: &EscalationPolicy,
+    recent_replies: &mut VecDeque<i64>,
+) -> Plan {
+    let mut plan = Plan::default();
+    match conversation.state {
+        ConversationState::Paused => {
+            let expired = conversation
+                .paused_until_ms
+                .is_none_or(|until| now_ms >= until);
+            if !expired {
+                return plan;
+            }
+            set_state(conversation, ConversationState::Bot, now_ms);
+            conversation.paused_until_ms = None;
+            plan.state_change = Some((Actor::Timeout, "pause after a human reply ended".into()));
+        }
+        ConversationState::Human => {
+            if now_ms - conversation.state_since_ms < policy.human_idle_secs * SECOND_MS {
+                return plan;
+            }
+            set_state(conversation, ConversationState::Bot, now_ms);
+            conversation.open_escalation = None;
+            plan.state_change = Some((Actor::Timeout, "agent idle; handed back to the bot".into()));
+        }
+        ConversationState::Queued => {
+            if !conversation.queued_notice_sent {
+                conversation.queued_notice_sent = true;
+                plan.steps.push(Step::Send {
+                    key: "still_queued".into(),
+                    queue: open_queue,
+                });
+            }
+            return plan;
+        }
+        ConversationState::Bot => {}
+    }
+
+    let greeting_due = conversation
+        .greeted_at_ms
+        .is_none_or(|at| now_ms - at >= policy.greeting_window_secs * SECOND_MS);
+    let greet = |plan: &mut Plan, conversation: &mut Conversation| {
+        if greeting_due {
+            plan.steps.push(Step::Send {
+                key: "greeting".into(),
+                queue: None,
+            });
+            conversation.greeted_at_ms = Some(now_ms);
+        }
+    };
+    match decided.kind {
+        OutcomeKind::Escalate => {
+            // An apology reads wrong after a cheerful welcome, so an escalating first message
+            // gets the acknowledgement alone.
+            conversation.greeted_at_ms = Some(now_ms);
+            conversation.fallback_streak = 0;
+            escalate(
+                &mut plan,
+                decided.queue.unwrap_or(Queue::Human),
+                decided,
+                "rule",
+            );
+        }
+        OutcomeKind::Reply => {
+            conversation.fallback_streak = 0;
+            let key = decided
+                .reply_key
+                .clone()
+                .unwrap_or_else(|| "fallback".into());
+            if key == "greeting" {
+                conversation.greeted_at_ms = Some(now_ms);
+            } else {
+                greet(&mut plan, conversation);
+            }
+            plan.steps.push(Step::Send { key, queue: None });
+        }
+        OutcomeKind::Ignore => {
+            conversation.fallback_streak = 0;
+            greet(&mut plan, conversation);
+        }
+        OutcomeKind::Fallback => {
+            conversation.fallback_streak += 1;
+            if escalation.gives_up_after(conversation.fallback_streak) {
+                conversation.fallback_streak = 0;
+                let handoff = Decided {
+                    kind: OutcomeKind::Escalate,
+                    rule: None,
+                    queue: Some(Queue::Human),
+                    reply_key: Some("human_handoff".into()),
+                };
+                escalate(&mut plan, Queue::Human, &handoff, "fallbacks");
+            } else {
+                greet(&mut plan, conversation);
+                plan.steps.push(Step::Send {
+                    key: "fallback".into(),
+                    queue: None,
+                });
+            }
+        }
+    }
+    apply_rate_limit(&mut plan, now_ms, policy, recent_replies);
+    plan
+}
+
+fn escalate(plan: &mut Plan, queue: Queue, decided: &Decided, why: &str) {
+    let reason = match (why, &decided.rule) {
+        ("fallbacks", _) => "the bot could not answer several messages in a row".to_string(),
+        (_, Some(rule)) => format!("rule {rule}"),
+        (_, None) => "escalated".to_string(),
+    };
+    plan.steps.push(Step::Escalate {
+        queue,
+        reason,
+        rule: decided.rule.clone(),
+    });
+    plan.steps.push(Step::Send {
+        key: decided
+            .reply_key
+            .clone()
+            .unwrap_or_else(|| "human_handoff".into()),
+        queue: Some(queue),
+    });
+}
+
+/// Holds back replies past the per-chat limit. Acknowledgements of an escalation always go out:
+/// a buyer whose complaint was taken must be told so.
+fn apply_rate_limit(
+    plan: &mut Plan,
+    now_ms: i64,
+    policy: &ConversationPolicy,
+    recent: &mut VecDeque<i64>,
+) {
+    let window = policy.rate_window_secs * SECOND_MS;
+    while recent.front().is_some_and(|&at| now_ms - at >= window) {
+        recent.pop_front();
+    }
+    let escalating = plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::Escalate { .. }));
+    for step in &mut plan.steps {
+        if let Step::Send { key, .. } = step {
+            if escalating || recent.len() < policy.max_replies_per_window {
+                recent.push_back(now_ms);
+            } else {
+                *step = Step::Suppressed { key: key.clone() };
+            }
+        }
+    }
+}
+
+/// Plans the reaction to a message the shop account sent from another client: the bot steps
+/// back for the pause. While queued or owned by an agent it is already quiet.
+pub fn plan_outgoing(
+    conversation: &mut Conversation,
+    now_ms: i64,
+    policy: &ConversationPolicy,
+) -> Plan {
+    let mut plan = Plan::default();
+    if matches!(
+        conversation.state,
+        ConversationState::Bot | ConversationState::Paused
+    ) && policy.pause_secs > 0
+    {
+        let was = conversation.state;
+        set_state(conversation, ConversationState::Paused, now_ms);
+        conversation.paused_until_ms = Some(now_ms + policy.pause_secs * SECOND_MS);
+        plan.state_change = Some((
+            Actor::ShopOutgoing,
+            if was == ConversationState::Paused {
+                "a human answered again from another client; pause extended".into()
+            } else {
+                "a human answered from another client".into()
+            },
+        ));
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests;
