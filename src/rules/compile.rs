@@ -385,21 +385,17 @@ fn compile_rule(
     }
 
     let mut regexes = Vec::new();
-    let mut gate_literals: Option<Vec<String>> = None;
     let has_keywords = !raw.any.is_empty() || !raw.all.is_empty();
+    // A regex-only rule runs its patterns when one of their literal prefixes is in the text;
+    // one pattern without usable literals makes the whole rule run on every message.
+    let mut gate_literals = Vec::new();
+    let mut unfiltered = false;
     for pattern in &raw.regex {
         match compile_regex(pattern.get_ref()) {
             Ok(regex) => {
                 if !has_keywords {
                     match prefilter_literals(pattern.get_ref()) {
-                        Some(literals) if !literals.is_empty() => {
-                            if let Some(existing) = gate_literals.as_mut() {
-                                existing.extend(literals);
-                            } else if regexes.is_empty() {
-                                gate_literals = Some(literals);
-                            }
-                        }
-                        Some(_) => diagnostics.push(
+                        Some(literals) if literals.is_empty() => diagnostics.push(
                             Diagnostic::warning(
                                 file,
                                 pattern.span(),
@@ -407,8 +403,8 @@ fn compile_rule(
                             )
                             .about(&id),
                         ),
-                        // One pattern without literals makes the whole rule unfiltered.
-                        None => gate_literals = Some(Vec::new()),
+                        Some(literals) => gate_literals.extend(literals),
+                        None => unfiltered = true,
                     }
                 }
                 regexes.push(regex);
@@ -428,21 +424,15 @@ fn compile_rule(
             .about(&id),
         );
     }
-    let mut unfiltered = false;
-    if !has_keywords && !regexes.is_empty() {
-        match gate_literals {
-            Some(literals) if !literals.is_empty() => {
-                for literal in literals {
-                    terms.add(
-                        &literal,
-                        TermUse {
-                            rule: rule_index,
-                            role: Role::Gate,
-                        },
-                    );
-                }
-            }
-            _ => unfiltered = true,
+    if !unfiltered {
+        for literal in gate_literals {
+            terms.add(
+                &literal,
+                TermUse {
+                    rule: rule_index,
+                    role: Role::Gate,
+                },
+            );
         }
     }
     for term in &none {
