@@ -1,6 +1,7 @@
 //! Validation and compilation: raw rule files in, a [`RuleSet`] (or every problem found) out.
 //!
-//! Every keyword of every rule goes into one aho-corasick automaton; each automaton pattern
+//! Every keyword of every rule goes into one Aho-Corasick automaton (a character-wise
+//! double array: it builds and searches Chinese text several times faster than a byte-wise one); each automaton pattern
 //! remembers which rules use it and how (any-of, an all-of group, an exclusion, or a literal
 //! that gates a regex). Regexes are compiled with size limits and only run for rules whose
 //! keywords or literal prefilter hit, except for a capped number that have neither.
@@ -8,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
-use aho_corasick::{AhoCorasickBuilder, MatchKind};
+use daachorse::{CharwiseDoubleArrayAhoCorasickBuilder, MatchKind};
 use regex::{Regex, RegexBuilder};
 use toml::Spanned;
 
@@ -159,18 +160,27 @@ pub(crate) fn compile(
             );
         }
     }
-    let automaton = match AhoCorasickBuilder::new()
-        .match_kind(MatchKind::Standard)
-        .build(&terms.patterns)
-    {
-        Ok(automaton) => automaton,
-        Err(error) => {
-            diagnostics.push(Diagnostic::error(
-                0,
-                0..0,
-                format!("cannot build the keyword automaton: {error}"),
-            ));
-            return None;
+    let automaton = if terms.patterns.is_empty() {
+        None
+    } else {
+        let numbered = terms
+            .patterns
+            .iter()
+            .enumerate()
+            .map(|(id, term)| (term.as_str(), id as u32));
+        match CharwiseDoubleArrayAhoCorasickBuilder::new()
+            .match_kind(MatchKind::Standard)
+            .build_with_values(numbered)
+        {
+            Ok(automaton) => Some(automaton),
+            Err(error) => {
+                diagnostics.push(Diagnostic::error(
+                    0,
+                    0..0,
+                    format!("cannot build the keyword automaton: {error}"),
+                ));
+                return None;
+            }
         }
     };
     let mut id_order: Vec<usize> = (0..rules.len()).collect();

@@ -19,7 +19,7 @@ pub struct RuleMatch {
     pub terms: Vec<u32>,
     /// What the rule's regex matched, if it has one.
     pub regex_match: Option<String>,
-    /// Matched characters: the specificity measure.
+    /// Matched characters (keywords plus what the regex matched): the specificity measure.
     pub chars: u32,
 }
 
@@ -75,8 +75,12 @@ impl RuleSet {
 
     fn match_normalised(&self, text: &str) -> (Vec<RuleMatch>, Vec<Exclusion>) {
         let mut hits: Vec<Hit> = Vec::new();
-        for found in self.automaton.find_overlapping_iter(text) {
-            let term = found.pattern().as_u32();
+        for found in self
+            .automaton
+            .iter()
+            .flat_map(|a| a.find_overlapping_iter(text))
+        {
+            let term = found.value();
             for use_ in &self.term_uses[term as usize] {
                 hits.push(Hit {
                     rule: use_.rule,
@@ -159,9 +163,8 @@ impl RuleSet {
             let Some(found) = rule.regexes.iter().find_map(|regex| regex.find(text)) else {
                 return;
             };
-            if terms.is_empty() {
-                chars = found.as_str().chars().count() as u32;
-            }
+            // A pattern that held is part of what made the rule specific.
+            chars += found.as_str().chars().count() as u32;
             regex_match = Some(found.as_str().to_string());
         }
         if let Some(term) = veto {

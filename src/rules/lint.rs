@@ -77,8 +77,12 @@ pub(crate) fn warn_shadowed(rules: &RuleSet, diagnostics: &mut Vec<Diagnostic>) 
     // For a term, the plain rules that match any text containing it.
     let implied_by = |term: &str| -> BTreeSet<usize> {
         let mut found = BTreeSet::new();
-        for hit in rules.automaton.find_overlapping_iter(term) {
-            for use_ in &rules.term_uses[hit.pattern().as_usize()] {
+        for hit in rules
+            .automaton
+            .iter()
+            .flat_map(|a| a.find_overlapping_iter(term))
+        {
+            for use_ in &rules.term_uses[hit.value() as usize] {
                 if use_.role == Role::Any && plain(use_.rule as usize) {
                     found.insert(use_.rule as usize);
                 }

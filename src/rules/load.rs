@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use super::compile::{RuleCollector, compile};
 use super::{RuleSet, lint};
@@ -82,6 +83,7 @@ impl std::error::Error for LoadError {}
 /// A [`LoadError`] listing every problem when any file cannot be read or parsed, a rule or reply
 /// is invalid, or an example is not decided the way its rule says.
 pub fn load(layers: &[Layer]) -> Result<Loaded, LoadError> {
+    let started = Instant::now();
     let mut sources = Sources::default();
     let mut diagnostics = Vec::new();
     let mut collector = RuleCollector::default();
@@ -106,15 +108,23 @@ pub fn load(layers: &[Layer]) -> Result<Loaded, LoadError> {
             );
         }
     }
+    let parsed_at = Instant::now();
     let replies = replies.finish(first_reply_file, &mut diagnostics);
     let collected = collector.finish(&mut diagnostics);
     let compiled = compile(collected, replies, &sources, &mut diagnostics);
 
+    let compiled_at = Instant::now();
     if let Some(rules) = &compiled {
         lint::check_examples(rules, &mut diagnostics);
         lint::warn_shadowed(rules, &mut diagnostics);
         lint::warn_shared_keywords(rules, &mut diagnostics);
     }
+    tracing::debug!(
+        read_and_parse_ms = (parsed_at - started).as_millis() as u64,
+        compile_ms = (compiled_at - parsed_at).as_millis() as u64,
+        examples_and_lints_ms = compiled_at.elapsed().as_millis() as u64,
+        "rule set loaded"
+    );
     diagnostics.sort_by_key(|d| (d.file, d.span.start, d.severity));
     let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
     match compiled {

@@ -16,7 +16,7 @@ mod taxonomy;
 use std::collections::HashMap;
 use std::ops::Range;
 
-use aho_corasick::AhoCorasick;
+use daachorse::CharwiseDoubleArrayAhoCorasick;
 use regex::Regex;
 
 pub use decide::{Decision, Exclusion, RuleMatch};
@@ -111,11 +111,11 @@ impl Rule {
 
 /// A compiled, validated rule set with its replies. Immutable once built; the daemon swaps whole
 /// sets on reload.
-#[derive(Debug)]
 pub struct RuleSet {
     rules: Vec<Rule>,
     by_id: HashMap<String, usize>,
-    automaton: AhoCorasick,
+    /// `None` when no rule has keywords (the automaton cannot be empty).
+    automaton: Option<CharwiseDoubleArrayAhoCorasick<u32>>,
     term_text: Vec<String>,
     term_chars: Vec<u32>,
     term_uses: Vec<Vec<TermUse>>,
@@ -178,6 +178,16 @@ impl RuleSet {
                 }
             }
         }
+    }
+}
+
+impl std::fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleSet")
+            .field("rules", &self.rules.len())
+            .field("keywords", &self.term_text.len())
+            .field("unfiltered_regex_rules", &self.unfiltered.len())
+            .finish_non_exhaustive()
     }
 }
 

@@ -1,0 +1,105 @@
+//! The shipped rule pack: it loads cleanly (every rule's examples pass) and routes the tricky
+//! messages in `tests/pack/regression.jsonl` the way the pack promises.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use xiaoer::rules::{Layer, OutcomeKind, RuleSet, load};
+
+#[derive(Deserialize)]
+struct Case {
+    text: String,
+    expect: String,
+    queue: Option<String>,
+    topic: Option<String>,
+}
+
+fn shipped() -> RuleSet {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    match load(&[Layer::new(root.join("rules"), root.join("replies"))]) {
+        Ok(loaded) => loaded.rules,
+        Err(error) => panic!("the shipped pack does not load: {error}"),
+    }
+}
+
+#[test]
+fn shipped_pack_routes_every_regression_case() {
+    let rules = shipped();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pack/regression.jsonl");
+    let text = std::fs::read_to_string(&path).expect("read regression.jsonl");
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let case: Case = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("regression.jsonl:{}: {e}", number + 1));
+        count += 1;
+        let decision = rules.decide(&case.text);
+        let outcome = rules.outcome(&decision);
+        let got = format!(
+            "{} topic={} queue={} rule={}",
+            outcome.kind.as_str(),
+            outcome.topic,
+            outcome.queue.map(|q| q.as_str()).unwrap_or("-"),
+            outcome.rule.map(|r| r.id.as_str()).unwrap_or("-")
+        );
+        let ok = match case.expect.as_str() {
+            "escalate" => {
+                outcome.kind == OutcomeKind::Escalate
+                    && case
+                        .queue
+                        .as_deref()
+                        .is_none_or(|q| outcome.queue.map(|o| o.as_str()) == Some(q))
+            }
+            "answer" => {
+                outcome.kind == OutcomeKind::Reply
+                    && case.topic.as_deref().is_none_or(|t| outcome.topic == t)
+            }
+            "quiet" => outcome.kind != OutcomeKind::Escalate,
+            other => panic!("regression.jsonl:{}: unknown expect {other:?}", number + 1),
+        };
+        if !ok {
+            failures.push(format!(
+                "line {}: {:?} expected {} {:?}{:?}, got {got}",
+                number + 1,
+                case.text,
+                case.expect,
+                case.queue,
+                case.topic
+            ));
+        }
+    }
+    assert!(
+        count >= 60,
+        "the regression file should hold the tricky cases ({count})"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {count} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn shipped_pack_covers_every_queue_and_the_daemon_replies() {
+    let rules = shipped();
+    for queue in xiaoer::rules::Queue::ALL {
+        assert!(
+            rules
+                .rules()
+                .iter()
+                .any(|r| r.action.queue() == Some(*queue)),
+            "no rule escalates to {queue}"
+        );
+    }
+    for key in xiaoer::replies::REQUIRED_KEYS {
+        assert!(rules.replies().contains(key), "missing reply {key}");
+    }
+    assert!(
+        rules.rules().iter().all(|r| !r.examples.is_empty()),
+        "every rule has examples"
+    );
+}
