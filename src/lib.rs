@@ -17,13 +17,19 @@
 //!   reconnect) and the development gateway used by the demo and the end-to-end tests.
 //! - [`store`]: durable storage behind one interface (SQLite now, PostgreSQL later): conversation
 //!   state, transcripts, escalations, inbound-message idempotence; one batching writer task.
-//! - [`cli`]: one file per command (`check`, `route`, `explain`, `eval`, `queue`).
+//! - [`config`]: daemon settings, layered defaults < file < `XIAOER_*` environment < flags.
+//! - [`daemon`]: `run(config, shutdown)`: gateways, chat workers, store, reload, phased shutdown.
+//! - [`reload`]: the live rule sets (shared and per-shop overlays) and their hot reload.
+//! - [`cli`]: one file per command (`run`, `demo`, `check`, `route`, `explain`, `eval`, `queue`).
 
 pub mod cli;
+pub mod config;
 pub mod conversation;
+pub mod daemon;
 pub mod diagnostics;
 pub mod escalation;
 pub mod gateway;
+pub mod reload;
 pub mod replies;
 pub mod rules;
 pub mod store;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 use xiaoer::cli::{self, RuleDirs};
 use xiaoer::diagnostics::stderr_wants_colour;
 
@@ -22,6 +23,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the responder next to a OneBot 12 chat gateway.
+    Run(cli::run::RunArgs),
+    /// Start a development gateway with a buyer chat page and the responder, on this machine.
+    Demo(cli::demo::DemoArgs),
     /// Validate rule and reply files and run every rule's examples.
     Check(RuleDirs),
     /// Decide one buyer message per stdin line; print one JSON object per line.
@@ -78,8 +83,36 @@ fn load(dirs: &RuleDirs) -> anyhow::Result<xiaoer::rules::RuleSet> {
     }
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => {
+            cli::run::init_logging();
+            let settings = args.settings()?;
+            runtime()?.block_on(async {
+                let shutdown = CancellationToken::new();
+                let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+                cli::run::handle_signals(shutdown.clone(), reload_tx);
+                xiaoer::daemon::run(settings, shutdown, reload_rx).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            cli::run::init_logging();
+            runtime()?.block_on(async {
+                let shutdown = CancellationToken::new();
+                let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+                cli::run::handle_signals(shutdown.clone(), reload_tx);
+                cli::demo::run(args, shutdown, reload_rx).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check(dirs) => {
             let ok = cli::check::run(
                 &dirs,

@@ -1,10 +1,12 @@
 //! The `xiaoer` commands, one file each; `main.rs` only parses arguments and calls in here.
 
 pub mod check;
+pub mod demo;
 pub mod eval;
 pub mod explain;
 pub mod queue;
 pub mod route;
+pub mod run;
 
 use std::path::PathBuf;
 

@@ -6,11 +6,11 @@ use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use tracing::{debug, info, warn};
 
 use super::{ConversationPolicy, Decided, Step, plan_message, plan_outgoing};
 use crate::escalation::EscalationPolicy;
+use crate::reload::LiveRules;
 use crate::replies::RenderContext;
 use crate::rules::{Queue, RuleSet};
 use crate::store::{
@@ -43,6 +43,17 @@ pub trait Outbox: Send + Sync + 'static {
     ) -> impl Future<Output = Result<String, SendFailure>> + Send;
 }
 
+/// Shared outboxes work too.
+impl<O: Outbox> Outbox for Arc<O> {
+    fn send(
+        &self,
+        key: &ConversationKey,
+        text: &str,
+    ) -> impl std::future::Future<Output = Result<String, SendFailure>> + Send {
+        O::send(self, key, text)
+    }
+}
+
 /// How a shop is named to buyers (`{shop}`), by shop account id.
 pub type ShopNames = std::collections::HashMap<String, String>;
 
@@ -50,7 +61,7 @@ pub type ShopNames = std::collections::HashMap<String, String>;
 pub struct Shared<O> {
     pub store: Store,
     pub outbox: O,
-    pub rules: Arc<ArcSwap<RuleSet>>,
+    pub rules: LiveRules,
     pub policy: ConversationPolicy,
     pub escalation: EscalationPolicy,
     pub shop_names: ShopNames,
@@ -146,7 +157,7 @@ impl<O: Outbox> Worker<O> {
         let mut conversation = self.load_conversation(now).await?;
         let before = conversation.clone();
         // In-flight messages finish on the rule set they started with.
-        let rules = self.shared.rules.load_full();
+        let rules = self.shared.rules.load().for_shop(&self.key.self_id);
         let decision = rules.decide(&message.text);
         let decided = Decided::from(rules.outcome(&decision));
         let open_queue = match conversation.open_escalation {

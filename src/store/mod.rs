@@ -129,8 +129,10 @@ impl Store {
             source,
         };
         let mut conn = writer_options(&path).connect().await.map_err(open_err)?;
+        // `run_direct` takes the connection itself; `run` goes through `Acquire`, whose
+        // higher-ranked bound makes every caller's future fail to be `Send`.
         MIGRATOR
-            .run(&mut conn)
+            .run_direct(&mut conn)
             .await
             .map_err(|source| StoreError::Migrate {
                 path: path.clone(),

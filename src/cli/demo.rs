@@ -1,0 +1,96 @@
+//! `xiaoer demo`: the development gateway with its buyer chat page, the daemon connected to it,
+//! and SQLite under `./data` — everything on one machine, nothing to install.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, GatewaySettings, ShopSettings};
+use crate::gateway::{DevGateway, DevGatewayConfig, DevGatewayError};
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Where the development gateway and buyer page listen.
+    #[arg(long, default_value = "127.0.0.1:8780")]
+    pub listen: SocketAddr,
+    #[arg(long, default_value = "data")]
+    pub data: PathBuf,
+    #[arg(long, default_value = "rules")]
+    pub rules: PathBuf,
+    #[arg(long, default_value = "replies")]
+    pub replies: PathBuf,
+}
+
+/// Why the demo could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(
+        "cannot start the development gateway on {addr}: {source} (pick another with --listen)"
+    )]
+    Gateway {
+        addr: SocketAddr,
+        source: DevGatewayError,
+    },
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::DaemonError),
+}
+
+const DEMO_TOKEN: &str = "demo-token";
+
+/// Runs the demo until `shutdown`.
+///
+/// # Errors
+///
+/// The gateway port is taken, or the rules do not load.
+pub async fn run(
+    args: DemoArgs,
+    shutdown: CancellationToken,
+    reload: mpsc::Receiver<()>,
+) -> Result<(), DemoError> {
+    let gateway = DevGateway::start(DevGatewayConfig {
+        addr: args.listen,
+        token: Some(DEMO_TOKEN.to_string()),
+        ..Default::default()
+    })
+    .await
+    .map_err(|source| DemoError::Gateway {
+        addr: args.listen,
+        source,
+    })?;
+    let config = Config {
+        data: args.data.clone(),
+        rules: args.rules.clone(),
+        replies: args.replies.clone(),
+        gateways: vec![GatewaySettings {
+            url: gateway.url(),
+            token: Some(DEMO_TOKEN.to_string()),
+            name: Some("dev".into()),
+        }],
+        shops: vec![ShopSettings {
+            id: "shop1".into(),
+            name: Some("小二演示店".into()),
+            overlay: None,
+        }],
+        ..Config::default()
+    };
+    println!();
+    println!("  xiaoer demo is running");
+    println!("  buyer chat page:    {}", gateway.page_url());
+    println!(
+        "  gateway (OneBot 12): {}  (token {DEMO_TOKEN})",
+        gateway.url()
+    );
+    println!("  data:               {}/xiaoer.db", args.data.display());
+    println!(
+        "  open escalations:   cargo run --release -- queue list --data {}",
+        args.data.display()
+    );
+    println!("  edit rules/ or replies/ and the daemon reloads them; Ctrl-C stops.");
+    println!();
+    let result = crate::daemon::run(config, shutdown, reload).await;
+    gateway.shutdown().await;
+    result.map_err(DemoError::from)
+}

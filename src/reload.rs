@@ -1,0 +1,194 @@
+//! The live rule sets and their hot reload.
+//!
+//! A reload builds the new sets aside — parse, validate, compile, run every example — and swaps
+//! them in atomically only if all of them load; a bad edit keeps the old sets serving and logs
+//! every error with file:line. Messages already being handled finish on the set they started
+//! with, because workers hold an `Arc` of it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::rules::{Layer, LoadError, RuleSet, load};
+
+/// Where every rule set comes from: the shared directories and each shop's overlay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSources {
+    pub base: Layer,
+    /// (shop account id, overlay directory)
+    pub overlays: Vec<(String, PathBuf)>,
+}
+
+impl RuleSources {
+    /// Directories to watch for edits.
+    pub fn directories(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.base.rules.clone(), self.base.replies.clone()];
+        for (_, overlay) in &self.overlays {
+            dirs.push(overlay.clone());
+        }
+        dirs
+    }
+}
+
+/// The rule set of every shop.
+#[derive(Debug)]
+pub struct RuleBook {
+    shared: Arc<RuleSet>,
+    shops: HashMap<String, Arc<RuleSet>>,
+}
+
+/// A rule book that did not load: which set, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {error}", shop.as_deref().map(|s| format!("rules of shop {s}")).unwrap_or_else(|| "shared rules".into()))]
+pub struct RuleBookError {
+    pub shop: Option<String>,
+    pub error: LoadError,
+}
+
+impl RuleBook {
+    /// Loads the shared set and every overlay.
+    ///
+    /// # Errors
+    ///
+    /// The first set that does not load, with all of its problems.
+    pub fn load(sources: &RuleSources) -> Result<RuleBook, RuleBookError> {
+        let shared = load(std::slice::from_ref(&sources.base))
+            .map_err(|error| RuleBookError { shop: None, error })?;
+        log_warnings(&shared);
+        let mut shops = HashMap::new();
+        for (shop, overlay) in &sources.overlays {
+            let loaded =
+                load(&[sources.base.clone(), Layer::overlay(overlay)]).map_err(|error| {
+                    RuleBookError {
+                        shop: Some(shop.clone()),
+                        error,
+                    }
+                })?;
+            shops.insert(shop.clone(), Arc::new(loaded.rules));
+        }
+        Ok(RuleBook {
+            shared: Arc::new(shared.rules),
+            shops,
+        })
+    }
+
+    /// A book with one set for every shop.
+    pub fn single(rules: RuleSet) -> RuleBook {
+        RuleBook {
+            shared: Arc::new(rules),
+            shops: HashMap::new(),
+        }
+    }
+
+    /// The set that decides messages to shop account `shop`.
+    pub fn for_shop(&self, shop: &str) -> Arc<RuleSet> {
+        Arc::clone(self.shops.get(shop).unwrap_or(&self.shared))
+    }
+
+    pub fn shared(&self) -> &RuleSet {
+        &self.shared
+    }
+}
+
+fn log_warnings(loaded: &crate::rules::Loaded) {
+    for warning in &loaded.warnings {
+        warn!("{}", loaded.sources.one_line(warning));
+    }
+}
+
+/// The rule book every worker reads.
+pub type LiveRules = Arc<ArcSwap<RuleBook>>;
+
+/// Rebuilds the book aside and swaps it in; on failure logs every error and keeps the old one.
+/// Returns whether the swap happened.
+pub fn reload(live: &LiveRules, sources: &RuleSources) -> bool {
+    match RuleBook::load(sources) {
+        Ok(book) => {
+            let rules = book.shared().rules().len();
+            live.store(Arc::new(book));
+            info!(rules, "rules reloaded");
+            true
+        }
+        Err(failure) => {
+            error!(
+                "rules not reloaded; the previous rules keep serving: {}",
+                failure
+                    .shop
+                    .as_deref()
+                    .map(|s| format!("shop {s}"))
+                    .unwrap_or_else(|| "shared rules".into())
+            );
+            for problem in failure.error.errors() {
+                error!("{}", failure.error.sources.one_line(problem));
+            }
+            false
+        }
+    }
+}
+
+/// Reloads whenever a rule or reply file changes (if `watch`) or `trigger` fires (SIGHUP),
+/// coalescing bursts of edits. Runs until `cancel`.
+pub async fn run_reloader(
+    live: LiveRules,
+    sources: RuleSources,
+    watch: bool,
+    mut trigger: mpsc::Receiver<()>,
+    cancel: CancellationToken,
+) {
+    let (changed, mut changes) = mpsc::channel::<()>(16);
+    // Keep the watcher alive for the life of this task.
+    let _watcher = if watch {
+        start_watcher(&sources, changed)
+    } else {
+        None
+    };
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            Some(()) = trigger.recv() => info!("reload requested"),
+            Some(()) = changes.recv() => {
+                // Editors write files in several steps; wait for the burst to settle.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                while changes.try_recv().is_ok() {}
+                info!("rule files changed");
+            }
+        }
+        let (live, sources) = (Arc::clone(&live), sources.clone());
+        if let Err(error) = tokio::task::spawn_blocking(move || reload(&live, &sources)).await {
+            error!(%error, "rule reload task failed");
+        }
+    }
+}
+
+fn start_watcher(
+    sources: &RuleSources,
+    changed: mpsc::Sender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    let handler = move |event: notify::Result<notify::Event>| match event {
+        Ok(event) if !event.kind.is_access() => {
+            let _ = changed.try_send(());
+        }
+        Ok(_) => {}
+        Err(error) => warn!(%error, "file watch error"),
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(watcher) => watcher,
+        Err(error) => {
+            warn!(%error, "cannot watch rule files; reload with SIGHUP");
+            return None;
+        }
+    };
+    for dir in sources.directories() {
+        if let Err(error) = watcher.watch(&dir, RecursiveMode::Recursive) {
+            warn!(dir = %dir.display(), %error, "cannot watch directory; reload with SIGHUP");
+        }
+    }
+    Some(watcher)
+}
