@@ -284,6 +284,19 @@ queue_eta = { refund = "10分钟" }
     }
 
     #[test]
+    fn the_shipped_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/xiaoer.toml");
+        let config = Config::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.gateways.len(), 1);
+        assert_eq!(config.conversation, ConversationPolicy::default());
+        assert_eq!(config.escalation.fallback_limit, 3);
+        assert_eq!(
+            config.escalation.eta(crate::rules::Queue::Complaint),
+            "5分钟"
+        );
+    }
+
+    #[test]
     fn errors_name_the_problem() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");

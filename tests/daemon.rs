@@ -38,6 +38,7 @@ fn rule_dirs() -> (TempDir, PathBuf, PathBuf) {
 async fn gateway() -> DevGateway {
     DevGateway::start(DevGatewayConfig {
         token: Some(TOKEN.into()),
+        shops: vec!["shop1".into(), "shop2".into()],
         ..Default::default()
     })
     .await
@@ -140,6 +141,31 @@ async fn greets_first_contact_then_answers_faq() {
     gateway.buyer_says("shop1", "b1", "幾天發貨");
     assert_eq!(reply(&gateway).await.text, "现货下单后48小时内发出。");
     silence(&gateway).await;
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_shops_share_one_connection() {
+    let gateway = gateway().await;
+    let daemon = Daemon::start(&gateway).await;
+    gateway.buyer_says("shop2", "same-buyer", "什么时候发货");
+    let greeting = reply(&gateway).await;
+    assert_eq!(greeting.self_id, "shop2");
+    assert_eq!(
+        greeting.text, "您好，欢迎光临本店！",
+        "shop2 has no name configured"
+    );
+    assert_eq!(reply(&gateway).await.self_id, "shop2");
+    // The same buyer at another shop is another conversation: greeted again, by that shop.
+    gateway.buyer_says("shop1", "same-buyer", "什么时候发货");
+    let greeting = reply(&gateway).await;
+    assert_eq!(greeting.self_id, "shop1");
+    assert!(
+        ["您好，欢迎光临测试小店！", "在的，亲请讲～"].contains(&greeting.text.as_str()),
+        "{:?}",
+        greeting.text
+    );
+    assert_eq!(reply(&gateway).await.self_id, "shop1");
     daemon.stop().await;
 }
 

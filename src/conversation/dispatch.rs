@@ -127,3 +127,83 @@ impl<O: Outbox> Dispatcher<O> {
         reaped
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use arc_swap::ArcSwap;
+
+    use super::*;
+    use crate::conversation::ConversationPolicy;
+    use crate::conversation::worker::SendFailure;
+    use crate::escalation::EscalationPolicy;
+    use crate::reload::RuleBook;
+    use crate::rules::{Layer, load};
+    use crate::store::Store;
+
+    struct NoOutbox;
+
+    impl Outbox for NoOutbox {
+        async fn send(&self, _: &ConversationKey, _: &str) -> Result<String, SendFailure> {
+            Err(SendFailure("no gateway in this test".into()))
+        }
+    }
+
+    fn message(user: &str) -> ChatMessage {
+        // A message from the shop account to itself: the worker drops it without I/O, so only the
+        // dispatcher's bookkeeping is under test.
+        ChatMessage {
+            key: ConversationKey::new("dev", user, user),
+            message_id: format!("m-{user}"),
+            text: "你好".into(),
+            outgoing: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_chat_workers_are_reaped_on_time() {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path()).await.unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good");
+        let rules = load(&[Layer::overlay(&root)]).unwrap().rules;
+        let shared = Arc::new(Shared {
+            store,
+            outbox: NoOutbox,
+            rules: Arc::new(ArcSwap::from_pointee(RuleBook::single(rules))),
+            policy: ConversationPolicy::default(),
+            escalation: EscalationPolicy::default(),
+            shop_names: Default::default(),
+        });
+        // Real I/O above; from here on, time only moves when the test says so.
+        tokio::time::pause();
+        let idle = Duration::from_secs(300);
+        let mut dispatcher = Dispatcher::new(shared, TaskTracker::new(), idle);
+        dispatcher.dispatch(message("a"));
+        dispatcher.dispatch(message("b"));
+        dispatcher.dispatch(message("a"));
+        assert_eq!(dispatcher.active(), 2, "one worker per chat");
+
+        tokio::time::advance(Duration::from_secs(200)).await;
+        dispatcher.dispatch(message("b"));
+        assert_eq!(dispatcher.reap_idle(), 0);
+
+        tokio::time::advance(Duration::from_secs(101)).await;
+        assert_eq!(
+            dispatcher.reap_idle(),
+            1,
+            "only the chat idle for 301 s goes"
+        );
+        assert_eq!(dispatcher.active(), 1);
+
+        tokio::time::advance(Duration::from_secs(200)).await;
+        assert_eq!(dispatcher.reap_idle(), 1);
+        assert_eq!(dispatcher.active(), 0);
+        dispatcher.dispatch(message("a"));
+        assert_eq!(
+            dispatcher.active(),
+            1,
+            "a reaped chat starts again on its next message"
+        );
+    }
+}

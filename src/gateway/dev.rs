@@ -571,65 +571,116 @@ fn page_says(inner: &Inner, text: &str) {
 }
 
 const PAGE: &str = r#"<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8"><title>xiaoer dev gateway · buyers</title>
+<html lang="zh-CN"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
+<title>xiaoer demo · 买家聊天 buyer chat</title>
 <style>
-body{font-family:system-ui,sans-serif;margin:0;background:#f4f4f4}
-header{padding:8px 16px;background:#c33;color:#fff}
-main{display:flex;gap:12px;padding:12px}
-.pane{flex:1;background:#fff;border-radius:6px;display:flex;flex-direction:column;height:80vh;box-shadow:0 1px 3px #0002}
-.pane .top{padding:8px;border-bottom:1px solid #eee;display:flex;gap:6px}
-.log{flex:1;overflow-y:auto;padding:8px}
-.msg{margin:4px 0;padding:6px 8px;border-radius:6px;max-width:80%;white-space:pre-wrap}
+*{box-sizing:border-box}
+body{font-family:system-ui,"PingFang SC","Microsoft YaHei","Noto Sans CJK SC","WenQuanYi Zen Hei",sans-serif;margin:0;background:#f4f4f4;color:#222}
+header{padding:8px 16px;background:#c33;color:#fff;display:flex;flex-wrap:wrap;align-items:center;gap:8px 16px}
+header h1{font-size:16px;margin:0;font-weight:600}
+#status{font-size:13px;padding:2px 10px;border-radius:10px;background:#fff3;white-space:nowrap}
+#status::before{content:"";display:inline-block;width:8px;height:8px;border-radius:50%;margin-right:6px;background:#fc3;vertical-align:middle}
+#status.up::before{background:#4c4}
+#status.down::before{background:#222}
+.intro{margin:0;padding:8px 16px;font-size:13px;color:#555;background:#fff;border-bottom:1px solid #e4e4e4;line-height:1.5}
+.intro b{color:#333}
+main{display:flex;flex-wrap:wrap;gap:12px;padding:12px}
+.pane{flex:1 1 300px;min-width:0;background:#fff;border-radius:6px;display:flex;flex-direction:column;height:calc(100vh - 150px);min-height:400px;box-shadow:0 1px 3px #0002}
+.pane .top{padding:8px;border-bottom:1px solid #eee;display:flex;flex-wrap:wrap;align-items:center;gap:6px 12px;font-size:13px}
+.pane .top label{display:flex;align-items:center;gap:4px;white-space:nowrap}
+.pane .top input{width:9em}
+.log{flex:1;overflow-y:auto;padding:8px;min-height:0}
+.msg{margin:6px 0;padding:6px 10px;border-radius:8px;max-width:85%;width:fit-content;white-space:pre-wrap;overflow-wrap:anywhere;line-height:1.45}
 .buyer{background:#dff0d8;margin-left:auto}
-.bot{background:#eef}
+.bot{background:#e8e8fb}
 .outgoing{background:#fde9c9}
-.meta{font-size:11px;color:#888}
-form{display:flex;gap:6px;padding:6px 8px;border-top:1px solid #eee}
-form input[type=text]{flex:1}
+.meta{font-size:11px;color:#777;margin-bottom:2px}
+.note,.empty{font-size:12px;color:#888;text-align:center;margin:8px 4px;overflow-wrap:anywhere}
+.empty{margin-top:30%}
+form{display:flex;flex-direction:column;gap:3px;padding:6px 8px;border-top:1px solid #eee}
+form .hint{font-size:11px;color:#777}
+form .row{display:flex;gap:6px}
+form input[type=text]{flex:1;min-width:0;padding:5px 6px;font:inherit;font-size:14px}
+form button{white-space:nowrap;padding:4px 10px;font:inherit;font-size:13px;cursor:pointer}
+form button:disabled{cursor:not-allowed}
+.as-shop{background:#fffaf1}
 </style></head><body>
-<header>xiaoer dev gateway — <span id="status">connecting…</span></header>
+<header><h1>xiaoer demo · 买家聊天 buyer chat</h1><span id="status">正在连接… connecting</span></header>
+<p class="intro">每一栏是一位买家在和店铺聊天；小二 (xiaoer) 会自动回复。Each column is one buyer chatting with the shop; xiaoer answers automatically.
+ <b>店铺人工回复</b>一栏模拟店员从其他客户端（如千牛）回复：之后小二会对该买家暂停一段时间（默认 30 分钟）。
+ The <b>shop</b> box simulates a human agent replying from another client; xiaoer then pauses for that buyer (30 min by default).</p>
 <main id="panes"></main>
 <script>
 const panes = document.getElementById('panes');
+const statusEl = document.getElementById('status');
 let ws, shops = ['shop1'];
+function setStatus(text, cls) {
+  statusEl.textContent = text; statusEl.className = cls;
+  for (const b of document.querySelectorAll('form button')) b.disabled = cls !== 'up';
+}
+function addNote(p, text) {
+  const log = p.querySelector('.log'); const e = log.querySelector('.empty'); if (e) e.remove();
+  const d = document.createElement('div'); d.className = 'note'; d.textContent = text;
+  log.appendChild(d); log.scrollTop = log.scrollHeight;
+}
+function clearLog(p) {
+  const log = p.querySelector('.log'); log.innerHTML = '';
+  const e = document.createElement('div'); e.className = 'empty';
+  e.textContent = '在下方输入买家的消息开始对话 · type a message as the buyer below to start';
+  log.appendChild(e);
+}
 function pane(i) {
-  const p = document.createElement('div'); p.className = 'pane';
-  p.innerHTML = `<div class="top">buyer <input class="uid" value="buyer${i}" size="8">
-    shop <select class="shop"></select></div><div class="log"></div>
-    <form class="as-buyer"><input type="text" placeholder="买家说…"><button>send</button></form>
-    <form class="as-shop"><input type="text" placeholder="店铺从其他客户端说…"><button>as shop</button></form>`;
+  const p = document.createElement('section'); p.className = 'pane';
+  p.innerHTML = `<div class="top">
+    <label>买家 buyer <input class="uid" value="buyer${i}" title="买家 id (user_id)"></label>
+    <label>店铺 shop <select class="shop" title="店铺账号 (self_id)"></select></label></div>
+    <div class="log" aria-live="polite"></div>
+    <form class="as-buyer"><span class="hint">买家发消息 · as the buyer</span>
+      <div class="row"><input type="text" placeholder="例如：这件衣服什么时候发货？" autocomplete="off"><button>发送 send</button></div></form>
+    <form class="as-shop"><span class="hint">店铺人工回复（其他客户端）· as the shop, from another client</span>
+      <div class="row"><input type="text" placeholder="例如：亲，我来为您处理" autocomplete="off"><button>店铺发送 send as shop</button></div></form>`;
   const say = (form, kind) => form.addEventListener('submit', e => {
     e.preventDefault(); const input = form.querySelector('input');
-    if (!input.value || !ws || ws.readyState !== 1) return;
-    ws.send(JSON.stringify({kind, self_id: p.querySelector('.shop').value,
-      user_id: p.querySelector('.uid').value, text: input.value}));
+    const text = input.value.trim(), uid = p.querySelector('.uid').value.trim();
+    if (!text || !uid || !ws || ws.readyState !== 1) return;
+    ws.send(JSON.stringify({kind, self_id: p.querySelector('.shop').value, user_id: uid, text}));
     input.value = '';
   });
   say(p.querySelector('.as-buyer'), 'buyer'); say(p.querySelector('.as-shop'), 'outgoing');
-  panes.appendChild(p); return p;
+  const switched = () => { clearLog(p); addNote(p, '现在是 ' + p.querySelector('.uid').value.trim() + ' → ' + p.querySelector('.shop').value + ' 的对话 · now chatting as this buyer'); };
+  p.querySelector('.uid').addEventListener('change', switched);
+  p.querySelector('.shop').addEventListener('change', switched);
+  clearLog(p); panes.appendChild(p); return p;
 }
 const all = [1, 2, 3].map(pane);
 function fillShops() {
   for (const p of all) {
-    const sel = p.querySelector('.shop'); sel.innerHTML = '';
+    const sel = p.querySelector('.shop'), keep = sel.value; sel.innerHTML = '';
     for (const s of shops) { const o = document.createElement('option'); o.textContent = s; sel.appendChild(o); }
+    if (shops.includes(keep)) sel.value = keep;
   }
 }
 function show(m) {
   for (const p of all) {
-    if (p.querySelector('.uid').value !== m.user_id || p.querySelector('.shop').value !== m.self_id) continue;
+    if (p.querySelector('.uid').value.trim() !== m.user_id || p.querySelector('.shop').value !== m.self_id) continue;
+    const log = p.querySelector('.log'); const e = log.querySelector('.empty'); if (e) e.remove();
     const d = document.createElement('div'); d.className = 'msg ' + m.kind;
-    const who = {buyer: 'buyer', bot: 'xiaoer', outgoing: 'shop (other client)'}[m.kind] || m.kind;
+    const who = {buyer: '买家 ' + m.user_id, bot: '小二 xiaoer（自动回复）', outgoing: '店铺人工（其他客户端）shop'}[m.kind] || m.kind;
     d.innerHTML = '<div class="meta"></div><div class="t"></div>';
-    d.querySelector('.meta').textContent = who + ' · ' + m.message_id;
+    d.querySelector('.meta').textContent = who + ' · ' + new Date().toLocaleTimeString('zh-CN', {hour12: false});
+    d.title = m.message_id;
     d.querySelector('.t').textContent = m.text;
-    const log = p.querySelector('.log'); log.appendChild(d); log.scrollTop = log.scrollHeight;
+    log.appendChild(d); log.scrollTop = log.scrollHeight;
+    if (m.kind === 'outgoing') addNote(p, '店铺已人工回复：小二会对该买家暂停 · xiaoer now pauses for this buyer');
   }
 }
 function connect() {
+  setStatus('正在连接… connecting', '');
   ws = new WebSocket(location.origin.replace(/^http/, 'ws') + '/page/ws');
-  ws.onopen = () => document.getElementById('status').textContent = 'connected';
-  ws.onclose = () => { document.getElementById('status').textContent = 'disconnected, retrying…'; setTimeout(connect, 1000); };
+  ws.onopen = () => setStatus('页面已连接网关 · page connected to the gateway', 'up');
+  ws.onclose = () => { setStatus('与网关断开，重试中… disconnected, retrying', 'down'); setTimeout(connect, 1000); };
   ws.onmessage = e => { const m = JSON.parse(e.data);
     if (m.kind === 'hello') { shops = m.shops; fillShops(); } else show(m); };
 }

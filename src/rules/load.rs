@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::compile::{RuleCollector, compile};
 use super::{RuleSet, lint};
@@ -41,6 +41,18 @@ pub struct Loaded {
     pub rules: RuleSet,
     pub warnings: Vec<Diagnostic>,
     pub sources: Sources,
+    pub timings: LoadTimings,
+}
+
+/// Where loading spent its time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadTimings {
+    /// Reading the files and parsing the TOML.
+    pub parse: Duration,
+    /// Validating every rule and reply and building the matcher.
+    pub compile: Duration,
+    /// Running every rule's examples and the lints.
+    pub checks: Duration,
 }
 
 /// Why a rule set did not load: every error found, and the warnings.
@@ -119,12 +131,12 @@ pub fn load(layers: &[Layer]) -> Result<Loaded, LoadError> {
         lint::warn_shadowed(rules, &mut diagnostics);
         lint::warn_shared_keywords(rules, &mut diagnostics);
     }
-    tracing::debug!(
-        read_and_parse_ms = (parsed_at - started).as_millis() as u64,
-        compile_ms = (compiled_at - parsed_at).as_millis() as u64,
-        examples_and_lints_ms = compiled_at.elapsed().as_millis() as u64,
-        "rule set loaded"
-    );
+    let timings = LoadTimings {
+        parse: parsed_at - started,
+        compile: compiled_at - parsed_at,
+        checks: compiled_at.elapsed(),
+    };
+    tracing::debug!(?timings, "rule set loaded");
     diagnostics.sort_by_key(|d| (d.file, d.span.start, d.severity));
     let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
     match compiled {
@@ -132,6 +144,7 @@ pub fn load(layers: &[Layer]) -> Result<Loaded, LoadError> {
             rules,
             warnings: diagnostics,
             sources,
+            timings,
         }),
         _ => Err(LoadError {
             diagnostics,

@@ -20,7 +20,7 @@ use daachorse::CharwiseDoubleArrayAhoCorasick;
 use regex::Regex;
 
 pub use decide::{Decision, Exclusion, RuleMatch};
-pub use load::{Layer, LoadError, Loaded, load};
+pub use load::{Layer, LoadError, LoadTimings, Loaded, load};
 pub use normalise::normalise;
 pub use taxonomy::{Queue, Topic};
 
