@@ -217,6 +217,52 @@ async fn refund_is_escalated_persisted_listed_and_then_quiet() {
     daemon.stop().await;
 }
 
+fn queue_command(args: &[&str], data: &Path) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_xiaoer"))
+        .arg("queue")
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_claims_and_closes_an_escalation_while_the_daemon_runs() {
+    let gateway = gateway().await;
+    let daemon = Daemon::start(&gateway).await;
+    gateway.buyer_says("shop1", "c1", "做工太差了");
+    assert_eq!(
+        reply(&gateway).await.text,
+        "真抱歉遇到这种情况，售后同事马上处理。"
+    );
+    let listed = queue_command(&["list", "--json"], daemon.data.path());
+    let id = serde_json::from_str::<serde_json::Value>(listed.trim()).unwrap()["id"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    let said = queue_command(&["claim", &id, "--agent", "alice"], daemon.data.path());
+    assert!(said.contains("claimed by alice"), "{said}");
+    // The agent owns the chat: no queue notice, no answers.
+    gateway.buyer_says("shop1", "c1", "什么时候发货");
+    silence(&gateway).await;
+    let said = queue_command(&["close", &id, "--agent", "alice"], daemon.data.path());
+    assert!(said.contains("closed by alice"), "{said}");
+    assert_eq!(
+        queue_command(&["list"], daemon.data.path()).trim(),
+        "no open escalations"
+    );
+    gateway.buyer_says("shop1", "c1", "什么时候发货");
+    assert_eq!(reply(&gateway).await.text, "现货下单后48小时内发出。");
+    daemon.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivered_message_is_not_answered_twice() {
     let gateway = gateway().await;

@@ -29,6 +29,26 @@ pub enum QueueCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Take an escalation: the chat becomes the agent's and the bot stays quiet in it.
+    Claim {
+        /// The escalation id (from `queue list`).
+        id: i64,
+        /// Who takes it.
+        #[arg(long)]
+        agent: String,
+        #[arg(long, value_name = "DIR", default_value = "./data")]
+        data: PathBuf,
+    },
+    /// Close an escalation and hand the chat back to the bot.
+    Close {
+        /// The escalation id (from `queue list`).
+        id: i64,
+        /// Who closes it.
+        #[arg(long)]
+        agent: String,
+        #[arg(long, value_name = "DIR", default_value = "./data")]
+        data: PathBuf,
+    },
 }
 
 /// Runs `xiaoer queue ...`, writing to `out`.
@@ -39,7 +59,38 @@ pub enum QueueCommand {
 pub async fn run(args: &QueueArgs, out: &mut impl Write) -> Result<(), StoreError> {
     match &args.command {
         QueueCommand::List { data, json } => list(data, *json, out).await,
+        QueueCommand::Claim { id, agent, data } => {
+            let store = open_for_agent(data).await?;
+            let result = store.claim_escalation(*id, agent).await;
+            store.close().await?;
+            let escalation = result?;
+            writeln!(
+                out,
+                "escalation {} ({} queue, buyer {}) claimed by {agent}; the bot stays quiet in that chat",
+                escalation.id, escalation.queue, escalation.key.user_id
+            )
+            .map_err(StoreError::Output)
+        }
+        QueueCommand::Close { id, agent, data } => {
+            let store = open_for_agent(data).await?;
+            let result = store.close_escalation(*id, agent).await;
+            store.close().await?;
+            let escalation = result?;
+            writeln!(
+                out,
+                "escalation {} closed by {agent}; the bot answers buyer {} again",
+                escalation.id, escalation.key.user_id
+            )
+            .map_err(StoreError::Output)
+        }
     }
+}
+
+/// Opens an existing store for writing next to a running daemon (SQLite serialises the writers).
+async fn open_for_agent(data_dir: &Path) -> Result<Store, StoreError> {
+    // Refuse to create an empty store in a mistyped directory.
+    Store::open_existing(data_dir).await?.close().await?;
+    Store::open(data_dir).await
 }
 
 /// One line of `queue list --json`.

@@ -14,8 +14,8 @@ use crate::reload::LiveRules;
 use crate::replies::RenderContext;
 use crate::rules::{Queue, RuleSet};
 use crate::store::{
-    Actor, Conversation, ConversationKey, Direction, Sender, Store, StoreError, TranscriptEntry,
-    now_ms,
+    Actor, Conversation, ConversationKey, ConversationState, Direction, Sender, Store, StoreError,
+    TranscriptEntry, now_ms,
 };
 
 /// A private message as the conversation sees it.
@@ -191,6 +191,14 @@ impl<O: Outbox> Worker<O> {
                     key: self.key.clone(),
                     source,
                 })?;
+        }
+        if let (ConversationState::Human, ConversationState::Bot, Some(id)) =
+            (before.state, conversation.state, before.open_escalation)
+        {
+            // The agent went idle: the escalation ends with the hand-back.
+            if let Err(error) = store.close_escalation(id, "idle-timeout").await {
+                warn!(chat = %self.key, escalation = id, %error, "cannot close the escalation of an idle agent");
+            }
         }
         for step in plan.steps {
             match step {
