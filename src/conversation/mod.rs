@@ -38,7 +38,7 @@ impl Default for ConversationPolicy {
             greeting_window_secs: 12 * 3600,
             pause_secs: 30 * 60,
             human_idle_secs: 2 * 3600,
-            max_replies_per_window: 6,
+            max_replies_per_window: 12,
             rate_window_secs: 60,
         }
     }
@@ -132,7 +132,8 @@ pub fn plan_message(
             plan.state_change = Some((Actor::Timeout, "agent idle; handed back to the bot".into()));
         }
         ConversationState::Queued => {
-            if !conversation.queued_notice_sent {
+            // "好的谢谢" after a hand-over needs no "you are still queued" in return.
+            if !conversation.queued_notice_sent && decided.kind != OutcomeKind::Ignore {
                 conversation.queued_notice_sent = true;
                 plan.steps.push(Step::Send {
                     key: "still_queued".into(),

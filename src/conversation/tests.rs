@@ -128,6 +128,15 @@ fn queued_chat_gets_one_notice_then_silence() {
 }
 
 #[test]
+fn an_acknowledgement_while_queued_does_not_use_up_the_notice() {
+    let mut chat = Chat::new();
+    chat.says(&refund(), 0);
+    let ok = decided(OutcomeKind::Ignore, None, None);
+    assert!(chat.says(&ok, MIN).is_empty());
+    assert_eq!(chat.says(&faq(), 2 * MIN), ["send:still_queued"]);
+}
+
+#[test]
 fn repeated_fallbacks_hand_over_to_a_human() {
     let mut chat = Chat::new();
     assert_eq!(

@@ -90,7 +90,11 @@ enum Entry {
 /// Per-character answers for the Basic Multilingual Plane blocks buyer text is made of.
 struct Table {
     bmp: Box<[u32]>,
+    /// Emoji and pictographs (most are stable, but some enclosed ideographs expand under NFKC).
+    pictographs: Box<[u32]>,
 }
+
+const PICTOGRAPHS: std::ops::RangeInclusive<u32> = 0x1F000..=0x1FAFF;
 
 const COMPLEX: u32 = u32::MAX;
 const DROP: u32 = u32::MAX - 1;
@@ -124,7 +128,10 @@ fn table() -> &'static Table {
                 bmp[code as usize] = simple_entry(c);
             }
         }
-        Table { bmp }
+        let pictographs = PICTOGRAPHS
+            .map(|code| char::from_u32(code).map_or(COMPLEX, simple_entry))
+            .collect();
+        Table { bmp, pictographs }
     })
 }
 
@@ -144,18 +151,18 @@ fn simple_entry(c: char) -> u32 {
 impl Table {
     fn lookup(&self, c: char) -> Entry {
         let code = c as u32;
-        if let Some(&entry) = self.bmp.get(code as usize) {
-            return match entry {
-                COMPLEX => Entry::Complex,
-                DROP => Entry::Drop,
-                mapped => char::from_u32(mapped).map_or(Entry::Complex, Entry::Keep),
-            };
+        let entry = match self.bmp.get(code as usize) {
+            Some(&entry) => entry,
+            None if PICTOGRAPHS.contains(&code) => {
+                self.pictographs[(code - PICTOGRAPHS.start()) as usize]
+            }
+            None => COMPLEX,
+        };
+        match entry {
+            COMPLEX => Entry::Complex,
+            DROP => Entry::Drop,
+            mapped => char::from_u32(mapped).map_or(Entry::Complex, Entry::Keep),
         }
-        // Emoji and pictographs: stable under every step.
-        if (0x1F000..=0x1FAFF).contains(&code) {
-            return Entry::Keep(c);
-        }
-        Entry::Complex
     }
 }
 
@@ -172,6 +179,7 @@ mod tests {
             "😀👍🙏质量很好",
             "ｱｲｳ ｶﾞ",
             "①②③ ㈱ ㎏",
+            "🉀🈚🆗🇨🇳",
         ] {
             assert_eq!(normalise(text), normalise_fully(text), "{text}");
         }
