@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tokio::sync::mpsc::Receiver;
 use tokio_util::sync::CancellationToken;
 use xiaoer::cli::{self, RuleDirs};
 use xiaoer::diagnostics::stderr_wants_colour;
@@ -90,27 +91,32 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// Runs a long-lived service with SIGTERM/Ctrl-C wired to its shutdown and SIGHUP to reload.
+fn serve<F, E>(service: impl FnOnce(CancellationToken, Receiver<()>) -> F) -> anyhow::Result<()>
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    runtime()?.block_on(async {
+        let shutdown = CancellationToken::new();
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+        cli::run::handle_signals(shutdown.clone(), reload_tx);
+        service(shutdown, reload_rx).await
+    })?;
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => {
             cli::run::init_logging();
             let settings = args.settings()?;
-            runtime()?.block_on(async {
-                let shutdown = CancellationToken::new();
-                let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
-                cli::run::handle_signals(shutdown.clone(), reload_tx);
-                xiaoer::daemon::run(settings, shutdown, reload_rx).await
-            })?;
+            serve(|shutdown, reload| xiaoer::daemon::run(settings, shutdown, reload))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
             cli::run::init_logging();
-            runtime()?.block_on(async {
-                let shutdown = CancellationToken::new();
-                let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
-                cli::run::handle_signals(shutdown.clone(), reload_tx);
-                cli::demo::run(args, shutdown, reload_rx).await
-            })?;
+            serve(|shutdown, reload| cli::demo::run(args, shutdown, reload))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(dirs) => {

@@ -136,20 +136,7 @@ impl<O: Outbox> Worker<O> {
         let shared = Arc::clone(&self.shared);
         let store = &shared.store;
         let now = now_ms();
-        let new = store
-            .record_inbound(
-                &self.key,
-                &message.message_id,
-                Sender::Buyer,
-                &message.text,
-                now,
-            )
-            .await
-            .map_err(|source| WorkerError::Record {
-                key: self.key.clone(),
-                message_id: message.message_id.clone(),
-                source,
-            })?;
+        let new = self.record(&message, Sender::Buyer, now).await?;
         if !new {
             info!(chat = %self.key, message_id = %message.message_id, "redelivered message ignored");
             return Ok(());
@@ -233,6 +220,24 @@ impl<O: Outbox> Worker<O> {
         Ok(())
     }
 
+    /// Records an inbound message; `false` if this chat already had it (a redelivery).
+    async fn record(
+        &self,
+        message: &ChatMessage,
+        sender: Sender,
+        now: i64,
+    ) -> Result<bool, WorkerError> {
+        self.shared
+            .store
+            .record_inbound(&self.key, &message.message_id, sender, &message.text, now)
+            .await
+            .map_err(|source| WorkerError::Record {
+                key: self.key.clone(),
+                message_id: message.message_id.clone(),
+                source,
+            })
+    }
+
     async fn load_conversation(&self, now: i64) -> Result<Conversation, WorkerError> {
         // Read fresh every time: an agent may have claimed or closed the chat meanwhile.
         match self.shared.store.conversation(&self.key).await {
@@ -259,20 +264,7 @@ impl<O: Outbox> Worker<O> {
             return Ok(());
         }
         let store = &self.shared.store;
-        let new = store
-            .record_inbound(
-                &self.key,
-                &message.message_id,
-                Sender::Shop,
-                &message.text,
-                now,
-            )
-            .await
-            .map_err(|source| WorkerError::Record {
-                key: self.key.clone(),
-                message_id: message.message_id.clone(),
-                source,
-            })?;
+        let new = self.record(&message, Sender::Shop, now).await?;
         if !new {
             return Ok(());
         }
