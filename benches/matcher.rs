@@ -223,6 +223,9 @@ fn bench_route_process(rng: &mut StdRng) {
     }
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let mut rng = StdRng::seed_from_u64(12);

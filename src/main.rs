@@ -59,6 +59,10 @@ enum Command {
     Queue(cli::queue::QueueArgs),
 }
 
+/// A faster allocator: rule loading and the hot path allocate many small strings.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,

@@ -130,14 +130,53 @@ pub(crate) fn compile(
 ) -> Option<RuleSet> {
     let mut terms = TermTable::default();
     let mut rules = Vec::with_capacity(collected.len());
-    for collected in collected {
-        let index = rules.len();
-        if let Some(rule) =
-            compile_rule(collected, index, &replies, sources, &mut terms, diagnostics)
-        {
-            rules.push(rule);
+    // Regex compilation is the slowest part of checking a rule; it runs on a second thread,
+    // a step ahead of the loop that needs its results.
+    std::thread::scope(|scope| {
+        let (compiled_tx, compiled_rx) = std::sync::mpsc::sync_channel(256);
+        let patterns: Vec<(Vec<String>, bool)> = collected
+            .iter()
+            .filter(|c| !c.raw.regex.is_empty())
+            .map(|c| {
+                let sources = c.raw.regex.iter().map(|p| p.get_ref().clone()).collect();
+                (sources, c.raw.any.is_empty() && c.raw.all.is_empty())
+            })
+            .collect();
+        scope.spawn(move || {
+            for (sources, needs_prefilter) in patterns {
+                let compiled: Vec<_> = sources
+                    .iter()
+                    .map(|source| compile_pattern(source, needs_prefilter))
+                    .collect();
+                if compiled_tx.send(compiled).is_err() {
+                    return;
+                }
+            }
+        });
+        for collected in collected {
+            let compiled = if collected.raw.regex.is_empty() {
+                Vec::new()
+            } else {
+                compiled_rx.recv().unwrap_or_else(|_| {
+                    let stopped = || Err("internal error: the regex compiler stopped".to_string());
+                    collected.raw.regex.iter().map(|_| stopped()).collect()
+                })
+            };
+            let index = rules.len();
+            let compiled_rule = compile_rule(
+                collected,
+                compiled,
+                index,
+                &replies,
+                sources,
+                &mut terms,
+                diagnostics,
+            );
+            if let Some(rule) = compiled_rule {
+                rules.push(rule);
+            }
         }
-    }
+    });
     let unfiltered: Vec<u32> = rules
         .iter()
         .enumerate()
@@ -267,6 +306,7 @@ fn keyword(
 
 fn compile_rule(
     collected: Collected,
+    compiled_patterns: Vec<Result<CompiledPattern, String>>,
     index: usize,
     replies: &Replies,
     sources: &Sources,
@@ -400,11 +440,11 @@ fn compile_rule(
     // one pattern without usable literals makes the whole rule run on every message.
     let mut gate_literals = Vec::new();
     let mut unfiltered = false;
-    for pattern in &raw.regex {
-        match compile_regex(pattern.get_ref()) {
-            Ok(regex) => {
+    for (pattern, compiled) in raw.regex.iter().zip(compiled_patterns) {
+        match compiled {
+            Ok(CompiledPattern { regex, literals }) => {
                 if !has_keywords {
-                    match prefilter_literals(pattern.get_ref()) {
+                    match literals {
                         Some(literals) if literals.is_empty() => diagnostics.push(
                             Diagnostic::warning(
                                 file,
@@ -584,6 +624,23 @@ fn rule_action(
             None
         }
     }
+}
+
+/// A compiled pattern and, for a rule without keywords, the literals it can be prefiltered on
+/// (see [`prefilter_literals`]).
+struct CompiledPattern {
+    regex: Regex,
+    literals: Option<Vec<String>>,
+}
+
+fn compile_pattern(source: &str, needs_prefilter: bool) -> Result<CompiledPattern, String> {
+    let regex = compile_regex(source)?;
+    let literals = if needs_prefilter {
+        prefilter_literals(source)
+    } else {
+        None
+    };
+    Ok(CompiledPattern { regex, literals })
 }
 
 fn compile_regex(pattern: &str) -> Result<Regex, String> {
