@@ -247,6 +247,29 @@ async fn an_agent_claims_and_closes_an_escalation_while_the_daemon_runs() {
         .as_i64()
         .unwrap()
         .to_string();
+    // The bot's own line is written by the batching writer just after the send; give it a moment.
+    let deadline = Instant::now() + WAIT;
+    let shown = loop {
+        let shown = queue_command(&["show", &id], daemon.data.path());
+        if shown.contains("售后同事马上处理") || Instant::now() > deadline {
+            break shown;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        shown.contains("queue after_sale · open · buyer c1"),
+        "{shown}"
+    );
+    let lines: Vec<&str> = shown.lines().collect();
+    assert!(
+        lines[lines.len() - 2].contains("buyer") && lines[lines.len() - 2].ends_with("做工太差了"),
+        "{shown}"
+    );
+    assert!(
+        lines[lines.len() - 1].contains("bot")
+            && lines[lines.len() - 1].ends_with("售后同事马上处理。"),
+        "{shown}"
+    );
     let said = queue_command(&["claim", &id, "--agent", "alice"], daemon.data.path());
     assert!(said.contains("claimed by alice"), "{said}");
     // The agent owns the chat: no queue notice, no answers.

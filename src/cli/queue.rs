@@ -29,6 +29,16 @@ pub enum QueueCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show one escalation with the chat's transcript (the evidence an agent needs).
+    Show {
+        /// The escalation id (from `queue list`).
+        id: i64,
+        /// How many of the latest messages to show.
+        #[arg(long, default_value_t = 50)]
+        last: u32,
+        #[arg(long, value_name = "DIR", default_value = "./data")]
+        data: PathBuf,
+    },
     /// Take an escalation: the chat becomes the agent's and the bot stays quiet in it.
     Claim {
         /// The escalation id (from `queue list`).
@@ -59,6 +69,7 @@ pub enum QueueCommand {
 pub async fn run(args: &QueueArgs, out: &mut impl Write) -> Result<(), StoreError> {
     match &args.command {
         QueueCommand::List { data, json } => list(data, *json, out).await,
+        QueueCommand::Show { id, last, data } => show(data, *id, *last, out).await,
         QueueCommand::Claim { id, agent, data } => {
             let store = open_for_agent(data).await?;
             let result = store.claim_escalation(*id, agent).await;
@@ -84,6 +95,70 @@ pub async fn run(args: &QueueArgs, out: &mut impl Write) -> Result<(), StoreErro
             .map_err(StoreError::Output)
         }
     }
+}
+
+/// Prints escalation `id` and the latest `last` messages of its chat, oldest first.
+///
+/// # Errors
+///
+/// No store, no such escalation, read or write failures.
+pub async fn show(
+    data_dir: &Path,
+    id: i64,
+    last: u32,
+    out: &mut impl Write,
+) -> Result<(), StoreError> {
+    let store = Store::open_existing(data_dir).await?;
+    let found = store.escalation(id).await;
+    let escalation = match found {
+        Ok(Some(escalation)) => escalation,
+        Ok(None) => {
+            store.close().await?;
+            return Err(StoreError::EscalationNotFound { id });
+        }
+        Err(error) => {
+            store.close().await?;
+            return Err(error);
+        }
+    };
+    let transcript = store.transcript(&escalation.key, last).await;
+    store.close().await?;
+    let transcript = transcript?;
+    let write = |out: &mut dyn Write| -> std::io::Result<()> {
+        writeln!(
+            out,
+            "escalation {} · queue {} · {} · buyer {} at {}/{}",
+            escalation.id,
+            escalation.queue,
+            escalation.state,
+            escalation.key.user_id,
+            escalation.key.platform,
+            escalation.key.self_id
+        )?;
+        writeln!(
+            out,
+            "opened {} · reason: {}{}",
+            rfc3339_utc(escalation.created_ms),
+            escalation.reason,
+            escalation
+                .claimed_by
+                .as_deref()
+                .map(|agent| format!(" · claimed by {agent}"))
+                .unwrap_or_default()
+        )?;
+        writeln!(out)?;
+        for entry in &transcript {
+            writeln!(
+                out,
+                "{}  {:<12} {}",
+                rfc3339_utc(entry.at_ms),
+                entry.sender.to_string(),
+                entry.text.replace('\n', " ⏎ ")
+            )?;
+        }
+        out.flush()
+    };
+    write(out).map_err(StoreError::Output)
 }
 
 /// Opens an existing store for writing next to a running daemon (SQLite serialises the writers).
