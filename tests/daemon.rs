@@ -56,17 +56,24 @@ struct Daemon {
 
 impl Daemon {
     async fn start(gateway: &DevGateway) -> Daemon {
+        Daemon::start_with(&[gateway]).await
+    }
+
+    async fn start_with(gateways: &[&DevGateway]) -> Daemon {
         let (rules_dir, rules, replies) = rule_dirs();
         let data = tempfile::tempdir().unwrap();
         let config = Config {
             data: data.path().to_path_buf(),
             rules: rules.clone(),
             replies,
-            gateways: vec![GatewaySettings {
-                url: gateway.url(),
-                token: Some(TOKEN.into()),
-                name: None,
-            }],
+            gateways: gateways
+                .iter()
+                .map(|gateway| GatewaySettings {
+                    url: gateway.url(),
+                    token: Some(TOKEN.into()),
+                    name: None,
+                })
+                .collect(),
             shops: vec![ShopSettings {
                 id: "shop1".into(),
                 name: Some("测试小店".into()),
@@ -85,10 +92,12 @@ impl Daemon {
                     .expect("daemon runs");
             }
         });
-        assert!(
-            gateway.wait_for_bots(1, WAIT).await,
-            "the daemon connects to the gateway"
-        );
+        for gateway in gateways {
+            assert!(
+                gateway.wait_for_bots(1, WAIT).await,
+                "the daemon connects to every gateway"
+            );
+        }
         Daemon {
             shutdown,
             reload,
@@ -166,6 +175,32 @@ async fn several_shops_share_one_connection() {
         greeting.text
     );
     assert_eq!(reply(&gateway).await.self_id, "shop1");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_go_back_through_the_gateway_the_message_came_from() {
+    let first = gateway().await;
+    let second = DevGateway::start(DevGatewayConfig {
+        token: Some(TOKEN.into()),
+        shops: vec!["shop9".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let daemon = Daemon::start_with(&[&first, &second]).await;
+    second.buyer_says("shop9", "g1", "你好");
+    let greeting = reply(&second).await;
+    assert_eq!(
+        (greeting.self_id.as_str(), greeting.user_id.as_str()),
+        ("shop9", "g1")
+    );
+    first.buyer_says("shop1", "g2", "你好");
+    assert_eq!(reply(&first).await.user_id, "g2");
+    assert!(
+        second.next_bot_message(QUIET).await.is_none(),
+        "nothing crossed over"
+    );
     daemon.stop().await;
 }
 
