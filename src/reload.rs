@@ -192,3 +192,83 @@ fn start_watcher(
     }
     Some(watcher)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn fixture() -> Layer {
+        Layer::overlay(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good"))
+    }
+
+    fn winner(rules: &RuleSet, text: &str) -> Option<String> {
+        rules
+            .outcome(&rules.decide(text))
+            .rule
+            .map(|r| r.id.clone())
+    }
+
+    #[test]
+    fn each_shop_gets_its_overlay_and_the_others_the_shared_set() {
+        let overlay = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(overlay.path().join("rules")).unwrap();
+        std::fs::write(
+            overlay.path().join("rules/tea.toml"),
+            "disable = [\"greeting.hello\"]\n",
+        )
+        .unwrap();
+        let sources = RuleSources {
+            base: fixture(),
+            overlays: vec![("tea".into(), overlay.path().to_path_buf())],
+        };
+        let book = RuleBook::load(&sources).unwrap();
+        assert_eq!(winner(&book.for_shop("tea"), "你好"), None);
+        assert_eq!(
+            winner(&book.for_shop("other"), "你好").as_deref(),
+            Some("greeting.hello")
+        );
+    }
+
+    #[test]
+    fn a_failed_reload_keeps_the_rules_that_were_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = fixture();
+        let (rules, replies) = (dir.path().join("rules"), dir.path().join("replies"));
+        for (from, to) in [(&good.rules, &rules), (&good.replies, &replies)] {
+            std::fs::create_dir_all(to).unwrap();
+            for entry in std::fs::read_dir(from).unwrap() {
+                let entry = entry.unwrap();
+                std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+            }
+        }
+        let sources = RuleSources {
+            base: Layer::new(&rules, &replies),
+            overlays: Vec::new(),
+        };
+        let live: LiveRules = Arc::new(ArcSwap::from_pointee(RuleBook::load(&sources).unwrap()));
+        let serving = live.load_full();
+
+        std::fs::write(rules.join("zz.toml"), "[[rule]]\nid = \"broken\"\n").unwrap();
+        assert!(!reload(&live, &sources));
+        assert!(
+            Arc::ptr_eq(&serving, &live.load_full()),
+            "the old book still serves"
+        );
+
+        std::fs::write(
+            rules.join("zz.toml"),
+            "[[rule]]\nid = \"invoice.ask\"\ntopic = \"invoice\"\nreply = \"thanks\"\nany = [\"发票\"]\n",
+        )
+        .unwrap();
+        assert!(reload(&live, &sources));
+        let now = live.load();
+        assert_eq!(
+            winner(&now.for_shop("any"), "开发票").as_deref(),
+            Some("invoice.ask")
+        );
+        // A chat that took the old set before the swap still holds it.
+        assert_eq!(winner(serving.shared(), "开发票"), None);
+    }
+}
