@@ -471,6 +471,15 @@ async fn kill_9_and_restart_loses_no_escalation_and_does_not_re_answer() {
     reply(&gateway).await;
     child.kill().expect("kill -9");
     child.wait().unwrap();
+    // Let the gateway notice the dead connection, so the count below is the new process's.
+    let deadline = Instant::now() + WAIT;
+    while gateway.connected_bots() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never noticed the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let mut child = spawn_daemon(&gateway.url(), data.path(), &rules, &replies);
     assert!(gateway.wait_for_bots(1, WAIT).await);
