@@ -171,13 +171,7 @@ impl<O: Outbox> Worker<O> {
                 .state_change
                 .clone()
                 .unwrap_or((Actor::Bot, "message handled".into()));
-            store
-                .save_conversation(&conversation, actor, &reason)
-                .await
-                .map_err(|source| WorkerError::State {
-                    key: self.key.clone(),
-                    source,
-                })?;
+            self.save(&conversation, actor, &reason).await?;
         }
         if let (ConversationState::Human, ConversationState::Bot, Some(id)) =
             (before.state, conversation.state, before.open_escalation)
@@ -238,6 +232,22 @@ impl<O: Outbox> Worker<O> {
             })
     }
 
+    async fn save(
+        &self,
+        conversation: &Conversation,
+        actor: Actor,
+        reason: &str,
+    ) -> Result<(), WorkerError> {
+        self.shared
+            .store
+            .save_conversation(conversation, actor, reason)
+            .await
+            .map_err(|source| WorkerError::State {
+                key: self.key.clone(),
+                source,
+            })
+    }
+
     async fn load_conversation(&self, now: i64) -> Result<Conversation, WorkerError> {
         // Read fresh every time: an agent may have claimed or closed the chat meanwhile.
         match self.shared.store.conversation(&self.key).await {
@@ -263,7 +273,6 @@ impl<O: Outbox> Worker<O> {
             debug!(chat = %self.key, message_id = %message.message_id, "echo of our own reply");
             return Ok(());
         }
-        let store = &self.shared.store;
         let new = self.record(&message, Sender::Shop, now).await?;
         if !new {
             return Ok(());
@@ -272,13 +281,7 @@ impl<O: Outbox> Worker<O> {
         let plan = plan_outgoing(&mut conversation, now, &self.shared.policy);
         if let Some((actor, reason)) = plan.state_change {
             info!(chat = %self.key, %reason, "bot paused");
-            store
-                .save_conversation(&conversation, actor, &reason)
-                .await
-                .map_err(|source| WorkerError::State {
-                    key: self.key.clone(),
-                    source,
-                })?;
+            self.save(&conversation, actor, &reason).await?;
         }
         Ok(())
     }
