@@ -314,7 +314,7 @@ fn compile_rule(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Rule> {
     let Collected { raw, file, span } = collected;
-    let errors_before = error_count(diagnostics);
+    let reported_before = diagnostics.len();
     let id = raw.id.get_ref().trim().to_string();
     let rule_index = index as u32;
     terms.touched.clear();
@@ -505,7 +505,7 @@ fn compile_rule(
         .iter()
         .map(|e| (e.get_ref().clone(), e.span()))
         .collect();
-    if error_count(diagnostics) > errors_before {
+    if has_error_since(diagnostics, reported_before) {
         terms.rollback(rule_index);
         return None;
     }
@@ -531,11 +531,14 @@ fn compile_rule(
     })
 }
 
-fn error_count(diagnostics: &[Diagnostic]) -> usize {
+/// Whether a diagnostic reported after the first `reported_before` is an error. Only the new
+/// ones are looked at, so a file with an error in every rule is still checked in linear time.
+fn has_error_since(diagnostics: &[Diagnostic], reported_before: usize) -> bool {
     diagnostics
+        .get(reported_before..)
+        .unwrap_or_default()
         .iter()
-        .filter(|d| d.severity == crate::diagnostics::Severity::Error)
-        .count()
+        .any(|d| d.severity == crate::diagnostics::Severity::Error)
 }
 
 fn rule_action(
