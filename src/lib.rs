@@ -29,6 +29,7 @@ pub mod daemon;
 pub mod diagnostics;
 pub mod escalation;
 pub mod gateway;
+pub mod model;
 pub mod reload;
 pub mod replies;
 pub mod rules;

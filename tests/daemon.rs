@@ -215,7 +215,7 @@ async fn refund_is_escalated_persisted_listed_and_then_quiet() {
     let reader = Store::open_existing(daemon.data.path()).await.unwrap();
     let open = reader.open_escalations().await.unwrap();
     assert_eq!(open.len(), 1);
-    assert_eq!(open[0].queue, "refund");
+    assert_eq!(open[0].queue, xiaoer::model::Queue::Refund);
     assert_eq!(open[0].key.user_id, "b2");
     assert_eq!(open[0].rule.as_deref(), Some("refund.request"));
 

@@ -3,10 +3,11 @@
 use std::collections::HashSet;
 
 use xiaoer::cli::queue;
-use xiaoer::store::{
-    Actor, Conversation, ConversationKey, ConversationState, Direction, Sender, Store, StoreError,
-    TranscriptEntry,
+use xiaoer::model::{
+    Actor, Conversation, ConversationKey, ConversationState, Direction, EscalationState, Queue,
+    Sender, TranscriptEntry,
 };
+use xiaoer::store::{Store, StoreError};
 
 fn key(user: &str) -> ConversationKey {
     ConversationKey::new("qq", "shop1", user)
@@ -129,8 +130,8 @@ async fn escalation_is_visible_to_a_second_handle_as_soon_as_escalate_returns() 
     let e = &open[0];
     assert_eq!(e.id, id);
     assert_eq!(e.key, k);
-    assert_eq!(e.queue, "refund");
-    assert_eq!(e.state, "open");
+    assert_eq!(e.queue, Queue::Refund);
+    assert_eq!(e.state, EscalationState::Open);
     assert_eq!(e.rule.as_deref(), Some("refund-keywords"));
     assert_eq!(e.first_message, "我要退款");
     assert_eq!(e.created_ms, 1_000);
@@ -318,14 +319,17 @@ async fn claim_then_close_returns_the_conversation_to_the_bot() {
         .unwrap();
 
     let claimed = store.claim_escalation(id, "alice").await.unwrap();
-    assert_eq!(claimed.state, "claimed");
+    assert_eq!(claimed.state, EscalationState::Claimed);
     assert_eq!(claimed.claimed_by.as_deref(), Some("alice"));
     assert_eq!(
         store.conversation(&k).await.unwrap().unwrap().state,
         ConversationState::Human
     );
     // Claimed escalations are still listed.
-    assert_eq!(store.open_escalations().await.unwrap()[0].state, "claimed");
+    assert_eq!(
+        store.open_escalations().await.unwrap()[0].state,
+        EscalationState::Claimed
+    );
     // Same agent again: fine. Another agent: refused.
     store.claim_escalation(id, "alice").await.unwrap();
     let err = store.claim_escalation(id, "bob").await.unwrap_err();
@@ -339,7 +343,7 @@ async fn claim_then_close_returns_the_conversation_to_the_bot() {
     );
 
     let closed = store.close_escalation(id, "alice").await.unwrap();
-    assert_eq!(closed.state, "closed");
+    assert_eq!(closed.state, EscalationState::Closed);
     let conv = store.conversation(&k).await.unwrap().unwrap();
     assert_eq!(conv.state, ConversationState::Bot);
     assert_eq!(conv.open_escalation, None);

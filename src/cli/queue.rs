@@ -211,11 +211,11 @@ fn write_json(escalations: &[Escalation], out: &mut impl Write) -> std::io::Resu
     for e in escalations {
         let line = JsonLine {
             id: e.id,
-            queue: &e.queue,
+            queue: e.queue.as_str(),
             platform: &e.key.platform,
             self_id: &e.key.self_id,
             user_id: &e.key.user_id,
-            state: &e.state,
+            state: e.state.as_str(),
             reason: &e.reason,
             rule: e.rule.as_deref(),
             created: rfc3339_utc(e.created_ms),
@@ -242,8 +242,8 @@ fn write_table(escalations: &[Escalation], out: &mut impl Write) -> std::io::Res
         .map(|e| {
             [
                 e.id.to_string(),
-                printable(&e.queue),
-                printable(&e.state),
+                printable(e.queue.as_str()),
+                printable(e.state.as_str()),
                 rfc3339_utc(e.created_ms),
                 printable(&e.key.platform),
                 printable(&e.key.self_id),

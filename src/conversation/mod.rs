@@ -7,42 +7,16 @@
 //! takeover, hand over after repeated fallbacks, reply rate limit — is tested without I/O.
 
 pub mod dispatch;
+mod policy;
 pub mod worker;
 
-use std::collections::VecDeque;
+pub use policy::ConversationPolicy;
 
-use serde::Deserialize;
+use std::collections::VecDeque;
 
 use crate::escalation::EscalationPolicy;
 use crate::rules::{Outcome, OutcomeKind, Queue};
 use crate::store::{Actor, Conversation, ConversationState};
-
-/// Timing and limits of a conversation (`[conversation]` in the configuration).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct ConversationPolicy {
-    /// Greet a buyer at most once per this many seconds.
-    pub greeting_window_secs: i64,
-    /// How long the bot keeps quiet after a human answered from another client.
-    pub pause_secs: i64,
-    /// A chat an agent owns goes back to the bot after this long without buyer messages.
-    pub human_idle_secs: i64,
-    /// At most this many bot replies per chat per `rate_window_secs` (flood and loop guard).
-    pub max_replies_per_window: usize,
-    pub rate_window_secs: i64,
-}
-
-impl Default for ConversationPolicy {
-    fn default() -> Self {
-        ConversationPolicy {
-            greeting_window_secs: 12 * 3600,
-            pause_secs: 30 * 60,
-            human_idle_secs: 2 * 3600,
-            max_replies_per_window: 12,
-            rate_window_secs: 60,
-        }
-    }
-}
 
 /// One thing the worker must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,8 +62,6 @@ impl From<Outcome<'_>> for Decided {
     }
 }
 
-const SECOND_MS: i64 = 1000;
-
 fn set_state(conversation: &mut Conversation, state: ConversationState, now_ms: i64) {
     if conversation.state != state {
         conversation.state = state;
@@ -124,7 +96,7 @@ pub fn plan_message(
             plan.state_change = Some((Actor::Timeout, "pause after a human reply ended".into()));
         }
         ConversationState::Human => {
-            if now_ms - conversation.state_since_ms < policy.human_idle_secs * SECOND_MS {
+            if now_ms - conversation.state_since_ms < policy.human_idle_ms() {
                 return plan;
             }
             set_state(conversation, ConversationState::Bot, now_ms);
@@ -147,7 +119,7 @@ pub fn plan_message(
 
     let greeting_due = conversation
         .greeted_at_ms
-        .is_none_or(|at| now_ms - at >= policy.greeting_window_secs * SECOND_MS);
+        .is_none_or(|at| now_ms - at >= policy.greeting_window_ms());
     let greet = |plan: &mut Plan, conversation: &mut Conversation| {
         if greeting_due {
             plan.steps.push(Step::Send {
@@ -239,7 +211,7 @@ fn apply_rate_limit(
     policy: &ConversationPolicy,
     recent: &mut VecDeque<i64>,
 ) {
-    let window = policy.rate_window_secs * SECOND_MS;
+    let window = policy.rate_window_ms();
     while recent.front().is_some_and(|&at| now_ms - at >= window) {
         recent.pop_front();
     }
@@ -249,7 +221,7 @@ fn apply_rate_limit(
         .any(|s| matches!(s, Step::Escalate { .. }));
     for step in &mut plan.steps {
         if let Step::Send { key, .. } = step {
-            if escalating || recent.len() < policy.max_replies_per_window {
+            if escalating || recent.len() < policy.max_replies_per_window() {
                 recent.push_back(now_ms);
             } else {
                 *step = Step::Suppressed { key: key.clone() };
@@ -269,11 +241,11 @@ pub fn plan_outgoing(
     if matches!(
         conversation.state,
         ConversationState::Bot | ConversationState::Paused
-    ) && policy.pause_secs > 0
+    ) && policy.pause_ms() > 0
     {
         let was = conversation.state;
         set_state(conversation, ConversationState::Paused, now_ms);
-        conversation.paused_until_ms = Some(now_ms + policy.pause_secs * SECOND_MS);
+        conversation.paused_until_ms = Some(now_ms.saturating_add(policy.pause_ms()));
         plan.state_change = Some((
             Actor::ShopOutgoing,
             if was == ConversationState::Paused {

@@ -85,7 +85,7 @@ fn first_contact_greets_and_answers_then_greets_once_per_window() {
     let mut chat = Chat::new();
     assert_eq!(chat.says(&faq(), 0), ["send:greeting", "send:ship_when"]);
     assert_eq!(chat.says(&faq(), MIN), ["send:ship_when"]);
-    let window = chat.policy.greeting_window_secs * 1000;
+    let window = chat.policy.greeting_window_ms();
     assert_eq!(
         chat.says(&faq(), window + 1),
         ["send:greeting", "send:ship_when"]
@@ -172,7 +172,7 @@ fn a_human_reply_from_elsewhere_pauses_the_bot_until_it_expires() {
         chat.says(&refund(), 10 * MIN).is_empty(),
         "even escalations wait while paused"
     );
-    let after = MIN + chat.policy.pause_secs * 1000;
+    let after = MIN + chat.policy.pause_ms();
     assert_eq!(chat.says(&faq(), after), ["send:ship_when"]);
     assert_eq!(chat.conversation.state, ConversationState::Bot);
 }
@@ -192,7 +192,7 @@ fn an_idle_agent_hands_the_chat_back() {
     chat.conversation.state = ConversationState::Human;
     chat.conversation.state_since_ms = 0;
     assert!(chat.says(&faq(), MIN).is_empty());
-    let idle = chat.policy.human_idle_secs * 1000;
+    let idle = chat.policy.human_idle_ms();
     assert_eq!(chat.says(&faq(), idle), ["send:greeting", "send:ship_when"]);
     assert_eq!(chat.conversation.state, ConversationState::Bot);
 }

@@ -148,12 +148,7 @@ impl<O: Outbox> Worker<O> {
         let decision = rules.decide(&message.text);
         let decided = Decided::from(rules.outcome(&decision));
         let open_queue = match conversation.open_escalation {
-            Some(id) => store
-                .escalation(id)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|e| e.queue.parse().ok()),
+            Some(id) => store.escalation(id).await.ok().flatten().map(|e| e.queue),
             None => None,
         };
         let plan = plan_message(

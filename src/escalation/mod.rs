@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use crate::rules::Queue;
+use crate::model::Queue;
 
 /// Escalation settings, part of the daemon configuration (`[escalation]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

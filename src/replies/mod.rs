@@ -11,7 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::diagnostics::{Diagnostic, FileId};
-use crate::rules::Queue;
+use crate::model::Queue;
 
 /// Keys the daemon itself uses, which every reply set must define.
 pub const REQUIRED_KEYS: &[&str] = &["greeting", "fallback", "still_queued", "human_handoff"];

@@ -326,7 +326,7 @@ fn compile_rule(
     }
     let topic = match raw.topic.get_ref().parse::<Topic>() {
         Ok(topic) => Some(topic),
-        Err(()) => {
+        Err(_) => {
             diagnostics.push(
                 Diagnostic::error(
                     file,
@@ -581,7 +581,7 @@ fn rule_action(
         (Some(queue), reply, false) => {
             let queue_value = match queue.get_ref().parse::<Queue>() {
                 Ok(q) => Some(q),
-                Err(()) => {
+                Err(_) => {
                     diagnostics.push(
                         Diagnostic::error(
                             file,

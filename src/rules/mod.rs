@@ -11,7 +11,6 @@ mod file;
 mod lint;
 mod load;
 mod normalise;
-mod taxonomy;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -19,10 +18,10 @@ use std::ops::Range;
 use daachorse::CharwiseDoubleArrayAhoCorasick;
 use regex::Regex;
 
+pub use crate::model::{Queue, Topic};
 pub use decide::{Decision, Exclusion, RuleMatch};
 pub use load::{Layer, LoadError, LoadTimings, Loaded, load};
 pub use normalise::normalise;
-pub use taxonomy::{Queue, Topic};
 
 use crate::diagnostics::{FileId, Location};
 use crate::replies::Replies;

@@ -19,7 +19,6 @@
 
 mod error;
 mod rows;
-mod types;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -34,11 +33,11 @@ use sqlx::{ConnectOptions, Row};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use error::StoreError;
-pub use types::{
-    Actor, Conversation, ConversationKey, ConversationState, Direction, Escalation, ParseEnumError,
-    Sender, TranscriptEntry,
+pub use crate::model::{
+    Actor, Conversation, ConversationKey, ConversationState, Direction, Escalation,
+    EscalationState, ParseEnumError, Sender, TranscriptEntry,
 };
+pub use error::StoreError;
 
 use writer::{Op, Reply, Request};
 

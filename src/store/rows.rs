@@ -4,7 +4,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::error::StoreError;
-use super::types::{Conversation, ConversationKey, Escalation, TranscriptEntry};
+use crate::model::{Conversation, ConversationKey, Escalation, TranscriptEntry};
 
 /// Columns selected for a [`Conversation`], in the order [`conversation`] reads them.
 pub(crate) const CONVERSATION_COLUMNS: &str = "platform, self_id, user_id, state, state_since_ms, \
@@ -64,10 +64,10 @@ pub(crate) fn escalation(row: &SqliteRow) -> Result<Escalation, StoreError> {
     Ok(Escalation {
         id: get(row, "id", CX)?,
         key: key(row, CX)?,
-        queue: get(row, "queue", CX)?,
+        queue: parse(&get::<String>(row, "queue", CX)?, CX)?,
         reason: get(row, "reason", CX)?,
         rule: get(row, "rule", CX)?,
-        state: get(row, "state", CX)?,
+        state: parse(&get::<String>(row, "state", CX)?, CX)?,
         created_ms: get(row, "created_ms", CX)?,
         claimed_by: get(row, "claimed_by", CX)?,
         first_message: get(row, "first_message", CX)?,

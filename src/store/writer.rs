@@ -18,9 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::error::StoreError;
 use super::rows;
-use super::types::{
-    Actor, Conversation, ConversationKey, ConversationState, Direction, Escalation, Sender,
-    TranscriptEntry,
+use crate::model::{
+    Actor, Conversation, ConversationKey, ConversationState, Direction, Escalation,
+    EscalationState, Sender, TranscriptEntry,
 };
 
 /// The most requests committed in one transaction.
@@ -446,12 +446,12 @@ async fn claim(
     op: &Op,
 ) -> Result<Reply, StoreError> {
     let escalation = find_escalation(&mut *conn, id, op).await?;
-    match (escalation.state.as_str(), escalation.claimed_by.as_deref()) {
-        ("closed", _) => return Err(StoreError::EscalationClosed { id }),
-        ("claimed", Some(holder)) if holder == agent => {
+    match (escalation.state, escalation.claimed_by.as_deref()) {
+        (EscalationState::Closed, _) => return Err(StoreError::EscalationClosed { id }),
+        (EscalationState::Claimed, Some(holder)) if holder == agent => {
             return Ok(Reply::Escalation(Box::new(escalation)));
         }
-        ("claimed", holder) => {
+        (EscalationState::Claimed, holder) => {
             return Err(StoreError::AlreadyClaimed {
                 id,
                 agent: holder.unwrap_or("someone").to_owned(),
@@ -483,7 +483,7 @@ async fn claim(
         .await
         .map_err(|e| StoreError::query(op.describe(), e))?;
     Ok(Reply::Escalation(Box::new(Escalation {
-        state: "claimed".to_owned(),
+        state: EscalationState::Claimed,
         claimed_by: Some(agent.to_owned()),
         ..escalation
     })))
@@ -498,7 +498,7 @@ async fn close(
     op: &Op,
 ) -> Result<Reply, StoreError> {
     let escalation = find_escalation(&mut *conn, id, op).await?;
-    if escalation.state == "closed" {
+    if escalation.state == EscalationState::Closed {
         return Err(StoreError::EscalationClosed { id });
     }
     let key = &escalation.key;
@@ -536,7 +536,7 @@ async fn close(
         .await
         .map_err(|e| StoreError::query(op.describe(), e))?;
     Ok(Reply::Escalation(Box::new(Escalation {
-        state: "closed".to_owned(),
+        state: EscalationState::Closed,
         ..escalation
     })))
 }

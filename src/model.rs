@@ -1,9 +1,122 @@
-//! The records the store keeps, and how their enums are spelled as text in the database.
+//! The domain's leaf types, used everywhere and depending on nothing else in the crate: which
+//! conversation ([`ConversationKey`]), the fixed [`Topic`]s and human [`Queue`]s, the states of a
+//! conversation and of an escalation, who acts ([`Actor`]) and who speaks ([`Sender`]), and the
+//! records built from them. Each enum's text form is what the store, the CLI and the console show.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseEnumError;
+            fn from_str(s: &str) -> Result<Self, ParseEnumError> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(ParseEnumError::new(stringify!($name), s)),
+                }
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// What a buyer message is about. Every rule has one.
+    Topic {
+        Greeting => "greeting",
+        Product => "product",
+        Price => "price",
+        Order => "order",
+        Payment => "payment",
+        Shipping => "shipping",
+        Logistics => "logistics",
+        Invoice => "invoice",
+        Refund => "refund",
+        AfterSale => "after_sale",
+        Complaint => "complaint",
+        BadReview => "bad_review",
+        Human => "human",
+        Thanks => "thanks",
+        Other => "other",
+    }
+}
+
+named_enum! {
+    /// The human queues escalated chats wait in.
+    Queue {
+        Refund => "refund",
+        AfterSale => "after_sale",
+        Complaint => "complaint",
+        BadReview => "bad_review",
+        Human => "human",
+    }
+}
+
+impl Queue {
+    /// How urgent the queue is: a chat already waiting is moved to a queue that ranks higher
+    /// (a refund request that turns into a complaint), never to one that ranks lower.
+    pub fn severity(self) -> u8 {
+        match self {
+            Queue::Complaint => 4,
+            Queue::BadReview => 4,
+            Queue::AfterSale => 3,
+            Queue::Refund => 2,
+            Queue::Human => 1,
+        }
+    }
+}
+
+impl Topic {
+    pub fn names() -> String {
+        Topic::ALL
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl Queue {
+    pub fn names() -> String {
+        Queue::ALL
+            .iter()
+            .map(|q| q.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// How the queue is named to a buyer.
+    pub fn display_zh(self) -> &'static str {
+        match self {
+            Queue::Refund => "退款退货",
+            Queue::AfterSale => "售后",
+            Queue::Complaint => "投诉处理",
+            Queue::BadReview => "评价处理",
+            Queue::Human => "人工客服",
+        }
+    }
+}
 
 /// Identifies one conversation: a buyer talking to one shop account on one platform.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -96,6 +209,48 @@ impl FromStr for ConversationState {
             "human" => Ok(ConversationState::Human),
             "paused" => Ok(ConversationState::Paused),
             _ => Err(ParseEnumError::new("conversation state", s)),
+        }
+    }
+}
+
+/// Where an escalation is. Stored as lowercase text: `open`, `claimed`, `closed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EscalationState {
+    /// Waiting in its queue for an agent.
+    Open,
+    /// An agent holds it.
+    Claimed,
+    /// Done: resolved, handed back, or timed out.
+    Closed,
+}
+
+impl EscalationState {
+    /// The text stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EscalationState::Open => "open",
+            EscalationState::Claimed => "claimed",
+            EscalationState::Closed => "closed",
+        }
+    }
+}
+
+impl fmt::Display for EscalationState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EscalationState {
+    type Err = ParseEnumError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "open" => Ok(EscalationState::Open),
+            "claimed" => Ok(EscalationState::Claimed),
+            "closed" => Ok(EscalationState::Closed),
+            _ => Err(ParseEnumError::new("escalation state", s)),
         }
     }
 }
@@ -295,14 +450,14 @@ pub struct Escalation {
     pub id: i64,
     /// Which conversation.
     pub key: ConversationKey,
-    /// The human queue (`refund`, `after_sale`, `complaint`, `bad_review`, `human`).
-    pub queue: String,
+    /// The human queue it waits in.
+    pub queue: Queue,
     /// Why (human-readable).
     pub reason: String,
     /// The rule that escalated, if a rule did.
     pub rule: Option<String>,
-    /// `open`, `claimed` or `closed`.
-    pub state: String,
+    /// Waiting, held by an agent, or done.
+    pub state: EscalationState,
     /// When it was created (unix ms).
     pub created_ms: i64,
     /// The agent who claimed it, if claimed.
