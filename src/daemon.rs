@@ -1,27 +1,35 @@
 //! The responder daemon: gateways in, chat workers in the middle, store and replies out.
 //!
-//! [`run`] is what `xiaoer run` and `xiaoer demo` call and what the end-to-end tests start on a
-//! port-0 gateway. Shutdown happens in phases: stop taking messages, let every chat finish what
-//! it holds (replies still go out), flush the store, then close the gateway connections — all
-//! within a deadline.
+//! [`start`] returns a [`Running`] handle that owns the store, the gateways, the chat workers,
+//! the live rules and the broadcast of chat events; the console, `/metrics` and the tests mount
+//! on it, and agents' commands reach a chat's worker through it. [`run`] (what `xiaoer run` and
+//! `xiaoer demo` call) is `start` plus waiting for the shutdown signal. Shutdown happens in
+//! phases: stop taking messages, let every chat finish what it holds (replies still go out),
+//! flush the store, then close the gateway connections — all within a deadline.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::conversation::commands::AgentAction;
 use crate::conversation::dispatch::Dispatcher;
-use crate::conversation::worker::{ChatMessage, Outbox, SendFailure, Shared};
+use crate::conversation::worker::{
+    ChatCommand, ChatMessage, CommandError, Outbox, SendFailure, SentReply, Shared,
+};
 use crate::gateway::{self, GatewayEvent, GatewayHandle};
+use crate::gateway::{Card, SendError};
+use crate::model::{ChatEvent, ConversationKey, Part};
 use crate::reload::{LiveRules, RuleBook, RuleBookError, RuleSources, run_reloader};
 use crate::rules::Layer;
-use crate::store::{ConversationKey, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// How long shutdown may take in all before the daemon exits anyway.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(4500);
@@ -33,12 +41,6 @@ pub enum DaemonError {
     Rules(#[from] RuleBookError),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
-}
-
-/// Signals from outside: SIGHUP reloads, SIGTERM/SIGINT cancel the token given to [`run`].
-#[derive(Debug, Clone)]
-pub struct Controls {
-    pub reload: mpsc::Sender<()>,
 }
 
 /// Sends replies through the gateway that serves the chat's shop.
@@ -80,14 +82,21 @@ impl GatewayOutbox {
 
 impl Outbox for GatewayOutbox {
     async fn send(&self, key: &ConversationKey, text: &str) -> Result<String, SendFailure> {
-        let gateway = self
-            .gateway_for(key)
-            .ok_or_else(|| SendFailure("no gateway configured".into()))?;
+        let gateway = self.gateway_for(key).ok_or_else(|| SendFailure {
+            reason: "no gateway configured".into(),
+            maybe_delivered: false,
+        })?;
         gateway
             .send_message(&key.platform, &key.self_id, &key.user_id, text)
             .await
             .map(|sent| sent.message_id)
-            .map_err(|error| SendFailure(format!("gateway {}: {error}", gateway.name())))
+            .map_err(|error| SendFailure {
+                reason: format!("gateway {}: {error}", gateway.name()),
+                maybe_delivered: matches!(
+                    error,
+                    SendError::Timeout { .. } | SendError::ConnectionLost
+                ),
+            })
     }
 }
 
@@ -109,17 +118,30 @@ pub fn load_rules(config: &Config) -> Result<(LiveRules, RuleSources), DaemonErr
     Ok((Arc::new(ArcSwap::from_pointee(book)), sources))
 }
 
-/// Runs the daemon until `shutdown` is cancelled.
+/// A started daemon: owns the store, the gateways, the chat workers, the live rules and the
+/// broadcast of chat events. The console, `/metrics` and the tests mount on it.
+pub struct Running {
+    store: Store,
+    events: broadcast::Sender<ChatEvent>,
+    commands: mpsc::Sender<(ConversationKey, ChatCommand)>,
+    rules: LiveRules,
+    reload: mpsc::Sender<()>,
+    gateways: Vec<GatewayHandle>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// How many chat events may wait for a slow listener before it misses some.
+const EVENT_BUFFER: usize = 1024;
+
+/// Starts the daemon: loads the rules, opens the store, connects to the gateways and starts
+/// handling messages. Stop it with [`Running::stop`].
 ///
 /// # Errors
 ///
 /// Only start-up failures (rules that do not load, a store that cannot be opened); once running,
 /// bad input and lost connections are logged and survived.
-pub async fn run(
-    config: Config,
-    shutdown: CancellationToken,
-    reload_requests: mpsc::Receiver<()>,
-) -> Result<(), DaemonError> {
+pub async fn start(config: Config) -> Result<Running, DaemonError> {
     let (rules, sources) = load_rules(&config)?;
     let store = Store::open(&config.data).await?;
     info!(
@@ -130,7 +152,7 @@ pub async fn run(
     );
 
     let connections = CancellationToken::new();
-    let (events_tx, mut events) = mpsc::channel::<(usize, GatewayEvent)>(1024);
+    let (events_tx, gateway_events) = mpsc::channel::<(usize, GatewayEvent)>(1024);
     let mut gateways = Vec::new();
     let forwarders = TaskTracker::new();
     for (index, settings) in config.gateways.iter().enumerate() {
@@ -154,7 +176,7 @@ pub async fn run(
         gateways: gateways.clone(),
         routes: RwLock::new(HashMap::new()),
     });
-
+    let (chat_events, _) = broadcast::channel(EVENT_BUFFER);
     let shared = Arc::new(Shared {
         store: store.clone(),
         outbox: Arc::clone(&outbox),
@@ -166,9 +188,11 @@ pub async fn run(
             .iter()
             .filter_map(|s| s.name.clone().map(|name| (s.id.clone(), name)))
             .collect(),
+        events: chat_events.clone(),
     });
     let workers = TaskTracker::new();
-    let mut dispatcher = Dispatcher::new(shared, workers.clone(), config.worker_idle());
+    let dispatcher = Dispatcher::new(shared, workers.clone(), config.worker_idle());
+    let (reload, reload_requests) = mpsc::channel(4);
     let reloader_cancel = CancellationToken::new();
     let reloader = tokio::spawn(run_reloader(
         Arc::clone(&rules),
@@ -177,14 +201,210 @@ pub async fn run(
         reload_requests,
         reloader_cancel.clone(),
     ));
+    let (commands, command_rx) = mpsc::channel(1024);
+    let shutdown = CancellationToken::new();
+    let parts = Serving {
+        store: store.clone(),
+        outbox,
+        dispatcher,
+        workers,
+        gateway_events,
+        commands: command_rx,
+        gateways: gateways.clone(),
+        connections,
+        forwarders,
+        reloader,
+        reloader_cancel,
+        reap_every: config.worker_idle() / 2,
+    };
+    let task = tokio::spawn(serve(parts, shutdown.clone()));
+    Ok(Running {
+        store,
+        events: chat_events,
+        commands,
+        rules,
+        reload,
+        gateways,
+        shutdown,
+        task,
+    })
+}
 
-    let mut reap = tokio::time::interval(config.worker_idle() / 2);
+impl Running {
+    /// The store the daemon writes to (reads see everything committed).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Chat events from now on, each announced after its commit.
+    pub fn subscribe(&self) -> broadcast::Receiver<ChatEvent> {
+        self.events.subscribe()
+    }
+
+    /// The live rule book.
+    pub fn rules(&self) -> &LiveRules {
+        &self.rules
+    }
+
+    /// Asks for a reload of the rule and reply files (as SIGHUP does).
+    pub fn reload(&self) {
+        let _ = self.reload.try_send(());
+    }
+
+    /// How many gateways are connected right now.
+    pub fn gateways_connected(&self) -> usize {
+        self.gateways.iter().filter(|g| g.is_connected()).count()
+    }
+
+    /// Hands `command` to the worker of chat `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`CommandError::Stopped`] when the daemon is shutting down.
+    pub async fn command(
+        &self,
+        key: ConversationKey,
+        command: ChatCommand,
+    ) -> Result<(), CommandError> {
+        self.commands
+            .send((key, command))
+            .await
+            .map_err(|_| CommandError::Stopped)
+    }
+
+    /// An agent's reply to the buyer of chat `key`, through the chat's worker and gateway.
+    ///
+    /// # Errors
+    ///
+    /// See [`CommandError`]: the agent does not hold the chat, the store failed, the gateway did
+    /// not (or may not have) delivered it.
+    pub async fn agent_reply(
+        &self,
+        key: ConversationKey,
+        agent: &str,
+        text: &str,
+    ) -> Result<SentReply, CommandError> {
+        let (done, answer) = oneshot::channel();
+        let command = ChatCommand::AgentReply {
+            agent: agent.to_owned(),
+            text: text.to_owned(),
+            done,
+        };
+        self.command(key, command).await?;
+        answer.await.map_err(|_| CommandError::Stopped)?
+    }
+
+    /// An agent's action on escalation `id`, carried out by its chat's worker.
+    ///
+    /// # Errors
+    ///
+    /// See [`CommandError`].
+    pub async fn act(&self, id: i64, action: AgentAction) -> Result<(), CommandError> {
+        let escalation = self
+            .store
+            .escalation(id)
+            .await?
+            .ok_or(CommandError::NoEscalation)?;
+        let (done, answer) = oneshot::channel();
+        let command = ChatCommand::Act {
+            escalation: id,
+            action,
+            done,
+        };
+        self.command(escalation.key, command).await?;
+        answer.await.map_err(|_| CommandError::Stopped)?
+    }
+
+    /// A token that stops the daemon when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops taking messages, lets every chat finish what it holds, flushes the store and closes
+    /// the gateway connections, within [`SHUTDOWN_DEADLINE`].
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+
+    /// Waits until the daemon has stopped (after its shutdown token was cancelled).
+    pub async fn wait(self) {
+        if let Err(error) = self.task.await {
+            warn!(%error, "the daemon's main task failed");
+        }
+    }
+}
+
+/// Runs the daemon until `shutdown` is cancelled: [`start`], then [`Running::stop`].
+///
+/// # Errors
+///
+/// See [`start`].
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    mut reload_requests: mpsc::Receiver<()>,
+) -> Result<(), DaemonError> {
+    let running = start(config).await?;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            request = reload_requests.recv() => match request {
+                Some(()) => running.reload(),
+                None => {
+                    shutdown.cancelled().await;
+                    break;
+                }
+            },
+        }
+    }
+    running.stop().await;
+    Ok(())
+}
+
+/// What the main loop owns.
+struct Serving {
+    store: Store,
+    outbox: Arc<GatewayOutbox>,
+    dispatcher: Dispatcher<Arc<GatewayOutbox>>,
+    workers: TaskTracker,
+    gateway_events: mpsc::Receiver<(usize, GatewayEvent)>,
+    commands: mpsc::Receiver<(ConversationKey, ChatCommand)>,
+    gateways: Vec<GatewayHandle>,
+    connections: CancellationToken,
+    forwarders: TaskTracker,
+    reloader: JoinHandle<()>,
+    reloader_cancel: CancellationToken,
+    reap_every: Duration,
+}
+
+async fn serve(parts: Serving, shutdown: CancellationToken) {
+    let Serving {
+        store,
+        outbox,
+        mut dispatcher,
+        workers,
+        mut gateway_events,
+        mut commands,
+        gateways,
+        connections,
+        forwarders,
+        reloader,
+        reloader_cancel,
+        reap_every,
+    } = parts;
+    let mut reap = tokio::time::interval(reap_every);
     reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = reap.tick() => { dispatcher.reap_idle(); }
-            event = events.recv() => match event {
+            command = commands.recv() => {
+                if let Some((key, command)) = command {
+                    dispatcher.send(key, command);
+                }
+            }
+            event = gateway_events.recv() => match event {
                 None => break,
                 Some((index, event)) => handle_event(index, event, &outbox, &mut dispatcher),
             }
@@ -197,7 +417,11 @@ pub async fn run(
     );
     let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
     reloader_cancel.cancel();
-    drop(events);
+    drop(gateway_events);
+    commands.close();
+    while let Ok((_, command)) = commands.try_recv() {
+        command.refuse(CommandError::Stopped);
+    }
     // Dropping the dispatcher closes every chat queue; workers finish what they hold and end.
     drop(dispatcher);
     workers.close();
@@ -221,7 +445,6 @@ pub async fn run(
     })
     .await;
     info!("xiaoer stopped");
-    Ok(())
 }
 
 fn handle_event(
@@ -256,8 +479,23 @@ fn handle_event(
                 key: ConversationKey::new(message.platform, message.self_id, message.user_id),
                 message_id: message.message_id,
                 text: message.text,
+                parts: message.cards.iter().map(part_of).collect(),
                 outgoing: message.outgoing,
             });
         }
+    }
+}
+
+/// A gateway card as the conversation records it.
+fn part_of(card: &Card) -> Part {
+    match card {
+        Card::Item { item_id, title } => Part::Item {
+            item_id: item_id.clone(),
+            title: title.clone(),
+        },
+        Card::Order { order_id, status } => Part::Order {
+            order_id: order_id.clone(),
+            status: status.clone(),
+        },
     }
 }

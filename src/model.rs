@@ -425,6 +425,25 @@ pub struct Conversation {
     pub queued_notice_sent: bool,
     /// The escalation that is open or claimed for this conversation, if any.
     pub open_escalation: Option<i64>,
+    /// When the buyer last wrote (unix ms).
+    pub last_buyer_ms: Option<i64>,
+    /// When an agent or the shop account last wrote to the buyer (unix ms).
+    pub last_staff_ms: Option<i64>,
+    /// The product card the buyer sent last, so that a question after it is about that item.
+    pub last_item: Option<ItemRef>,
+    /// How many times this conversation has been written; every write is conditional on it, so
+    /// a write planned from an outdated state is refused instead of overwriting a newer one.
+    /// 0 for a conversation that has never been stored.
+    pub version: i64,
+}
+
+/// A product a buyer pointed at with a card.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemRef {
+    /// The platform's item id.
+    pub id: String,
+    /// The item's title as the card showed it.
+    pub title: String,
 }
 
 impl Conversation {
@@ -439,6 +458,10 @@ impl Conversation {
             fallback_streak: 0,
             queued_notice_sent: false,
             open_escalation: None,
+            last_buyer_ms: None,
+            last_staff_ms: None,
+            last_item: None,
+            version: 0,
         }
     }
 }
@@ -464,6 +487,10 @@ pub struct Escalation {
     pub claimed_by: Option<String>,
     /// The buyer message that caused the escalation.
     pub first_message: String,
+    /// Who closed it (`agent:<name>`, `timeout`, …), once closed.
+    pub closed_by: Option<String>,
+    /// How it ended (`refunded`, `explained`, …), when the closer said.
+    pub outcome: Option<String>,
 }
 
 /// One line of a conversation's transcript.
@@ -477,10 +504,164 @@ pub struct TranscriptEntry {
     pub sender: Sender,
     /// The platform's message id, when known.
     pub message_id: Option<String>,
-    /// The text.
+    /// The text (for a message without text, a short description of what it carried).
     pub text: String,
+    /// Product and order cards, pictures, stickers and other non-text parts.
+    pub parts: Vec<Part>,
+    /// For outbound lines: whether the gateway delivered it. `None` for inbound lines.
+    pub delivery: Option<Delivery>,
     /// When (unix ms).
     pub at_ms: i64,
+}
+
+/// A non-text part of a chat message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Part {
+    /// A product card.
+    Item { item_id: String, title: String },
+    /// An order card.
+    Order { order_id: String, status: String },
+    /// A picture.
+    Image { file_id: String },
+    /// A file.
+    File { file_id: String, name: String },
+    /// A voice message, audio or video.
+    Media { kind: String, file_id: String },
+    /// Anything else (stickers, locations, platform extensions), by segment type.
+    Other { kind: String },
+}
+
+impl fmt::Display for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Part::Item { item_id, title } => write!(f, "[商品 {title} ({item_id})]"),
+            Part::Order { order_id, status } => write!(f, "[订单 {order_id} {status}]"),
+            Part::Image { .. } => f.write_str("[图片]"),
+            Part::File { name, .. } => write!(f, "[文件 {name}]"),
+            Part::Media { kind, .. } => match kind.as_str() {
+                "voice" | "audio" => f.write_str("[语音]"),
+                "video" => f.write_str("[视频]"),
+                other => write!(f, "[{other}]"),
+            },
+            Part::Other { kind } => match kind.as_str() {
+                "face" | "sticker" | "mface" => f.write_str("[表情]"),
+                "location" => f.write_str("[位置]"),
+                other => write!(f, "[消息类型 {other}]"),
+            },
+        }
+    }
+}
+
+/// What became of an outbound message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    /// Recorded, not yet answered by the gateway (or the process stopped before it was).
+    Pending,
+    /// The gateway accepted it.
+    Sent,
+    /// The gateway refused it: the buyer did not get it.
+    Failed,
+    /// No answer in time, or the connection dropped after the write: it may have arrived.
+    Unknown,
+}
+
+impl Delivery {
+    /// The text stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Pending => "pending",
+            Delivery::Sent => "sent",
+            Delivery::Failed => "failed",
+            Delivery::Unknown => "unknown",
+        }
+    }
+}
+
+impl FromStr for Delivery {
+    type Err = ParseEnumError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(Delivery::Pending),
+            "sent" => Ok(Delivery::Sent),
+            "failed" => Ok(Delivery::Failed),
+            "unknown" => Ok(Delivery::Unknown),
+            _ => Err(ParseEnumError::new("delivery", s)),
+        }
+    }
+}
+
+/// What happened to an escalation. Stored as lowercase text in its timeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EscalationEvent {
+    /// The chat was handed to a queue.
+    Opened,
+    /// A later message moved it to a more serious queue.
+    Raised,
+    /// An agent took it.
+    Claimed,
+    /// The agent put it back in its queue.
+    Released,
+    /// Moved to another queue or agent.
+    Transferred,
+    /// Done; the chat is the bot's again.
+    Closed,
+}
+
+impl EscalationEvent {
+    /// The text stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EscalationEvent::Opened => "opened",
+            EscalationEvent::Raised => "raised",
+            EscalationEvent::Claimed => "claimed",
+            EscalationEvent::Released => "released",
+            EscalationEvent::Transferred => "transferred",
+            EscalationEvent::Closed => "closed",
+        }
+    }
+}
+
+impl fmt::Display for EscalationEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something that happened in a chat, announced once it is durable (the console's live updates
+/// and the metrics listen to these).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ChatEvent {
+    /// A line was added to the transcript (either way).
+    Message {
+        key: ConversationKey,
+        direction: Direction,
+        sender: Sender,
+        text: String,
+        at_ms: i64,
+    },
+    /// The conversation changed hands.
+    StateChanged {
+        key: ConversationKey,
+        from: ConversationState,
+        to: ConversationState,
+        actor: Actor,
+        reason: String,
+        at_ms: i64,
+    },
+    /// An escalation was opened, raised, claimed, released, transferred or closed.
+    Escalation {
+        id: i64,
+        key: ConversationKey,
+        kind: EscalationEvent,
+        queue: Queue,
+        actor: Actor,
+        at_ms: i64,
+    },
 }
 
 #[cfg(test)]

@@ -3,11 +3,110 @@
 use std::collections::HashSet;
 
 use xiaoer::cli::queue;
+use xiaoer::conversation::commands::AgentAction;
 use xiaoer::model::{
-    Actor, Conversation, ConversationKey, ConversationState, Direction, EscalationState, Queue,
-    Sender, TranscriptEntry,
+    Actor, Conversation, ConversationKey, ConversationState, Direction, Escalation,
+    EscalationState, Queue, Sender, TranscriptEntry,
 };
-use xiaoer::store::{Store, StoreError};
+use xiaoer::store::{EscalationStep, InboundLine, Store, StoreError, Turn, TurnOutcome};
+
+/// A buyer message the bot handled without changing anything else; `true` if it was new.
+async fn record_inbound(
+    store: &Store,
+    k: &ConversationKey,
+    message_id: &str,
+    sender: Sender,
+    text: &str,
+    at_ms: i64,
+) -> Result<bool, StoreError> {
+    let conversation = store.conversation_or_new(k, at_ms).await?;
+    let mut turn = Turn::new(conversation, Actor::Bot, "message handled", at_ms);
+    turn.inbound = Some(InboundLine {
+        message_id: message_id.to_owned(),
+        sender,
+        direction: Direction::Inbound,
+        text: text.to_owned(),
+        parts: Vec::new(),
+        at_ms,
+    });
+    Ok(matches!(
+        store.commit_turn(turn).await?,
+        TurnOutcome::Applied { .. }
+    ))
+}
+
+/// Hands the chat to `queue` as the bot does; returns the escalation's id.
+async fn escalate(
+    store: &Store,
+    k: &ConversationKey,
+    queue: &str,
+    reason: &str,
+    rule: Option<&str>,
+    first_message: &str,
+    at_ms: i64,
+) -> Result<i64, StoreError> {
+    let mut conversation = store.conversation_or_new(k, at_ms).await?;
+    if conversation.state != ConversationState::Queued {
+        conversation.state = ConversationState::Queued;
+        conversation.state_since_ms = at_ms;
+    }
+    let mut turn = Turn::new(
+        conversation,
+        Actor::Bot,
+        format!("escalated: {reason}"),
+        at_ms,
+    );
+    turn.escalations.push(EscalationStep::Open {
+        queue: queue.parse().expect("a queue"),
+        reason: reason.to_owned(),
+        rule: rule.map(str::to_owned),
+        first_message: first_message.to_owned(),
+    });
+    match store.commit_turn(turn).await? {
+        TurnOutcome::Applied {
+            escalation: Some(id),
+            ..
+        } => Ok(id),
+        other => panic!("escalation not applied: {other:?}"),
+    }
+}
+
+/// Saves `conversation` over whatever is stored, recording `actor` for a state change.
+async fn save_conversation(
+    store: &Store,
+    conversation: &mut Conversation,
+    actor: Actor,
+    reason: &str,
+) -> Result<(), StoreError> {
+    conversation.version = store
+        .conversation(&conversation.key)
+        .await?
+        .map_or(0, |c| c.version);
+    let turn = Turn::new(
+        conversation.clone(),
+        actor,
+        reason,
+        conversation.state_since_ms,
+    );
+    if let TurnOutcome::Applied { version, .. } = store.commit_turn(turn).await? {
+        conversation.version = version;
+    }
+    Ok(())
+}
+
+async fn claim_escalation(store: &Store, id: i64, agent: &str) -> Result<Escalation, StoreError> {
+    let action = AgentAction::Claim {
+        agent: agent.to_owned(),
+    };
+    queue::act(store, id, &action).await
+}
+
+async fn close_escalation(store: &Store, id: i64, agent: &str) -> Result<Escalation, StoreError> {
+    let action = AgentAction::HandBack {
+        agent: agent.to_owned(),
+    };
+    queue::act(store, id, &action).await
+}
 
 fn key(user: &str) -> ConversationKey {
     ConversationKey::new("qq", "shop1", user)
@@ -20,6 +119,8 @@ fn line(user: &str, i: usize) -> TranscriptEntry {
         sender: Sender::Bot,
         message_id: None,
         text: format!("reply {i}"),
+        parts: Vec::new(),
+        delivery: None,
         at_ms: 1_000 + i as i64,
     }
 }
@@ -30,21 +131,18 @@ async fn record_inbound_is_idempotent_across_restart() {
     let store = Store::open(dir.path()).await.unwrap();
     let k = key("buyer1");
     assert!(
-        store
-            .record_inbound(&k, "m1", Sender::Buyer, "在吗", 1)
+        record_inbound(&store, &k, "m1", Sender::Buyer, "在吗", 1)
             .await
             .unwrap()
     );
     assert!(
-        !store
-            .record_inbound(&k, "m1", Sender::Buyer, "在吗", 2)
+        !record_inbound(&store, &k, "m1", Sender::Buyer, "在吗", 2)
             .await
             .unwrap()
     );
     // The same id in another conversation is a different message.
     assert!(
-        store
-            .record_inbound(&key("buyer2"), "m1", Sender::Buyer, "hi", 3)
+        record_inbound(&store, &key("buyer2"), "m1", Sender::Buyer, "hi", 3)
             .await
             .unwrap()
     );
@@ -53,14 +151,12 @@ async fn record_inbound_is_idempotent_across_restart() {
     // Restart.
     let store = Store::open(dir.path()).await.unwrap();
     assert!(
-        !store
-            .record_inbound(&k, "m1", Sender::Buyer, "在吗", 4)
+        !record_inbound(&store, &k, "m1", Sender::Buyer, "在吗", 4)
             .await
             .unwrap()
     );
     assert!(
-        store
-            .record_inbound(&k, "m2", Sender::Buyer, "退款", 5)
+        record_inbound(&store, &k, "m2", Sender::Buyer, "退款", 5)
             .await
             .unwrap()
     );
@@ -82,21 +178,22 @@ async fn duplicate_ids_in_one_batch_count_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
     let k = key("burst");
+    // Fifty copies of one message, each planned from the empty chat, all in flight at once.
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let store = store.clone();
             let k = k.clone();
-            tokio::spawn(async move {
-                store
-                    .record_inbound(&k, "same", Sender::Buyer, "x", 1)
-                    .await
-            })
+            tokio::spawn(
+                async move { record_inbound(&store, &k, "same", Sender::Buyer, "x", 1).await },
+            )
         })
         .collect();
     let mut new = 0;
     for t in tasks {
-        if t.await.unwrap().unwrap() {
-            new += 1;
+        match t.await.unwrap() {
+            Ok(true) => new += 1,
+            Ok(false) | Err(StoreError::Conflict { .. }) => {}
+            Err(e) => panic!("{e}"),
         }
     }
     assert_eq!(new, 1);
@@ -112,17 +209,17 @@ async fn escalation_is_visible_to_a_second_handle_as_soon_as_escalate_returns() 
     assert!(reader.open_escalations().await.unwrap().is_empty());
 
     let k = key("angry");
-    let id = store
-        .escalate(
-            &k,
-            "refund",
-            "asked for a refund",
-            Some("refund-keywords"),
-            "我要退款",
-            1_000,
-        )
-        .await
-        .unwrap();
+    let id = escalate(
+        &store,
+        &k,
+        "refund",
+        "asked for a refund",
+        Some("refund-keywords"),
+        "我要退款",
+        1_000,
+    )
+    .await
+    .unwrap();
 
     // No flush: escalate itself waited for the commit.
     let open = reader.open_escalations().await.unwrap();
@@ -142,16 +239,14 @@ async fn escalation_is_visible_to_a_second_handle_as_soon_as_escalate_returns() 
     assert_eq!(conv.state_since_ms, 1_000);
 
     // A second escalation while one is live returns the same id.
-    let again = store
-        .escalate(&k, "complaint", "again", None, "投诉", 2_000)
+    let again = escalate(&store, &k, "complaint", "again", None, "投诉", 2_000)
         .await
         .unwrap();
     assert_eq!(again, id);
     assert_eq!(reader.open_escalations().await.unwrap().len(), 1);
 
     // The read-only handle refuses writes.
-    let err = reader
-        .escalate(&k, "refund", "x", None, "x", 3)
+    let err = escalate(&reader, &k, "refund", "x", None, "x", 3)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::ReadOnly { .. }), "{err}");
@@ -166,8 +261,7 @@ async fn escalation_survives_restart() {
     let k = key("b");
     let id = {
         let store = Store::open(dir.path()).await.unwrap();
-        let id = store
-            .escalate(&k, "after_sale", "damaged", None, "坏了", 5)
+        let id = escalate(&store, &k, "after_sale", "damaged", None, "坏了", 5)
             .await
             .unwrap();
         // Dropped without close: the commit already happened.
@@ -240,35 +334,32 @@ async fn state_changes_record_the_actor() {
     let k = key("p");
     let mut conv = Conversation::new(k.clone(), 100);
     conv.greeted_at_ms = Some(100);
-    store
-        .save_conversation(&conv, Actor::Buyer, "first message")
+    save_conversation(&store, &mut conv, Actor::Buyer, "first message")
         .await
         .unwrap();
 
     // Same state: no history row, but the other fields are saved.
     conv.fallback_streak = 2;
-    store
-        .save_conversation(&conv, Actor::Bot, "fallback")
+    save_conversation(&store, &mut conv, Actor::Bot, "fallback")
         .await
         .unwrap();
 
     conv.state = ConversationState::Paused;
     conv.state_since_ms = 200;
     conv.paused_until_ms = Some(900);
-    store
-        .save_conversation(
-            &conv,
-            Actor::ShopOutgoing,
-            "shop answered from another client",
-        )
-        .await
-        .unwrap();
+    save_conversation(
+        &store,
+        &mut conv,
+        Actor::ShopOutgoing,
+        "shop answered from another client",
+    )
+    .await
+    .unwrap();
 
     conv.state = ConversationState::Bot;
     conv.state_since_ms = 900;
     conv.paused_until_ms = None;
-    store
-        .save_conversation(&conv, Actor::Timeout, "pause expired")
+    save_conversation(&store, &mut conv, Actor::Timeout, "pause expired")
         .await
         .unwrap();
 
@@ -309,16 +400,14 @@ async fn claim_then_close_returns_the_conversation_to_the_bot() {
     let k = key("c");
     let mut conv = Conversation::new(k.clone(), 10);
     conv.fallback_streak = 3;
-    store
-        .save_conversation(&conv, Actor::Buyer, "new")
+    save_conversation(&store, &mut conv, Actor::Buyer, "new")
         .await
         .unwrap();
-    let id = store
-        .escalate(&k, "human", "bot failed 3 times", None, "???", 20)
+    let id = escalate(&store, &k, "human", "bot failed 3 times", None, "???", 20)
         .await
         .unwrap();
 
-    let claimed = store.claim_escalation(id, "alice").await.unwrap();
+    let claimed = claim_escalation(&store, id, "alice").await.unwrap();
     assert_eq!(claimed.state, EscalationState::Claimed);
     assert_eq!(claimed.claimed_by.as_deref(), Some("alice"));
     assert_eq!(
@@ -331,8 +420,8 @@ async fn claim_then_close_returns_the_conversation_to_the_bot() {
         EscalationState::Claimed
     );
     // Same agent again: fine. Another agent: refused.
-    store.claim_escalation(id, "alice").await.unwrap();
-    let err = store.claim_escalation(id, "bob").await.unwrap_err();
+    claim_escalation(&store, id, "alice").await.unwrap();
+    let err = claim_escalation(&store, id, "bob").await.unwrap_err();
     assert!(
         matches!(&err, StoreError::AlreadyClaimed { agent, .. } if agent == "alice"),
         "{err}"
@@ -342,7 +431,7 @@ async fn claim_then_close_returns_the_conversation_to_the_bot() {
         format!("escalation {id} is already claimed by alice")
     );
 
-    let closed = store.close_escalation(id, "alice").await.unwrap();
+    let closed = close_escalation(&store, id, "alice").await.unwrap();
     assert_eq!(closed.state, EscalationState::Closed);
     let conv = store.conversation(&k).await.unwrap().unwrap();
     assert_eq!(conv.state, ConversationState::Bot);
@@ -368,21 +457,20 @@ async fn claim_then_close_returns_the_conversation_to_the_bot() {
 
     // Closed is final; unknown ids are reported as such.
     assert!(matches!(
-        store.close_escalation(id, "alice").await,
+        close_escalation(&store, id, "alice").await,
         Err(StoreError::EscalationClosed { .. })
     ));
     assert!(matches!(
-        store.claim_escalation(id, "bob").await,
+        claim_escalation(&store, id, "bob").await,
         Err(StoreError::EscalationClosed { .. })
     ));
     assert!(matches!(
-        store.claim_escalation(9_999, "bob").await,
+        claim_escalation(&store, 9_999, "bob").await,
         Err(StoreError::EscalationNotFound { id: 9_999 })
     ));
 
     // After closing, the conversation can be escalated again.
-    let second = store
-        .escalate(&k, "refund", "refund", None, "退款", 30)
+    let second = escalate(&store, &k, "refund", "refund", None, "退款", 30)
         .await
         .unwrap();
     assert_ne!(second, id);
@@ -397,12 +485,17 @@ async fn a_refused_request_does_not_fail_its_batch() {
     for i in 0..20 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
+            let k = key(&format!("mix{i}"));
             if i % 5 == 0 {
-                store.close_escalation(424_242, "x").await.map(|_| false)
+                // Closing an escalation that does not exist is refused by the writer itself.
+                let mut turn = Turn::new(Conversation::new(k, i), Actor::System, "close", i);
+                turn.escalations.push(EscalationStep::Close {
+                    id: 424_242,
+                    outcome: None,
+                });
+                store.commit_turn(turn).await.map(|_| false)
             } else {
-                store
-                    .record_inbound(&key("mix"), &format!("m{i}"), Sender::Buyer, "hi", i)
-                    .await
+                record_inbound(&store, &k, &format!("m{i}"), Sender::Buyer, "hi", i).await
             }
         }));
     }
@@ -417,7 +510,13 @@ async fn a_refused_request_does_not_fail_its_batch() {
         }
     }
     assert_eq!((new, refused), (16, 4));
-    assert_eq!(store.transcript(&key("mix"), 100).await.unwrap().len(), 16);
+    for i in 0..20 {
+        let lines = store
+            .transcript(&key(&format!("mix{i}")), 100)
+            .await
+            .unwrap();
+        assert_eq!(lines.len(), usize::from(i % 5 != 0), "chat mix{i}");
+    }
     store.close().await.unwrap();
 }
 
@@ -468,29 +567,29 @@ async fn open_reports_an_unusable_directory() {
 async fn queue_list_json_has_the_contract_fields() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
-    let a = store
-        .escalate(
-            &key("u1"),
-            "refund",
-            "退款",
-            Some("r1"),
-            "我要退款",
-            1_714_552_200_000,
-        )
-        .await
-        .unwrap();
-    let b = store
-        .escalate(
-            &key("u2"),
-            "complaint",
-            "12315",
-            None,
-            "我要投诉",
-            1_714_552_300_000,
-        )
-        .await
-        .unwrap();
-    store.claim_escalation(b, "alice").await.unwrap();
+    let a = escalate(
+        &store,
+        &key("u1"),
+        "refund",
+        "退款",
+        Some("r1"),
+        "我要退款",
+        1_714_552_200_000,
+    )
+    .await
+    .unwrap();
+    let b = escalate(
+        &store,
+        &key("u2"),
+        "complaint",
+        "12315",
+        None,
+        "我要投诉",
+        1_714_552_300_000,
+    )
+    .await
+    .unwrap();
+    claim_escalation(&store, b, "alice").await.unwrap();
 
     // The daemon's handle stays open (and keeps writing) while the CLI reads.
     store.append_transcript(line("u1", 1)).await.unwrap();
@@ -545,21 +644,20 @@ async fn queue_list_table_is_aligned_with_a_count() {
     queue::list(dir.path(), false, &mut out).await.unwrap();
     assert_eq!(String::from_utf8(out).unwrap(), "no open escalations\n");
 
-    store
-        .escalate(&key("u1"), "refund", "退款", None, "m", 0)
+    escalate(&store, &key("u1"), "refund", "退款", None, "m", 0)
         .await
         .unwrap();
-    store
-        .escalate(
-            &key("a-much-longer-user-id"),
-            "after_sale",
-            "broken\nitem",
-            None,
-            "m",
-            1,
-        )
-        .await
-        .unwrap();
+    escalate(
+        &store,
+        &key("a-much-longer-user-id"),
+        "after_sale",
+        "broken\nitem",
+        None,
+        "m",
+        1,
+    )
+    .await
+    .unwrap();
     let mut out = Vec::new();
     queue::list(dir.path(), false, &mut out).await.unwrap();
     let text = String::from_utf8(out).unwrap();
@@ -594,8 +692,7 @@ async fn queue_list_on_a_missing_dir_errors_cleanly() {
 async fn queue_list_works_after_the_daemon_has_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
-    store
-        .escalate(&key("u1"), "refund", "r", None, "m", 0)
+    escalate(&store, &key("u1"), "refund", "r", None, "m", 0)
         .await
         .unwrap();
     store.close().await.unwrap();
@@ -612,9 +709,15 @@ async fn a_burst_of_inbound_messages_costs_few_commits() {
         .map(|i| {
             let store = store.clone();
             tokio::spawn(async move {
-                store
-                    .record_inbound(&key(&format!("u{i}")), "m1", Sender::Buyer, "在吗", i)
-                    .await
+                record_inbound(
+                    &store,
+                    &key(&format!("u{i}")),
+                    "m1",
+                    Sender::Buyer,
+                    "在吗",
+                    i,
+                )
+                .await
             })
         })
         .collect();

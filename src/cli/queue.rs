@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use unicode_width::UnicodeWidthStr;
 
-use crate::store::{Escalation, Store, StoreError};
+use crate::conversation::commands::{self, ActionError, AgentAction};
+use crate::model::Escalation;
+use crate::store::{Store, StoreError, now_ms};
 
 /// Arguments of `xiaoer queue`.
 #[derive(Debug, clap::Args)]
@@ -72,7 +74,10 @@ pub async fn run(args: &QueueArgs, out: &mut impl Write) -> Result<(), StoreErro
         QueueCommand::Show { id, last, data } => show(data, *id, *last, out).await,
         QueueCommand::Claim { id, agent, data } => {
             let store = open_for_agent(data).await?;
-            let result = store.claim_escalation(*id, agent).await;
+            let action = AgentAction::Claim {
+                agent: agent.clone(),
+            };
+            let result = act(&store, *id, &action).await;
             store.close().await?;
             let escalation = result?;
             writeln!(
@@ -84,7 +89,10 @@ pub async fn run(args: &QueueArgs, out: &mut impl Write) -> Result<(), StoreErro
         }
         QueueCommand::Close { id, agent, data } => {
             let store = open_for_agent(data).await?;
-            let result = store.close_escalation(*id, agent).await;
+            let action = AgentAction::HandBack {
+                agent: agent.clone(),
+            };
+            let result = act(&store, *id, &action).await;
             store.close().await?;
             let escalation = result?;
             writeln!(
@@ -159,6 +167,44 @@ pub async fn show(
         out.flush()
     };
     write(out).map_err(StoreError::Output)
+}
+
+/// How often an action is planned again when the daemon changed the chat meanwhile.
+const ACT_ATTEMPTS: u32 = 5;
+
+/// Carries out an agent's action on escalation `id` the way the daemon's chat worker does, and
+/// returns the escalation as it is afterwards.
+///
+/// # Errors
+///
+/// No such escalation, an action that does not apply to it, or a failed write.
+pub async fn act(store: &Store, id: i64, action: &AgentAction) -> Result<Escalation, StoreError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let escalation = store
+            .escalation(id)
+            .await?
+            .ok_or(StoreError::EscalationNotFound { id })?;
+        let now = now_ms();
+        let conversation = store.conversation_or_new(&escalation.key, now).await?;
+        let turn = commands::plan(conversation, &escalation, action, now).map_err(|e| match e {
+            ActionError::Closed { id } => StoreError::EscalationClosed { id },
+            ActionError::ClaimedByOther { id, agent } => StoreError::AlreadyClaimed { id, agent },
+            ActionError::NotClaimed { id } => StoreError::NotClaimed { id },
+            ActionError::OtherChat { id } => StoreError::EscalationNotFound { id },
+        })?;
+        match store.commit_turn(turn).await {
+            Ok(_) => {
+                return store
+                    .escalation(id)
+                    .await?
+                    .ok_or(StoreError::EscalationNotFound { id });
+            }
+            Err(StoreError::Conflict { .. }) if attempt < ACT_ATTEMPTS => continue,
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// Opens an existing store for writing next to a running daemon (SQLite serialises the writers).

@@ -1,8 +1,14 @@
-//! Routes messages to one worker per chat: in order within a chat, in parallel across chats, and
+//! Routes commands to one worker per chat: in order within a chat, in parallel across chats, and
 //! idle workers reaped so a shop with many buyers holds only the chats that are active.
+//!
+//! The dispatcher alone starts and stops workers, so there is never a second worker for a chat:
+//! a worker is reaped only when nothing is queued for it and it is not handling anything (a
+//! count of commands in flight, raised here before a command is queued and lowered by the worker
+//! after it is done).
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -10,15 +16,18 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use super::worker::{ChatMessage, Outbox, Shared, Worker};
-use crate::store::{ConversationKey, Direction, Sender, TranscriptEntry, now_ms};
+use super::worker::{ChatCommand, ChatMessage, CommandError, Outbox, Shared, Worker};
+use crate::model::{ConversationKey, Direction, Sender, TranscriptEntry};
+use crate::store::now_ms;
 
-/// Messages one chat may have waiting before more are set aside (a flooding chat must not
+/// Commands one chat may have waiting before more are set aside (a flooding chat must not
 /// hold up the others).
 pub const CHAT_QUEUE: usize = 64;
 
 struct WorkerHandle {
-    queue: mpsc::Sender<ChatMessage>,
+    queue: mpsc::Sender<ChatCommand>,
+    /// Commands queued or being handled.
+    in_flight: Arc<AtomicUsize>,
     last_used: Instant,
 }
 
@@ -44,56 +53,82 @@ impl<O: Outbox> Dispatcher<O> {
         self.workers.len()
     }
 
-    /// Hands `message` to its chat's worker, starting one if needed.
+    /// Hands a gateway message to its chat's worker.
     pub fn dispatch(&mut self, message: ChatMessage) {
         let key = message.key.clone();
+        self.send(key, ChatCommand::Message(message));
+    }
+
+    /// Hands `command` to the worker of chat `key`, starting one if needed. A chat whose queue
+    /// is full has its message set aside (recorded, not answered) and its agent commands
+    /// refused as busy.
+    pub fn send(&mut self, key: ConversationKey, command: ChatCommand) {
         let now = Instant::now();
-        let mut message = Some(message);
+        let mut command = Some(command);
         if let Some(handle) = self.workers.get_mut(&key) {
             handle.last_used = now;
-            if let Some(pending) = message.take() {
+            if let Some(pending) = command.take() {
+                handle.in_flight.fetch_add(1, Ordering::SeqCst);
                 match handle.queue.try_send(pending) {
                     Ok(()) => return,
                     Err(mpsc::error::TrySendError::Full(pending)) => {
+                        handle.in_flight.fetch_sub(1, Ordering::SeqCst);
                         self.set_aside(pending);
                         return;
                     }
                     // The worker ended (it panicked); start a new one below.
-                    Err(mpsc::error::TrySendError::Closed(pending)) => message = Some(pending),
+                    Err(mpsc::error::TrySendError::Closed(pending)) => command = Some(pending),
                 }
             }
         }
-        let Some(message) = message else { return };
-        let (queue, mut inbox) = mpsc::channel(CHAT_QUEUE);
+        let Some(command) = command else { return };
+        let (queue, mut inbox) = mpsc::channel::<ChatCommand>(CHAT_QUEUE);
+        let in_flight = Arc::new(AtomicUsize::new(1));
         let mut worker = Worker::new(key.clone(), Arc::clone(&self.shared));
+        let done = Arc::clone(&in_flight);
         self.tracker.spawn(async move {
-            while let Some(message) = inbox.recv().await {
-                if let Err(error) = worker.handle(message).await {
+            while let Some(command) = inbox.recv().await {
+                if let Err(error) = worker.handle(command).await {
                     warn!(%error, "message not handled");
                 }
+                done.fetch_sub(1, Ordering::SeqCst);
             }
         });
-        if queue.try_send(message).is_err() {
-            warn!(chat = %key, "new chat worker refused its first message");
+        if let Err(refused) = queue.try_send(command) {
+            warn!(chat = %key, "new chat worker refused its first command");
+            match refused {
+                mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => {
+                    c.refuse(CommandError::Busy)
+                }
+            }
         }
         self.workers.insert(
             key,
             WorkerHandle {
                 queue,
+                in_flight,
                 last_used: now,
             },
         );
     }
 
-    /// A chat sending faster than it can be answered: keep its message as evidence, answer later
-    /// messages.
-    fn set_aside(&self, message: ChatMessage) {
+    /// A chat sending faster than it can be answered: keep its message as evidence (not marked
+    /// as seen, so a redelivery is still handled), refuse agent commands as busy.
+    fn set_aside(&self, command: ChatCommand) {
+        let ChatCommand::Message(message) = command else {
+            command.refuse(CommandError::Busy);
+            return;
+        };
         warn!(chat = %message.key, message_id = %message.message_id, "chat is flooding; message recorded but not answered");
         let store = self.shared.store.clone();
         self.tracker.spawn(async move {
             let entry = TranscriptEntry {
                 key: message.key,
-                direction: Direction::Inbound,
+                direction: if message.outgoing {
+                    Direction::Outbound
+                } else {
+                    Direction::Inbound
+                },
                 sender: if message.outgoing {
                     Sender::Shop
                 } else {
@@ -101,6 +136,8 @@ impl<O: Outbox> Dispatcher<O> {
                 },
                 message_id: Some(message.message_id),
                 text: message.text,
+                parts: message.parts,
+                delivery: None,
                 at_ms: now_ms(),
             };
             if let Err(error) = store.append_transcript(entry).await {
@@ -109,13 +146,14 @@ impl<O: Outbox> Dispatcher<O> {
         });
     }
 
-    /// Drops the workers of chats idle for longer than the idle period. A worker finishes what
-    /// it has queued before it ends.
+    /// Stops the workers of chats idle for longer than the idle period that hold no work.
     pub fn reap_idle(&mut self) -> usize {
         let now = Instant::now();
         let before = self.workers.len();
-        self.workers
-            .retain(|_, handle| now.duration_since(handle.last_used) < self.idle_after);
+        self.workers.retain(|_, handle| {
+            now.duration_since(handle.last_used) < self.idle_after
+                || handle.in_flight.load(Ordering::SeqCst) > 0
+        });
         let reaped = before - self.workers.len();
         if reaped > 0 {
             debug!(
@@ -146,7 +184,10 @@ mod tests {
 
     impl Outbox for NoOutbox {
         async fn send(&self, _: &ConversationKey, _: &str) -> Result<String, SendFailure> {
-            Err(SendFailure("no gateway in this test".into()))
+            Err(SendFailure {
+                reason: "no gateway in this test".into(),
+                maybe_delivered: false,
+            })
         }
     }
 
@@ -157,6 +198,7 @@ mod tests {
             key: ConversationKey::new("dev", user, user),
             message_id: format!("m-{user}"),
             text: "你好".into(),
+            parts: Vec::new(),
             outgoing: false,
         }
     }
@@ -174,6 +216,7 @@ mod tests {
             policy: ConversationPolicy::default(),
             escalation: EscalationPolicy::default(),
             shop_names: Default::default(),
+            events: tokio::sync::broadcast::channel(16).0,
         });
         // Real I/O above; from here on, time only moves when the test says so.
         tokio::time::pause();

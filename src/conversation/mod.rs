@@ -1,11 +1,16 @@
 //! One chat between a buyer and a shop: the state machine that decides what the bot does with
-//! each message, and the worker that carries it out in order.
+//! each message, the worker that carries it out in order, and the dispatcher that keeps one
+//! worker per chat.
 //!
-//! [`plan_message`] and [`plan_outgoing`] are pure: state, time and the rule decision in, the
-//! steps to take out. The [`worker`] performs them (store first, then the gateway), so every rule
-//! of the conversation — greeting once per window, quiet while queued, one queue notice, pause on
-//! takeover, hand over after repeated fallbacks, reply rate limit — is tested without I/O.
+//! [`plan_message`] and [`plan_outgoing`] are pure: state, time and the routing decision in, the
+//! steps to take out. [`commands`] plans what agents do (claim, release, close, hand back,
+//! transfer) the same way. The [`worker`] performs the plans — one atomic store write per message
+//! first, then the gateway — so every rule of the conversation (greeting once per window, quiet
+//! while queued, one queue notice, raising a waiting chat to a more serious queue, pause on
+//! takeover, hand over after repeated fallbacks, idle agents, reply rate limit) is tested without
+//! I/O.
 
+pub mod commands;
 pub mod dispatch;
 mod policy;
 pub mod worker;
@@ -15,18 +20,22 @@ pub use policy::ConversationPolicy;
 use std::collections::VecDeque;
 
 use crate::escalation::EscalationPolicy;
-use crate::rules::{Outcome, OutcomeKind, Queue};
-use crate::store::{Actor, Conversation, ConversationState};
+use crate::model::{Actor, Conversation, ConversationState, Queue};
+use crate::rules::{Outcome, OutcomeKind};
 
 /// One thing the worker must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// Commit an escalation to the store (before anything is sent about it).
+    /// Close the chat's open escalation: the agent holding it went idle.
+    CloseIdle,
+    /// Hand the chat to a human queue (committed before anything is sent about it).
     Escalate {
         queue: Queue,
         reason: String,
         rule: Option<String>,
     },
+    /// Move the waiting chat's escalation to a more serious queue.
+    Raise { queue: Queue, reason: String },
     /// Send the reply `key` to the buyer.
     Send { key: String, queue: Option<Queue> },
     /// A reply the rate limit held back.
@@ -37,8 +46,7 @@ pub enum Step {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
     pub steps: Vec<Step>,
-    /// Who caused a state change made by the plan (other than escalation, which the store
-    /// records itself), and why.
+    /// Who caused the plan's state change, and why.
     pub state_change: Option<(Actor, String)>,
 }
 
@@ -96,14 +104,43 @@ pub fn plan_message(
             plan.state_change = Some((Actor::Timeout, "pause after a human reply ended".into()));
         }
         ConversationState::Human => {
-            if now_ms - conversation.state_since_ms < policy.human_idle_ms() {
+            let last_activity = [conversation.last_buyer_ms, conversation.last_staff_ms]
+                .into_iter()
+                .flatten()
+                .fold(conversation.state_since_ms, i64::max);
+            conversation.last_buyer_ms = Some(now_ms);
+            if now_ms.saturating_sub(last_activity) < policy.human_idle_ms() {
+                if let Some(raise) = raise(decided, open_queue) {
+                    // The agent sees the new point; the buyer is already talking to a person.
+                    plan.steps.push(raise);
+                }
                 return plan;
             }
             set_state(conversation, ConversationState::Bot, now_ms);
             conversation.open_escalation = None;
-            plan.state_change = Some((Actor::Timeout, "agent idle; handed back to the bot".into()));
+            conversation.queued_notice_sent = false;
+            conversation.fallback_streak = 0;
+            plan.steps.push(Step::CloseIdle);
+            plan.state_change = Some((
+                Actor::Timeout,
+                "no message from the buyer or the agent for the idle period; handed back to the bot"
+                    .into(),
+            ));
         }
         ConversationState::Queued => {
+            conversation.last_buyer_ms = Some(now_ms);
+            if let Some(raise) = raise(decided, open_queue) {
+                // A new, more serious point is acknowledged once, as its own rule would.
+                plan.steps.push(raise);
+                if let Some(key) = &decided.reply_key {
+                    plan.steps.push(Step::Send {
+                        key: key.clone(),
+                        queue: decided.queue,
+                    });
+                }
+                apply_rate_limit(&mut plan, now_ms, policy, recent_replies);
+                return plan;
+            }
             // "好的谢谢" after a hand-over needs no "you are still queued" in return.
             if !conversation.queued_notice_sent && decided.kind != OutcomeKind::Ignore {
                 conversation.queued_notice_sent = true;
@@ -116,6 +153,7 @@ pub fn plan_message(
         }
         ConversationState::Bot => {}
     }
+    conversation.last_buyer_ms = Some(now_ms);
 
     let greeting_due = conversation
         .greeted_at_ms
@@ -135,12 +173,10 @@ pub fn plan_message(
             // gets the acknowledgement alone.
             conversation.greeted_at_ms = Some(now_ms);
             conversation.fallback_streak = 0;
-            escalate(
-                &mut plan,
-                decided.queue.unwrap_or(Queue::Human),
-                decided,
-                "rule",
-            );
+            let queue = decided.queue.unwrap_or(Queue::Human);
+            queue_chat(conversation, now_ms);
+            plan.state_change = Some((Actor::Bot, format!("escalated to queue {queue}")));
+            escalate(&mut plan, queue, decided, "rule");
         }
         OutcomeKind::Reply => {
             conversation.fallback_streak = 0;
@@ -169,6 +205,11 @@ pub fn plan_message(
                     queue: Some(Queue::Human),
                     reply_key: Some("human_handoff".into()),
                 };
+                queue_chat(conversation, now_ms);
+                plan.state_change = Some((
+                    Actor::Bot,
+                    "the bot could not answer several messages in a row".into(),
+                ));
                 escalate(&mut plan, Queue::Human, &handoff, "fallbacks");
             } else {
                 greet(&mut plan, conversation);
@@ -181,6 +222,29 @@ pub fn plan_message(
     }
     apply_rate_limit(&mut plan, now_ms, policy, recent_replies);
     plan
+}
+
+/// The chat waits for a person from now on.
+fn queue_chat(conversation: &mut Conversation, now_ms: i64) {
+    set_state(conversation, ConversationState::Queued, now_ms);
+    conversation.queued_notice_sent = false;
+    conversation.paused_until_ms = None;
+}
+
+/// A raise of the waiting chat when `decided` escalates to a more serious queue than it waits in.
+fn raise(decided: &Decided, open_queue: Option<Queue>) -> Option<Step> {
+    let (OutcomeKind::Escalate, Some(queue), Some(current)) =
+        (decided.kind, decided.queue, open_queue)
+    else {
+        return None;
+    };
+    (queue.severity() > current.severity()).then(|| Step::Raise {
+        queue,
+        reason: match &decided.rule {
+            Some(rule) => format!("raised from {current} to {queue}: rule {rule}"),
+            None => format!("raised from {current} to {queue}"),
+        },
+    })
 }
 
 fn escalate(plan: &mut Plan, queue: Queue, decided: &Decided, why: &str) {
@@ -203,8 +267,8 @@ fn escalate(plan: &mut Plan, queue: Queue, decided: &Decided, why: &str) {
     });
 }
 
-/// Holds back replies past the per-chat limit. Acknowledgements of an escalation always go out:
-/// a buyer whose complaint was taken must be told so.
+/// Holds back replies past the per-chat limit. Acknowledgements of an escalation (or a raise)
+/// always go out: a buyer whose complaint was taken must be told so.
 fn apply_rate_limit(
     plan: &mut Plan,
     now_ms: i64,
@@ -218,7 +282,7 @@ fn apply_rate_limit(
     let escalating = plan
         .steps
         .iter()
-        .any(|s| matches!(s, Step::Escalate { .. }));
+        .any(|s| matches!(s, Step::Escalate { .. } | Step::Raise { .. }));
     for step in &mut plan.steps {
         if let Step::Send { key, .. } = step {
             if escalating || recent.len() < policy.max_replies_per_window() {
@@ -238,6 +302,7 @@ pub fn plan_outgoing(
     policy: &ConversationPolicy,
 ) -> Plan {
     let mut plan = Plan::default();
+    conversation.last_staff_ms = Some(now_ms);
     if matches!(
         conversation.state,
         ConversationState::Bot | ConversationState::Paused

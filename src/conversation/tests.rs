@@ -1,5 +1,5 @@
 use super::*;
-use crate::store::ConversationKey;
+use crate::model::ConversationKey;
 
 const MIN: i64 = 60 * 1000;
 
@@ -59,22 +59,15 @@ impl Chat {
             &self.escalation,
             &mut self.recent,
         );
-        // The store sets the state on escalation; mirror it.
-        if plan
-            .steps
-            .iter()
-            .any(|s| matches!(s, Step::Escalate { .. }))
-        {
-            self.conversation.state = ConversationState::Queued;
-            self.conversation.queued_notice_sent = false;
-        }
         plan.steps.iter().map(describe).collect()
     }
 }
 
 fn describe(step: &Step) -> String {
     match step {
+        Step::CloseIdle => "close".to_string(),
         Step::Escalate { queue, .. } => format!("escalate:{queue}"),
+        Step::Raise { queue, .. } => format!("raise:{queue}"),
         Step::Send { key, .. } => format!("send:{key}"),
         Step::Suppressed { key } => format!("suppressed:{key}"),
     }
@@ -191,9 +184,93 @@ fn an_idle_agent_hands_the_chat_back() {
     let mut chat = Chat::new();
     chat.conversation.state = ConversationState::Human;
     chat.conversation.state_since_ms = 0;
+    chat.conversation.open_escalation = Some(1);
     assert!(chat.says(&faq(), MIN).is_empty());
     let idle = chat.policy.human_idle_ms();
-    assert_eq!(chat.says(&faq(), idle), ["send:greeting", "send:ship_when"]);
+    assert_eq!(
+        chat.says(&faq(), MIN + idle),
+        ["close", "send:greeting", "send:ship_when"]
+    );
+    assert_eq!(chat.conversation.state, ConversationState::Bot);
+    assert_eq!(chat.conversation.open_escalation, None);
+}
+
+fn claimed_at_zero() -> Chat {
+    let mut chat = Chat::new();
+    chat.conversation.state = ConversationState::Human;
+    chat.conversation.state_since_ms = 0;
+    chat.conversation.open_escalation = Some(1);
+    chat
+}
+
+#[test]
+fn agent_idle_timeout_runs_from_the_last_message_not_from_the_claim() {
+    let idle = ConversationPolicy::default().human_idle_ms();
+    // The buyer keeps writing to the agent: never idle, however long ago the claim was.
+    let mut chat = claimed_at_zero();
+    assert!(chat.says(&faq(), idle - MIN).is_empty());
+    assert!(chat.says(&faq(), idle + MIN).is_empty());
+    assert_eq!(chat.conversation.state, ConversationState::Human);
+    // The agent answered recently (from the console or another client): not idle either.
+    let mut chat = claimed_at_zero();
+    chat.conversation.last_staff_ms = Some(idle - MIN);
+    assert!(chat.says(&faq(), idle + MIN).is_empty());
+    assert_eq!(chat.conversation.state, ConversationState::Human);
+    // Silence on both sides for the whole period hands the chat back, as a timeout.
+    let mut chat = claimed_at_zero();
+    chat.conversation.last_staff_ms = Some(10 * MIN);
+    let plan = plan_message(
+        &mut chat.conversation,
+        &faq(),
+        10 * MIN + idle,
+        Some(Queue::Refund),
+        &chat.policy,
+        &chat.escalation,
+        &mut chat.recent,
+    );
+    assert_eq!(plan.steps.first(), Some(&Step::CloseIdle));
+    assert!(matches!(plan.state_change, Some((Actor::Timeout, _))));
+}
+
+fn complaint() -> Decided {
+    decided(
+        OutcomeKind::Escalate,
+        Some("complaint_ack"),
+        Some(Queue::Complaint),
+    )
+}
+
+#[test]
+fn a_more_serious_message_while_queued_raises_the_escalation_once_acknowledged() {
+    let mut chat = Chat::new();
+    chat.says(&refund(), 0);
+    assert_eq!(
+        chat.says(&complaint(), MIN),
+        ["raise:complaint", "send:complaint_ack"]
+    );
+    // The notice is still there for the first ordinary message, and only once.
+    assert_eq!(chat.says(&faq(), 2 * MIN), ["send:still_queued"]);
+    assert!(chat.says(&faq(), 3 * MIN).is_empty());
+    // Not more serious (the same queue, or a lesser one): swallowed as before.
+    assert!(chat.says(&refund(), 4 * MIN).is_empty());
+}
+
+#[test]
+fn a_more_serious_message_to_an_agent_raises_without_a_bot_reply() {
+    let mut chat = claimed_at_zero();
+    assert_eq!(chat.says(&complaint(), MIN), ["raise:complaint"]);
+    assert_eq!(chat.conversation.state, ConversationState::Human);
+}
+
+#[test]
+fn a_message_without_text_is_no_fallback() {
+    let mut chat = Chat::new();
+    let sticker = decided(OutcomeKind::Ignore, None, None);
+    assert_eq!(chat.says(&sticker, 0), ["send:greeting"]);
+    for minute in 1..6 {
+        assert!(chat.says(&sticker, minute * MIN).is_empty());
+    }
+    assert_eq!(chat.conversation.fallback_streak, 0);
     assert_eq!(chat.conversation.state, ConversationState::Bot);
 }
 

@@ -1,21 +1,34 @@
-//! The per-chat worker: takes one message at a time, records it, plans with the state machine and
-//! carries the plan out — escalations committed to the store before the buyer hears about them.
+//! The per-chat worker: the only writer of a chat's state and the only sender to its buyer, for
+//! the bot and for agents alike.
+//!
+//! It takes one [`ChatCommand`] at a time. A buyer message is planned with the state machine and
+//! committed as one [`Turn`] — message id, transcript line, state, escalation, the replies about
+//! to go out — before anything is sent; a commit that fails is retried, and a message that still
+//! cannot be stored is left unmarked so that a redelivery handles it. Agent replies go through
+//! the same outbox and transcript (as `agent:<name>`) and their echoes are recognised like the
+//! bot's.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, info, warn};
 
-use super::{ConversationPolicy, Decided, Step, plan_message, plan_outgoing};
+use super::commands::{self, ActionError, AgentAction};
+use super::{ConversationPolicy, Decided, Plan, Step, plan_message, plan_outgoing};
 use crate::escalation::EscalationPolicy;
+use crate::model::{
+    Actor, ChatEvent, Conversation, ConversationKey, ConversationState, Delivery, Direction,
+    Escalation, EscalationEvent, ItemRef, Part, Queue, Sender,
+};
 use crate::reload::LiveRules;
 use crate::replies::RenderContext;
-use crate::rules::{Queue, RuleSet};
+use crate::rules::{OutcomeKind, RuleSet};
 use crate::store::{
-    Actor, Conversation, ConversationKey, ConversationState, Direction, Sender, Store, StoreError,
-    TranscriptEntry, now_ms,
+    EscalationStep, InboundLine, OutboundLine, Store, StoreError, Turn, TurnOutcome, now_ms,
 };
 
 /// A private message as the conversation sees it.
@@ -24,14 +37,85 @@ pub struct ChatMessage {
     pub key: ConversationKey,
     pub message_id: String,
     pub text: String,
+    /// Product and order cards, pictures, stickers.
+    pub parts: Vec<Part>,
     /// Sent by the shop account (from xiaoer or from another client), not by the buyer.
     pub outgoing: bool,
 }
 
-/// Why a send to the gateway failed.
+/// What a chat worker is asked to do.
+#[derive(Debug)]
+pub enum ChatCommand {
+    /// A message from the gateway.
+    Message(ChatMessage),
+    /// An agent answers the buyer; `done` learns whether the gateway took it.
+    AgentReply {
+        agent: String,
+        text: String,
+        done: oneshot::Sender<Result<SentReply, CommandError>>,
+    },
+    /// An agent claims, releases, resolves, hands back or transfers the chat's escalation.
+    Act {
+        escalation: i64,
+        action: AgentAction,
+        done: oneshot::Sender<Result<(), CommandError>>,
+    },
+}
+
+impl ChatCommand {
+    /// Tells the waiting caller, if any, that the command was not carried out.
+    pub fn refuse(self, error: CommandError) {
+        match self {
+            ChatCommand::Message(_) => {}
+            ChatCommand::AgentReply { done, .. } => {
+                let _ = done.send(Err(error));
+            }
+            ChatCommand::Act { done, .. } => {
+                let _ = done.send(Err(error));
+            }
+        }
+    }
+}
+
+/// An agent's reply as the gateway took it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentReply {
+    /// The platform's message id.
+    pub message_id: String,
+}
+
+/// Why an agent's command was not carried out. Messages are for the agent's screen.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SendFailure(pub String);
+pub enum CommandError {
+    #[error("this chat has no open escalation")]
+    NoEscalation,
+    #[error("{agent} does not hold this chat{}; claim it first", holder.as_deref().map(|h| format!(" ({h} does)")).unwrap_or_default())]
+    NotHolder {
+        agent: String,
+        holder: Option<String>,
+    },
+    #[error("{0}")]
+    Refused(#[from] ActionError),
+    #[error("the chat could not be saved: {0}")]
+    Store(#[from] StoreError),
+    #[error("the reply was not delivered: {reason}")]
+    NotDelivered { reason: String },
+    #[error("the reply may not have reached the buyer: {reason}")]
+    MaybeDelivered { reason: String },
+    #[error("the chat is busy with more messages than it can queue; try again")]
+    Busy,
+    #[error("xiaoer is shutting down")]
+    Stopped,
+}
+
+/// Why a send to the gateway failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}")]
+pub struct SendFailure {
+    pub reason: String,
+    /// The gateway may have delivered it (a timeout, a connection lost after the write).
+    pub maybe_delivered: bool,
+}
 
 /// Where replies go: the gateway connection serving the chat's shop.
 pub trait Outbox: Send + Sync + 'static {
@@ -49,7 +133,7 @@ impl<O: Outbox> Outbox for Arc<O> {
         &self,
         key: &ConversationKey,
         text: &str,
-    ) -> impl std::future::Future<Output = Result<String, SendFailure>> + Send {
+    ) -> impl Future<Output = Result<String, SendFailure>> + Send {
         O::send(self, key, text)
     }
 }
@@ -65,28 +149,19 @@ pub struct Shared<O> {
     pub policy: ConversationPolicy,
     pub escalation: EscalationPolicy,
     pub shop_names: ShopNames,
+    /// Chat events, announced after their commit.
+    pub events: broadcast::Sender<ChatEvent>,
 }
 
 /// A message the worker could not handle; the chat goes on with the next one.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("cannot record message {message_id} of {key}: {source}")]
-    Record {
+    #[error(
+        "message {message_id} of chat {key} was not handled and not marked as seen, so a redelivery will handle it: {source}"
+    )]
+    NotStored {
         key: ConversationKey,
         message_id: String,
-        source: StoreError,
-    },
-    #[error("cannot read or save conversation {key}: {source}")]
-    State {
-        key: ConversationKey,
-        source: StoreError,
-    },
-    #[error(
-        "cannot commit the escalation of {key} to queue {queue}; no acknowledgement was sent: {source}"
-    )]
-    Escalate {
-        key: ConversationKey,
-        queue: Queue,
         source: StoreError,
     },
 }
@@ -96,6 +171,18 @@ const SENT_MEMORY: usize = 64;
 /// An echo whose message id is unknown (the send timed out) is still recognised by its text
 /// within this many milliseconds.
 const ECHO_TEXT_WINDOW_MS: i64 = 120_000;
+/// How often a turn is tried before the message is given up (left for a redelivery).
+const COMMIT_ATTEMPTS: u32 = 5;
+/// The pause before the first retry of a turn the database failed; it grows fourfold.
+const COMMIT_RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// A product card explains the questions that follow it for this long.
+const ITEM_CONTEXT_MS: i64 = 30 * 60 * 1000;
+
+/// A reply rendered and recorded, waiting to be sent.
+struct Outgoing {
+    text: String,
+    sender: Sender,
+}
 
 pub struct Worker<O> {
     key: ConversationKey,
@@ -119,140 +206,369 @@ impl<O: Outbox> Worker<O> {
         }
     }
 
-    /// Handles one message of this chat.
+    /// Carries out one command.
     ///
     /// # Errors
     ///
-    /// A store failure; the message is then not answered (an answer that cannot be recorded could
-    /// be sent twice after a restart).
-    pub async fn handle(&mut self, message: ChatMessage) -> Result<(), WorkerError> {
-        if message.outgoing {
-            return self.handle_outgoing(message).await;
+    /// A message that could not be stored (it is then not answered either: an answer that
+    /// cannot be recorded could be sent twice after a restart). Agent commands report their
+    /// failures through their completion channel.
+    pub async fn handle(&mut self, command: ChatCommand) -> Result<(), WorkerError> {
+        match command {
+            ChatCommand::Message(message) if message.outgoing => {
+                self.handle_outgoing(message).await
+            }
+            ChatCommand::Message(message) => self.handle_message(message).await,
+            ChatCommand::AgentReply { agent, text, done } => {
+                let _ = done.send(self.agent_reply(&agent, &text).await);
+                Ok(())
+            }
+            ChatCommand::Act {
+                escalation,
+                action,
+                done,
+            } => {
+                let _ = done.send(self.act(escalation, &action).await);
+                Ok(())
+            }
         }
+    }
+
+    fn emit(&self, event: ChatEvent) {
+        // Nobody listening is fine: the console and metrics are optional.
+        let _ = self.shared.events.send(event);
+    }
+
+    async fn handle_message(&mut self, message: ChatMessage) -> Result<(), WorkerError> {
         if message.key.user_id == message.key.self_id {
             debug!(chat = %self.key, "ignoring a message from the shop account to itself");
             return Ok(());
         }
-        let shared = Arc::clone(&self.shared);
-        let store = &shared.store;
         let now = now_ms();
-        let new = self.record(&message, Sender::Buyer, now).await?;
-        if !new {
-            info!(chat = %self.key, message_id = %message.message_id, "redelivered message ignored");
-            return Ok(());
-        }
-        let mut conversation = self.load_conversation(now).await?;
-        let before = conversation.clone();
-        // In-flight messages finish on the rule set they started with.
         let rules = self.shared.rules.load().for_shop(&self.key.self_id);
-        let decision = rules.decide(&message.text);
-        let decided = Decided::from(rules.outcome(&decision));
-        let open_queue = match conversation.open_escalation {
-            Some(id) => store.escalation(id).await.ok().flatten().map(|e| e.queue),
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self.try_message(&message, &rules, now).await;
+            match result {
+                Ok(()) => return Ok(()),
+                Err(error) if attempt < COMMIT_ATTEMPTS && retryable(&error) => {
+                    if error.is_database_failure() {
+                        let pause = COMMIT_RETRY_PAUSE * 4u32.pow(attempt - 1);
+                        warn!(chat = %self.key, message_id = %message.message_id, %error, "could not store the message; retrying in {pause:?}");
+                        tokio::time::sleep(pause).await;
+                    } else {
+                        debug!(chat = %self.key, %error, "chat changed meanwhile; planning again");
+                    }
+                }
+                Err(source) => {
+                    return Err(WorkerError::NotStored {
+                        key: self.key.clone(),
+                        message_id: message.message_id,
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Plans and commits one buyer message, then sends what it promised.
+    async fn try_message(
+        &mut self,
+        message: &ChatMessage,
+        rules: &RuleSet,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let store = self.shared.store.clone();
+        // Read fresh every time: an agent may have claimed or closed the chat meanwhile.
+        let mut conversation = store.conversation_or_new(&self.key, now).await?;
+        let before = conversation.clone();
+        let open = match conversation.open_escalation {
+            Some(id) => store.escalation(id).await?,
             None => None,
         };
+        let decided = self.route(rules, message, &mut conversation, now);
+        let mut recent = self.recent_replies.clone();
         let plan = plan_message(
             &mut conversation,
             &decided,
             now,
-            open_queue,
+            open.as_ref().map(|e| e.queue),
             &self.shared.policy,
             &self.shared.escalation,
-            &mut self.recent_replies,
+            &mut recent,
         );
         debug!(chat = %self.key, outcome = decided.kind.as_str(), rule = ?decided.rule, steps = ?plan.steps, "planned");
-        if conversation != before {
-            let (actor, reason) = plan
-                .state_change
-                .clone()
-                .unwrap_or((Actor::Bot, "message handled".into()));
-            self.save(&conversation, actor, &reason).await?;
+        let (actor, reason) = plan
+            .state_change
+            .clone()
+            .unwrap_or((Actor::Bot, "message handled".into()));
+        let mut turn = Turn::new(conversation, actor, reason, now);
+        turn.inbound = Some(InboundLine {
+            message_id: message.message_id.clone(),
+            sender: Sender::Buyer,
+            direction: Direction::Inbound,
+            text: transcript_text(message),
+            parts: message.parts.clone(),
+            at_ms: now,
+        });
+        let outgoing = self.steps_into_turn(&plan, rules, &before, &mut turn, &message.text, now);
+        let committed = store.commit_turn(turn.clone()).await?;
+        let TurnOutcome::Applied {
+            escalation,
+            outbound,
+            ..
+        } = committed
+        else {
+            info!(chat = %self.key, message_id = %message.message_id, "redelivered message ignored");
+            return Ok(());
+        };
+        self.recent_replies = recent;
+        self.announce(&before, &turn, escalation);
+        for (line, reply) in outbound.into_iter().zip(outgoing) {
+            let _ = self.deliver(line, &reply.text, reply.sender).await;
         }
-        if let (ConversationState::Human, ConversationState::Bot, Some(id)) =
-            (before.state, conversation.state, before.open_escalation)
-        {
-            // The agent went idle: the escalation ends with the hand-back.
-            if let Err(error) = store.close_escalation(id, "idle-timeout").await {
-                warn!(chat = %self.key, escalation = id, %error, "cannot close the escalation of an idle agent");
-            }
-        }
-        for step in plan.steps {
-            match step {
-                Step::Escalate {
-                    queue,
-                    reason,
-                    rule,
-                } => {
-                    let id = store
-                        .escalate(
-                            &self.key,
-                            queue.as_str(),
-                            &reason,
-                            rule.as_deref(),
-                            &message.text,
-                            now,
-                        )
-                        .await
-                        .map_err(|source| WorkerError::Escalate {
-                            key: self.key.clone(),
-                            queue,
-                            source,
-                        })?;
-                    info!(chat = %self.key, queue = %queue, escalation = id, %reason, "escalated");
-                }
-                Step::Send { key, queue } => self.send_reply(&rules, &key, queue).await,
-                Step::Suppressed { key } => {
-                    warn!(chat = %self.key, reply = %key, "reply held back by the per-chat rate limit");
-                }
+        for step in &plan.steps {
+            if let Step::Suppressed { key } = step {
+                warn!(chat = %self.key, reply = %key, "reply held back by the per-chat rate limit");
             }
         }
         Ok(())
     }
 
-    /// Records an inbound message; `false` if this chat already had it (a redelivery).
-    async fn record(
+    /// Routes the message's text; a message without text is recorded and answered by no rule,
+    /// and a question after a product card is routed with the item in view.
+    fn route(
         &self,
+        rules: &RuleSet,
         message: &ChatMessage,
-        sender: Sender,
+        conversation: &mut Conversation,
         now: i64,
-    ) -> Result<bool, WorkerError> {
-        self.shared
-            .store
-            .record_inbound(&self.key, &message.message_id, sender, &message.text, now)
-            .await
-            .map_err(|source| WorkerError::Record {
-                key: self.key.clone(),
-                message_id: message.message_id.clone(),
-                source,
-            })
-    }
-
-    async fn save(
-        &self,
-        conversation: &Conversation,
-        actor: Actor,
-        reason: &str,
-    ) -> Result<(), WorkerError> {
-        self.shared
-            .store
-            .save_conversation(conversation, actor, reason)
-            .await
-            .map_err(|source| WorkerError::State {
-                key: self.key.clone(),
-                source,
-            })
-    }
-
-    async fn load_conversation(&self, now: i64) -> Result<Conversation, WorkerError> {
-        // Read fresh every time: an agent may have claimed or closed the chat meanwhile.
-        match self.shared.store.conversation(&self.key).await {
-            Ok(Some(conversation)) => Ok(conversation),
-            Ok(None) => Ok(Conversation::new(self.key.clone(), now)),
-            Err(source) => Err(WorkerError::State {
-                key: self.key.clone(),
-                source,
-            }),
+    ) -> Decided {
+        if let Some(Part::Item { item_id, title }) = message
+            .parts
+            .iter()
+            .rev()
+            .find(|p| matches!(p, Part::Item { .. }))
+        {
+            conversation.last_item = Some(ItemRef {
+                id: item_id.clone(),
+                title: title.clone(),
+            });
         }
+        if message.text.trim().is_empty() {
+            return Decided {
+                kind: OutcomeKind::Ignore,
+                rule: None,
+                queue: None,
+                reply_key: None,
+            };
+        }
+        let decided = Decided::from(rules.outcome(&rules.decide(&message.text)));
+        let item_recent = conversation
+            .last_buyer_ms
+            .is_some_and(|at| now.saturating_sub(at) < ITEM_CONTEXT_MS);
+        match (&conversation.last_item, decided.kind) {
+            (Some(item), OutcomeKind::Fallback) if item_recent || !message.parts.is_empty() => {
+                let with_item = Decided::from(
+                    rules.outcome(&rules.decide(&format!("{} {}", item.title, message.text))),
+                );
+                // The item explains a question; it must not turn one into a complaint.
+                if with_item.kind == OutcomeKind::Reply {
+                    with_item
+                } else {
+                    decided
+                }
+            }
+            _ => decided,
+        }
+    }
+
+    /// Adds the plan's escalation steps and rendered replies to the turn; returns the replies
+    /// in the order their lines are recorded.
+    fn steps_into_turn(
+        &mut self,
+        plan: &Plan,
+        rules: &RuleSet,
+        before: &Conversation,
+        turn: &mut Turn,
+        first_message: &str,
+        now: i64,
+    ) -> Vec<Outgoing> {
+        let mut outgoing = Vec::new();
+        for step in &plan.steps {
+            match step {
+                Step::CloseIdle => {
+                    if let Some(id) = before.open_escalation {
+                        turn.escalations
+                            .push(EscalationStep::Close { id, outcome: None });
+                    }
+                }
+                Step::Escalate {
+                    queue,
+                    reason,
+                    rule,
+                } => turn.escalations.push(EscalationStep::Open {
+                    queue: *queue,
+                    reason: reason.clone(),
+                    rule: rule.clone(),
+                    first_message: first_message.to_owned(),
+                }),
+                Step::Raise { queue, reason } => {
+                    if let Some(id) = before.open_escalation {
+                        turn.escalations.push(EscalationStep::Raise {
+                            id,
+                            queue: *queue,
+                            reason: reason.clone(),
+                        });
+                    }
+                }
+                Step::Send { key, queue } => {
+                    if let Some(text) = self.render(rules, key, *queue) {
+                        turn.outbound.push(OutboundLine {
+                            sender: Sender::Bot,
+                            text: text.clone(),
+                            at_ms: now,
+                        });
+                        outgoing.push(Outgoing {
+                            text,
+                            sender: Sender::Bot,
+                        });
+                    }
+                }
+                Step::Suppressed { .. } => {}
+            }
+        }
+        outgoing
+    }
+
+    fn render(&mut self, rules: &RuleSet, key: &str, queue: Option<Queue>) -> Option<String> {
+        let context = RenderContext {
+            shop: self
+                .shared
+                .shop_names
+                .get(&self.key.self_id)
+                .map(String::as_str),
+            buyer: None,
+            queue,
+            queue_eta: queue.map(|q| self.shared.escalation.eta(q)),
+        };
+        self.rotation = self.rotation.wrapping_add(1);
+        let text = rules.replies().render(key, self.rotation, &context);
+        if text.is_none() {
+            warn!(chat = %self.key, reply = %key, "reply key missing from the rule set; nothing sent");
+        }
+        text
+    }
+
+    /// Announces what a committed turn changed.
+    fn announce(&self, before: &Conversation, turn: &Turn, escalation: Option<i64>) {
+        let key = &self.key;
+        if let Some(inbound) = &turn.inbound {
+            self.emit(ChatEvent::Message {
+                key: key.clone(),
+                direction: inbound.direction,
+                sender: inbound.sender.clone(),
+                text: inbound.text.clone(),
+                at_ms: inbound.at_ms,
+            });
+        }
+        let after = &turn.conversation;
+        if before.state != after.state {
+            self.emit(ChatEvent::StateChanged {
+                key: key.clone(),
+                from: before.state,
+                to: after.state,
+                actor: turn.actor.clone(),
+                reason: turn.reason.clone(),
+                at_ms: turn.at_ms,
+            });
+        }
+        for step in &turn.escalations {
+            let (id, kind, queue) = match step {
+                EscalationStep::Open { queue, .. } => (escalation, EscalationEvent::Opened, *queue),
+                EscalationStep::Raise { id, queue, .. } => {
+                    (Some(*id), EscalationEvent::Raised, *queue)
+                }
+                EscalationStep::Claim { id, .. } => {
+                    (Some(*id), EscalationEvent::Claimed, Queue::Human)
+                }
+                EscalationStep::Release { id } => {
+                    (Some(*id), EscalationEvent::Released, Queue::Human)
+                }
+                EscalationStep::Transfer { id, queue, .. } => {
+                    (Some(*id), EscalationEvent::Transferred, *queue)
+                }
+                EscalationStep::Close { id, .. } => {
+                    (Some(*id), EscalationEvent::Closed, Queue::Human)
+                }
+            };
+            let Some(id) = id else { continue };
+            if kind == EscalationEvent::Opened {
+                info!(chat = %key, %queue, escalation = id, reason = %turn.reason, "escalated");
+            } else {
+                info!(chat = %key, escalation = id, event = %kind, actor = %turn.actor, "escalation {kind}");
+            }
+            self.emit(ChatEvent::Escalation {
+                id,
+                key: key.clone(),
+                kind,
+                queue,
+                actor: turn.actor.clone(),
+                at_ms: turn.at_ms,
+            });
+        }
+    }
+
+    /// Sends a recorded line and marks what became of it.
+    async fn deliver(
+        &mut self,
+        line: i64,
+        text: &str,
+        sender: Sender,
+    ) -> Result<String, SendFailure> {
+        let now = now_ms();
+        // Remember the text before sending: the echo can arrive before the send's response.
+        self.sent.push_back((String::new(), text.to_owned(), now));
+        if self.sent.len() > SENT_MEMORY {
+            self.sent.pop_front();
+        }
+        let result = self.shared.outbox.send(&self.key, text).await;
+        let (delivery, message_id) = match &result {
+            Ok(message_id) => {
+                if let Some(last) = self.sent.back_mut() {
+                    last.0 = message_id.clone();
+                }
+                (Delivery::Sent, Some(message_id.clone()))
+            }
+            Err(failure) => {
+                warn!(chat = %self.key, %failure, "reply not delivered");
+                let delivery = if failure.maybe_delivered {
+                    Delivery::Unknown
+                } else {
+                    Delivery::Failed
+                };
+                (delivery, None)
+            }
+        };
+        if let Err(error) = self
+            .shared
+            .store
+            .mark_delivery(line, delivery, message_id)
+            .await
+        {
+            warn!(chat = %self.key, %error, "cannot record whether a reply was delivered");
+        }
+        if delivery != Delivery::Failed {
+            self.emit(ChatEvent::Message {
+                key: self.key.clone(),
+                direction: Direction::Outbound,
+                sender,
+                text: text.to_owned(),
+                at_ms: now,
+            });
+        }
+        result
     }
 
     fn is_echo(&self, message: &ChatMessage, now: i64) -> bool {
@@ -268,61 +584,236 @@ impl<O: Outbox> Worker<O> {
             debug!(chat = %self.key, message_id = %message.message_id, "echo of our own reply");
             return Ok(());
         }
-        let new = self.record(&message, Sender::Shop, now).await?;
-        if !new {
-            return Ok(());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_outgoing(&message, now).await {
+                Ok(()) => return Ok(()),
+                Err(error) if attempt < COMMIT_ATTEMPTS && retryable(&error) => {
+                    if error.is_database_failure() {
+                        tokio::time::sleep(COMMIT_RETRY_PAUSE * 4u32.pow(attempt - 1)).await;
+                    }
+                }
+                Err(source) => {
+                    return Err(WorkerError::NotStored {
+                        key: self.key.clone(),
+                        message_id: message.message_id,
+                        source,
+                    });
+                }
+            }
         }
-        let mut conversation = self.load_conversation(now).await?;
+    }
+
+    async fn try_outgoing(&mut self, message: &ChatMessage, now: i64) -> Result<(), StoreError> {
+        let mut conversation = self
+            .shared
+            .store
+            .conversation_or_new(&self.key, now)
+            .await?;
+        let before = conversation.clone();
         let plan = plan_outgoing(&mut conversation, now, &self.shared.policy);
-        if let Some((actor, reason)) = plan.state_change {
-            info!(chat = %self.key, %reason, "bot paused");
-            self.save(&conversation, actor, &reason).await?;
+        let (actor, reason) = plan.state_change.clone().unwrap_or((
+            Actor::ShopOutgoing,
+            "the shop wrote from another client".into(),
+        ));
+        let mut turn = Turn::new(conversation, actor, reason, now);
+        turn.inbound = Some(InboundLine {
+            message_id: message.message_id.clone(),
+            sender: Sender::Shop,
+            direction: Direction::Outbound,
+            text: transcript_text(message),
+            parts: message.parts.clone(),
+            at_ms: now,
+        });
+        if let TurnOutcome::Applied { .. } = self.shared.store.commit_turn(turn.clone()).await? {
+            if turn.conversation.state == ConversationState::Paused
+                && before.state != ConversationState::Paused
+            {
+                info!(chat = %self.key, "a person answered from another client; bot paused");
+            }
+            self.announce(&before, &turn, None);
         }
         Ok(())
     }
 
-    async fn send_reply(&mut self, rules: &RuleSet, key: &str, queue: Option<Queue>) {
-        let context = RenderContext {
-            shop: self
+    /// Reads the chat and its open escalation.
+    async fn chat(&self, now: i64) -> Result<(Conversation, Option<Escalation>), StoreError> {
+        let store = &self.shared.store;
+        let conversation = store.conversation_or_new(&self.key, now).await?;
+        let escalation = match conversation.open_escalation {
+            Some(id) => store.escalation(id).await?,
+            None => None,
+        };
+        Ok((conversation, escalation))
+    }
+
+    async fn agent_reply(&mut self, agent: &str, text: &str) -> Result<SentReply, CommandError> {
+        let mut attempt = 0;
+        let line = loop {
+            attempt += 1;
+            let now = now_ms();
+            let (mut conversation, escalation) = self.chat(now).await?;
+            let holder = escalation.as_ref().and_then(|e| e.claimed_by.clone());
+            if conversation.state != ConversationState::Human || holder.as_deref() != Some(agent) {
+                return Err(CommandError::NotHolder {
+                    agent: agent.to_owned(),
+                    holder,
+                });
+            }
+            conversation.last_staff_ms = Some(now);
+            let mut turn = Turn::new(
+                conversation,
+                Actor::Agent(agent.to_owned()),
+                "agent replied",
+                now,
+            );
+            turn.outbound.push(OutboundLine {
+                sender: Sender::Agent(agent.to_owned()),
+                text: text.to_owned(),
+                at_ms: now,
+            });
+            match self.shared.store.commit_turn(turn).await {
+                Ok(TurnOutcome::Applied { outbound, .. }) => break outbound.first().copied(),
+                Ok(TurnOutcome::Duplicate) => return Err(CommandError::NoEscalation),
+                Err(error) if attempt < COMMIT_ATTEMPTS && retryable(&error) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        };
+        let Some(line) = line else {
+            return Err(CommandError::NoEscalation);
+        };
+        match self
+            .deliver(line, text, Sender::Agent(agent.to_owned()))
+            .await
+        {
+            Ok(message_id) => Ok(SentReply { message_id }),
+            Err(failure) if failure.maybe_delivered => Err(CommandError::MaybeDelivered {
+                reason: failure.reason,
+            }),
+            Err(failure) => Err(CommandError::NotDelivered {
+                reason: failure.reason,
+            }),
+        }
+    }
+
+    async fn act(&mut self, id: i64, action: &AgentAction) -> Result<(), CommandError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let now = now_ms();
+            let conversation = self
                 .shared
-                .shop_names
-                .get(&self.key.self_id)
-                .map(String::as_str),
-            buyer: None,
-            queue,
-            queue_eta: queue.map(|q| self.shared.escalation.eta(q)),
-        };
-        self.rotation = self.rotation.wrapping_add(1);
-        let Some(text) = rules.replies().render(key, self.rotation, &context) else {
-            warn!(chat = %self.key, reply = %key, "reply key missing from the rule set; nothing sent");
-            return;
-        };
-        let now = now_ms();
-        // Remember the text before sending: the echo can arrive before the send's response.
-        self.sent.push_back((String::new(), text.clone(), now));
-        if self.sent.len() > SENT_MEMORY {
-            self.sent.pop_front();
-        }
-        match self.shared.outbox.send(&self.key, &text).await {
-            Ok(message_id) => {
-                if let Some(last) = self.sent.back_mut() {
-                    last.0 = message_id.clone();
-                }
-                let entry = TranscriptEntry {
-                    key: self.key.clone(),
-                    direction: Direction::Outbound,
+                .store
+                .conversation_or_new(&self.key, now)
+                .await?;
+            let escalation = self
+                .shared
+                .store
+                .escalation(id)
+                .await?
+                .ok_or(CommandError::NoEscalation)?;
+            let before = conversation.clone();
+            let mut turn = commands::plan(conversation, &escalation, action, now)?;
+            let joined =
+                matches!(action, AgentAction::Claim { .. }) && escalation.claimed_by.is_none();
+            let rules = self.shared.rules.load().for_shop(&self.key.self_id);
+            // Tell the buyer a person is here, when the shop has a line for it.
+            let greeting = if joined {
+                self.render_optional(&rules, "agent_joined", Some(escalation.queue))
+            } else {
+                None
+            };
+            if let Some(text) = &greeting {
+                turn.outbound.push(OutboundLine {
                     sender: Sender::Bot,
-                    message_id: Some(message_id),
-                    text,
+                    text: text.clone(),
                     at_ms: now,
-                };
-                if let Err(error) = self.shared.store.append_transcript(entry).await {
-                    warn!(chat = %self.key, %error, "cannot add a sent reply to the transcript");
-                }
+                });
             }
-            Err(error) => {
-                warn!(chat = %self.key, reply = %key, %error, "reply not delivered");
+            match self.shared.store.commit_turn(turn.clone()).await {
+                Ok(TurnOutcome::Applied {
+                    escalation: id,
+                    outbound,
+                    ..
+                }) => {
+                    self.announce(&before, &turn, id);
+                    if let (Some(text), Some(line)) = (greeting, outbound.first()) {
+                        let _ = self.deliver(*line, &text, Sender::Bot).await;
+                    }
+                    return Ok(());
+                }
+                Ok(TurnOutcome::Duplicate) => return Ok(()),
+                Err(error) if attempt < COMMIT_ATTEMPTS && retryable(&error) => {
+                    if error.is_database_failure() {
+                        tokio::time::sleep(COMMIT_RETRY_PAUSE * 4u32.pow(attempt - 1)).await;
+                    }
+                }
+                Err(error) => return Err(error.into()),
             }
         }
+    }
+
+    fn render_optional(
+        &mut self,
+        rules: &RuleSet,
+        key: &str,
+        queue: Option<Queue>,
+    ) -> Option<String> {
+        rules.replies().get(key)?;
+        self.render(rules, key, queue)
+    }
+}
+
+/// Whether a turn that failed this way may succeed when planned and tried again.
+fn retryable(error: &StoreError) -> bool {
+    matches!(error, StoreError::Conflict { .. }) || error.is_database_failure()
+}
+
+/// What the transcript shows for a message: its text, and what else it carried.
+fn transcript_text(message: &ChatMessage) -> String {
+    let mut text = message.text.clone();
+    for part in &message.parts {
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str(&part.to_string());
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_without_text_is_described_in_the_transcript() {
+        let message = ChatMessage {
+            key: ConversationKey::new("dev", "s", "b"),
+            message_id: "m".into(),
+            text: String::new(),
+            parts: vec![
+                Part::Other {
+                    kind: "face".into(),
+                },
+                Part::Item {
+                    item_id: "42".into(),
+                    title: "纯棉T恤".into(),
+                },
+            ],
+            outgoing: false,
+        };
+        assert_eq!(transcript_text(&message), "[表情] [商品 纯棉T恤 (42)]");
+    }
+
+    #[test]
+    fn only_conflicts_and_database_failures_are_retried() {
+        assert!(retryable(&StoreError::Injected));
+        assert!(retryable(&StoreError::Conflict {
+            key: ConversationKey::new("a", "b", "c"),
+            expected: 1,
+            found: 2
+        }));
+        assert!(!retryable(&StoreError::EscalationClosed { id: 1 }));
     }
 }

@@ -98,6 +98,28 @@ pub enum StoreError {
         /// Who holds it.
         agent: String,
     },
+    /// The conversation changed after it was read (another agent or process wrote it); nothing
+    /// of the turn was written. Read it again and plan again.
+    #[error(
+        "chat {key} changed while it was being handled (version {found}, expected {expected}); nothing was written"
+    )]
+    Conflict {
+        /// Which conversation.
+        key: crate::model::ConversationKey,
+        /// The version the turn was planned from.
+        expected: i64,
+        /// The version stored.
+        found: i64,
+    },
+    /// Releasing an escalation nobody holds.
+    #[error("escalation {id} is not claimed by anyone")]
+    NotClaimed {
+        /// The id asked for.
+        id: i64,
+    },
+    /// A failure injected for a test (see [`Fault`](super::Fault)); nothing was written.
+    #[error("the commit failed (injected fault); nothing was written")]
+    Injected,
     /// Output could not be written (CLI).
     #[error("cannot write output: {0}")]
     Output(#[source] std::io::Error),
@@ -114,7 +136,10 @@ impl StoreError {
     /// Whether this is a database failure (as opposed to a refused request such as
     /// [`StoreError::AlreadyClaimed`]). The writer retries a failed batch item by item only for
     /// these.
-    pub(crate) fn is_database_failure(&self) -> bool {
-        matches!(self, StoreError::Query { .. } | StoreError::Corrupt { .. })
+    pub fn is_database_failure(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Query { .. } | StoreError::Corrupt { .. } | StoreError::Injected
+        )
     }
 }

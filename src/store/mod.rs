@@ -1,45 +1,51 @@
 //! Durable storage behind one interface: conversation state, transcripts, human-queue
 //! escalations and inbound-message idempotence.
 //!
-//! SQLite now (`xiaoer.db` under the data directory, WAL, `synchronous=FULL`), PostgreSQL later:
-//! the SQL is kept portable (`$n` placeholders, `ON CONFLICT`, `RETURNING`, integer unix-ms
-//! timestamps) and the schema lives in `migrations/sqlite`, embedded in the binary.
+//! # Layout
+//!
+//! - this file: the [`Store`] facade every caller uses;
+//! - `ops.rs`: the writes, independent of the database — above all the [`Turn`], everything one
+//!   handled message changes, committed atomically;
+//! - `writer.rs`: the one task that writes, batching requests into group commits (no SQL);
+//! - `sqlite/`: the SQLite backend (the embedded default): connections, migrations, the SQL.
+//!
+//! A PostgreSQL backend is an addition beside `sqlite/`, not a rewrite: it implements the
+//! writer's `Backend` and a reader, and [`Store`] dispatches to it.
 //!
 //! # Writes and reads
 //!
-//! One writer task owns every write (see `writer.rs`): requests go through a bounded channel and
-//! are committed in batches, so a burst of chats costs a handful of commits. Calls that must be
-//! durable before the caller acts — [`Store::record_inbound`], [`Store::escalate`],
-//! [`Store::save_conversation`], claiming and closing — wait for their own commit;
-//! [`Store::append_transcript`] only waits for room in the channel. Reads go straight to a pool
-//! of read-only connections and see everything committed.
+//! Requests go through a bounded channel to the writer and are committed in batches, so a burst
+//! of chats costs a handful of commits. [`Store::commit_turn`] waits for its own commit: once it
+//! returns, what the turn promises (an escalation, a recorded message id) is durable and may be
+//! acknowledged. Delivery marks and set-aside lines only wait for room in the channel. Reads go
+//! straight to a pool of read-only connections and see everything committed.
 //!
 //! [`Store::open_existing`] gives a read-only handle (no writer, no migrations) that works next
 //! to a running daemon, e.g. for `xiaoer queue list`.
 
 mod error;
-mod rows;
+mod ops;
+mod sqlite;
 mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{ConnectOptions, Row};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use crate::model::{
-    Actor, Conversation, ConversationKey, ConversationState, Direction, Escalation,
-    EscalationState, ParseEnumError, Sender, TranscriptEntry,
-};
 pub use error::StoreError;
+pub use ops::{EscalationStep, InboundLine, OutboundLine, Turn, TurnOutcome};
+pub use writer::Fault;
 
-use writer::{Op, Reply, Request};
+use crate::model::{
+    Actor, Conversation, ConversationKey, ConversationState, Delivery, Escalation, EscalationEvent,
+    Queue, TranscriptEntry,
+};
+use ops::{Op, Reply};
+use writer::{Counters, Faults, Request};
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "xiaoer.db";
@@ -47,29 +53,40 @@ pub const DB_FILE: &str = "xiaoer.db";
 /// How many write requests may wait for the writer before callers wait for room.
 const CHANNEL_CAPACITY: usize = 4096;
 
-/// How long a connection waits for a lock held by another connection.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The environment variable that arms a [`Fault`] in a daemon process (crash tests only).
+pub const FAULT_VARIABLE: &str = "XIAOER_TEST_FAULT";
 
 /// A handle on the store. Cheap to clone; all clones share one writer and one read pool.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .field("writable", &self.is_writable())
+            .finish()
+    }
+}
+
 struct Inner {
     path: PathBuf,
-    pool: SqlitePool,
+    reader: Reader,
     /// `None` for read-only handles.
     writer: Option<WriterHandle>,
 }
 
-#[derive(Debug)]
+/// The read side of whichever backend the store uses.
+enum Reader {
+    Sqlite(sqlite::SqliteReader),
+}
+
 struct WriterHandle {
     tx: mpsc::Sender<Request>,
-    counters: Arc<writer::Counters>,
+    counters: Arc<Counters>,
+    faults: Arc<Faults>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -80,32 +97,16 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn base_options(path: &Path) -> SqliteConnectOptions {
-    SqliteConnectOptions::new()
-        .filename(path)
-        .busy_timeout(BUSY_TIMEOUT)
-}
-
-/// The writer's connection: creates the file, WAL, and every commit synced to disk.
-fn writer_options(path: &Path) -> SqliteConnectOptions {
-    base_options(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        // Escalations are acknowledged to the buyer only after their commit: every commit must
-        // survive a power cut, not just a crash (NORMAL in WAL mode may lose the last commits).
-        .synchronous(SqliteSynchronous::Full)
-}
-
-async fn read_pool(path: &Path) -> Result<SqlitePool, StoreError> {
-    SqlitePoolOptions::new()
-        .max_connections(4)
-        .min_connections(0)
-        .connect_with(base_options(path).read_only(true))
-        .await
-        .map_err(|source| StoreError::Open {
-            path: path.to_owned(),
-            source,
-        })
+/// One step in an escalation's history.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EscalationRecord {
+    pub kind: EscalationEvent,
+    /// The queue after the step.
+    pub queue: Queue,
+    pub actor: Actor,
+    /// Why, in words.
+    pub detail: String,
+    pub at_ms: i64,
 }
 
 impl Store {
@@ -113,6 +114,7 @@ impl Store {
     /// database if needed, applying migrations, and starting the writer task.
     ///
     /// Must be called inside a tokio runtime. Only one process should open a store this way.
+    /// A fault named in `XIAOER_TEST_FAULT` is armed (for crash tests).
     ///
     /// # Errors
     ///
@@ -123,32 +125,35 @@ impl Store {
             source,
         })?;
         let path = data_dir.join(DB_FILE);
-        let open_err = |source| StoreError::Open {
-            path: path.clone(),
-            source,
-        };
-        let mut conn = writer_options(&path).connect().await.map_err(open_err)?;
-        // `run_direct` takes the connection itself; `run` goes through `Acquire`, whose
-        // higher-ranked bound makes every caller's future fail to be `Send`.
-        MIGRATOR
-            .run_direct(&mut conn)
-            .await
-            .map_err(|source| StoreError::Migrate {
-                path: path.clone(),
-                source,
-            })?;
-        let pool = read_pool(&path).await?;
+        let backend = sqlite::open_writer(&path).await?;
+        let reader = sqlite::open_reader(&path).await?;
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let counters = Arc::new(writer::Counters::default());
-        let task = tokio::spawn(writer::run(conn, rx, Arc::clone(&counters)));
+        let counters = Arc::new(Counters::default());
+        let faults = Arc::new(Faults::default());
+        if let Ok(text) = std::env::var(FAULT_VARIABLE) {
+            match text.parse::<Fault>() {
+                Ok(fault) => {
+                    tracing::warn!(?fault, "store fault injection armed ({FAULT_VARIABLE})");
+                    faults.arm(fault);
+                }
+                Err(e) => tracing::warn!("{FAULT_VARIABLE} ignored: {e}"),
+            }
+        }
+        let task = tokio::spawn(writer::run(
+            backend,
+            rx,
+            Arc::clone(&counters),
+            Arc::clone(&faults),
+        ));
         tracing::info!(path = %path.display(), "store opened");
         Ok(Store {
             inner: Arc::new(Inner {
                 path,
-                pool,
+                reader: Reader::Sqlite(reader),
                 writer: Some(WriterHandle {
                     tx,
                     counters,
+                    faults,
                     task: Mutex::new(Some(task)),
                 }),
             }),
@@ -169,18 +174,11 @@ impl Store {
                 dir: data_dir.to_owned(),
             });
         }
-        let pool = read_pool(&path).await?;
-        let needed = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE")
-                .fetch_one(&pool)
-                .await
-                .map_err(|e| {
-                    StoreError::query(format!("read schema version of {}", path.display()), e)
-                })?;
-        let found = found.unwrap_or(0);
+        let reader = sqlite::open_reader(&path).await?;
+        let found = reader.schema_version().await?;
+        let needed = sqlite::schema_version();
         if found < needed {
-            pool.close().await;
+            reader.close().await;
             return Err(StoreError::SchemaTooOld {
                 path,
                 found,
@@ -190,7 +188,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 path,
-                pool,
+                reader: Reader::Sqlite(reader),
                 writer: None,
             }),
         })
@@ -221,6 +219,14 @@ impl Store {
         self.inner.writer.is_some()
     }
 
+    /// Arms a fault at the writer's commit points. For tests of crashes and failing disks.
+    #[doc(hidden)]
+    pub fn inject_fault(&self, fault: Fault) {
+        if let Some(writer) = &self.inner.writer {
+            writer.faults.arm(fault);
+        }
+    }
+
     async fn submit(&self, op: Op) -> Result<Reply, StoreError> {
         let context = op.describe();
         let Some(writer) = &self.inner.writer else {
@@ -240,44 +246,8 @@ impl Store {
         }
     }
 
-    /// Records an inbound message and its transcript line, durably, unless this conversation
-    /// already has a message with this id.
-    ///
-    /// Returns `true` if the message is new, `false` if it was recorded before (a redelivery;
-    /// also across restarts). Returns only after the commit.
-    ///
-    /// # Errors
-    ///
-    /// If the write fails or the store is closed or read-only.
-    pub async fn record_inbound(
-        &self,
-        key: &ConversationKey,
-        message_id: &str,
-        sender: Sender,
-        text: &str,
-        at_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let op = Op::RecordInbound {
-            key: key.clone(),
-            message_id: message_id.to_owned(),
-            sender,
-            text: text.to_owned(),
-            at_ms,
-        };
-        match self.submit(op).await? {
-            Reply::Inbound { new } => Ok(new),
-            other => Err(unexpected("record an inbound message", &other)),
-        }
-    }
-
-    /// Queues a transcript line for the writer. Waits only for room in the writer's queue, not
-    /// for the commit; use [`Store::flush`] to wait until it is durable. A failed write is logged.
-    ///
-    /// # Errors
-    ///
-    /// If the store is closed or read-only.
-    pub async fn append_transcript(&self, entry: TranscriptEntry) -> Result<(), StoreError> {
-        let op = Op::Append(entry);
+    /// Queues a write nobody waits for; a failure is logged by the writer.
+    async fn submit_unawaited(&self, op: Op) -> Result<(), StoreError> {
         let Some(writer) = &self.inner.writer else {
             return Err(StoreError::ReadOnly {
                 context: op.describe(),
@@ -292,38 +262,53 @@ impl Store {
             })
     }
 
-    /// Hands a conversation to a human queue: creates an open escalation and sets the
-    /// conversation to [`ConversationState::Queued`] (recording the change, actor
-    /// [`Actor::Bot`]) in one transaction. Returns the escalation id only after the commit, so
-    /// the buyer may be told once this returns.
-    ///
-    /// A conversation has at most one escalation that is not closed: if it already has one, that
-    /// escalation's id is returned and nothing changes.
+    /// Commits everything one message or command changes in a chat, atomically, and returns
+    /// only after the commit (see [`Turn`]).
     ///
     /// # Errors
     ///
-    /// If the write fails or the store is closed or read-only.
-    pub async fn escalate(
-        &self,
-        key: &ConversationKey,
-        queue: &str,
-        reason: &str,
-        rule: Option<&str>,
-        first_message: &str,
-        at_ms: i64,
-    ) -> Result<i64, StoreError> {
-        let op = Op::Escalate {
-            key: key.clone(),
-            queue: queue.to_owned(),
-            reason: reason.to_owned(),
-            rule: rule.map(str::to_owned),
-            first_message: first_message.to_owned(),
-            at_ms,
-        };
-        match self.submit(op).await? {
-            Reply::Escalated { id } => Ok(id),
-            other => Err(unexpected("escalate", &other)),
+    /// [`StoreError::Conflict`] when the conversation changed since it was read (plan again);
+    /// refusals of the escalation step ([`StoreError::EscalationClosed`],
+    /// [`StoreError::AlreadyClaimed`], …); a failed write, after which nothing of the turn is
+    /// stored; a closed or read-only store.
+    pub async fn commit_turn(&self, turn: Turn) -> Result<TurnOutcome, StoreError> {
+        match self.submit(Op::Turn(Box::new(turn))).await? {
+            Reply::Turn(outcome) => Ok(outcome),
+            Reply::Done => Err(StoreError::Corrupt {
+                context: "commit a turn".to_owned(),
+                detail: "the writer gave no outcome".to_owned(),
+            }),
         }
+    }
+
+    /// Records what became of an outbound line after its send. Waits only for room in the
+    /// writer's queue.
+    ///
+    /// # Errors
+    ///
+    /// If the store is closed or read-only.
+    pub async fn mark_delivery(
+        &self,
+        line: i64,
+        delivery: Delivery,
+        message_id: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.submit_unawaited(Op::MarkDelivery {
+            line,
+            delivery,
+            message_id,
+        })
+        .await
+    }
+
+    /// Queues a transcript line for the writer. Waits only for room in the writer's queue, not
+    /// for the commit; use [`Store::flush`] to wait until it is durable. A failed write is logged.
+    ///
+    /// # Errors
+    ///
+    /// If the store is closed or read-only.
+    pub async fn append_transcript(&self, entry: TranscriptEntry) -> Result<(), StoreError> {
+        self.submit_unawaited(Op::Append(entry)).await
     }
 
     /// The stored state of a conversation, if it has one.
@@ -335,38 +320,25 @@ impl Store {
         &self,
         key: &ConversationKey,
     ) -> Result<Option<Conversation>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {} FROM conversations WHERE platform = $1 AND self_id = $2 AND user_id = $3",
-            rows::CONVERSATION_COLUMNS
-        ))
-        .bind(&key.platform)
-        .bind(&key.self_id)
-        .bind(&key.user_id)
-        .fetch_optional(&self.inner.pool)
-        .await
-        .map_err(|e| StoreError::query(format!("read conversation {key}"), e))?;
-        row.as_ref().map(rows::conversation).transpose()
+        match &self.inner.reader {
+            Reader::Sqlite(r) => r.conversation(key).await,
+        }
     }
 
-    /// Saves a conversation's state, durably. If its state differs from the stored one (or it is
-    /// new), a history row records the change, `actor` and `reason`, stamped with
-    /// `conversation.state_since_ms`.
+    /// The stored state of a conversation, or a fresh one (version 0) answered by the bot.
     ///
     /// # Errors
     ///
-    /// If the write fails or the store is closed or read-only.
-    pub async fn save_conversation(
+    /// If the read fails.
+    pub async fn conversation_or_new(
         &self,
-        conversation: &Conversation,
-        actor: Actor,
-        reason: &str,
-    ) -> Result<(), StoreError> {
-        let op = Op::SaveConversation {
-            conversation: conversation.clone(),
-            actor,
-            reason: reason.to_owned(),
-        };
-        self.submit(op).await.map(|_| ())
+        key: &ConversationKey,
+        now_ms: i64,
+    ) -> Result<Conversation, StoreError> {
+        Ok(self
+            .conversation(key)
+            .await?
+            .unwrap_or_else(|| Conversation::new(key.clone(), now_ms)))
     }
 
     /// Escalations that are open or claimed, oldest first.
@@ -375,14 +347,20 @@ impl Store {
     ///
     /// If the read fails.
     pub async fn open_escalations(&self) -> Result<Vec<Escalation>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {} FROM escalations WHERE state <> 'closed' ORDER BY created_ms, id",
-            rows::ESCALATION_COLUMNS
-        ))
-        .fetch_all(&self.inner.pool)
-        .await
-        .map_err(|e| StoreError::query("list open escalations", e))?;
-        rows.iter().map(rows::escalation).collect()
+        match &self.inner.reader {
+            Reader::Sqlite(r) => r.escalations(false).await,
+        }
+    }
+
+    /// Every escalation, closed ones too, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// If the read fails.
+    pub async fn all_escalations(&self) -> Result<Vec<Escalation>, StoreError> {
+        match &self.inner.reader {
+            Reader::Sqlite(r) => r.escalations(true).await,
+        }
     }
 
     /// One escalation by id, in any state.
@@ -391,53 +369,19 @@ impl Store {
     ///
     /// If the read fails.
     pub async fn escalation(&self, id: i64) -> Result<Option<Escalation>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {} FROM escalations WHERE id = $1",
-            rows::ESCALATION_COLUMNS
-        ))
-        .bind(id)
-        .fetch_optional(&self.inner.pool)
-        .await
-        .map_err(|e| StoreError::query(format!("read escalation {id}"), e))?;
-        row.as_ref().map(rows::escalation).transpose()
-    }
-
-    /// An agent takes an open escalation; its conversation becomes
-    /// [`ConversationState::Human`] (actor `agent:<name>`). Claiming again by the same agent is
-    /// a no-op. Returns the escalation as it now is.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::EscalationNotFound`], [`StoreError::EscalationClosed`],
-    /// [`StoreError::AlreadyClaimed`] (by another agent), or a failed write.
-    pub async fn claim_escalation(&self, id: i64, agent: &str) -> Result<Escalation, StoreError> {
-        let op = Op::Claim {
-            id,
-            agent: agent.to_owned(),
-            at_ms: now_ms(),
-        };
-        match self.submit(op).await? {
-            Reply::Escalation(e) => Ok(*e),
-            other => Err(unexpected("claim an escalation", &other)),
+        match &self.inner.reader {
+            Reader::Sqlite(r) => r.escalation(id).await,
         }
     }
 
-    /// Closes an open or claimed escalation and hands its conversation back to the bot
-    /// ([`ConversationState::Bot`], actor `agent:<name>`; the fallback streak, queue notice and
-    /// pause are reset). Returns the escalation as it now is.
+    /// What happened to an escalation, in order.
     ///
     /// # Errors
     ///
-    /// [`StoreError::EscalationNotFound`], [`StoreError::EscalationClosed`], or a failed write.
-    pub async fn close_escalation(&self, id: i64, agent: &str) -> Result<Escalation, StoreError> {
-        let op = Op::Close {
-            id,
-            agent: agent.to_owned(),
-            at_ms: now_ms(),
-        };
-        match self.submit(op).await? {
-            Reply::Escalation(e) => Ok(*e),
-            other => Err(unexpected("close an escalation", &other)),
+    /// If the read fails or a stored value is not understood.
+    pub async fn escalation_history(&self, id: i64) -> Result<Vec<EscalationRecord>, StoreError> {
+        match &self.inner.reader {
+            Reader::Sqlite(r) => r.escalation_history(id).await,
         }
     }
 
@@ -451,28 +395,12 @@ impl Store {
         key: &ConversationKey,
         limit: u32,
     ) -> Result<Vec<TranscriptEntry>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {} FROM transcript WHERE platform = $1 AND self_id = $2 AND user_id = $3 \
-             ORDER BY at_ms DESC, id DESC LIMIT $4",
-            rows::TRANSCRIPT_COLUMNS
-        ))
-        .bind(&key.platform)
-        .bind(&key.self_id)
-        .bind(&key.user_id)
-        .bind(i64::from(limit))
-        .fetch_all(&self.inner.pool)
-        .await
-        .map_err(|e| StoreError::query(format!("read transcript of {key}"), e))?;
-        let mut entries = rows
-            .iter()
-            .map(rows::transcript_entry)
-            .collect::<Result<Vec<_>, _>>()?;
-        entries.reverse();
-        Ok(entries)
+        match &self.inner.reader {
+            Reader::Sqlite(r) => r.transcript(key, limit).await,
+        }
     }
 
-    /// The recorded state changes of a conversation, oldest first, as
-    /// `(from, to, actor, reason, at_ms)`; `from` is `None` for the first recorded state.
+    /// The recorded state changes of a conversation, oldest first.
     ///
     /// # Errors
     ///
@@ -481,43 +409,9 @@ impl Store {
         &self,
         key: &ConversationKey,
     ) -> Result<Vec<StateChange>, StoreError> {
-        let context = || format!("read state history of {key}");
-        let rows = sqlx::query(
-            "SELECT from_state, to_state, actor, reason, at_ms FROM state_changes \
-             WHERE platform = $1 AND self_id = $2 AND user_id = $3 ORDER BY at_ms, id",
-        )
-        .bind(&key.platform)
-        .bind(&key.self_id)
-        .bind(&key.user_id)
-        .fetch_all(&self.inner.pool)
-        .await
-        .map_err(|e| StoreError::query(context(), e))?;
-        let corrupt = |detail: String| StoreError::Corrupt {
-            context: context(),
-            detail,
-        };
-        rows.iter()
-            .map(|row| {
-                let get_err = |e| StoreError::query(context(), e);
-                let from: Option<String> = row.try_get("from_state").map_err(get_err)?;
-                let to: String = row.try_get("to_state").map_err(get_err)?;
-                let actor: String = row.try_get("actor").map_err(get_err)?;
-                Ok(StateChange {
-                    from: from
-                        .map(|s| s.parse())
-                        .transpose()
-                        .map_err(|e: ParseEnumError| corrupt(e.to_string()))?,
-                    to: to
-                        .parse()
-                        .map_err(|e: ParseEnumError| corrupt(e.to_string()))?,
-                    actor: actor
-                        .parse()
-                        .map_err(|e: ParseEnumError| corrupt(e.to_string()))?,
-                    reason: row.try_get("reason").map_err(get_err)?,
-                    at_ms: row.try_get("at_ms").map_err(get_err)?,
-                })
-            })
-            .collect()
+        match &self.inner.reader {
+            Reader::Sqlite(r) => r.state_history(key).await,
+        }
     }
 
     /// Waits until every write queued before this call is committed (or has failed).
@@ -546,7 +440,9 @@ impl Store {
                 }
             }
         }
-        self.inner.pool.close().await;
+        match &self.inner.reader {
+            Reader::Sqlite(r) => r.close().await,
+        }
         result
     }
 }
@@ -579,36 +475,4 @@ pub struct StateChange {
     pub reason: String,
     /// When (unix ms).
     pub at_ms: i64,
-}
-
-fn unexpected(context: &str, reply: &Reply) -> StoreError {
-    StoreError::Corrupt {
-        context: context.to_owned(),
-        detail: format!("writer gave an unexpected answer {reply:?}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_writer_connection_is_wal_and_fully_synchronous() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = writer_options(&dir.path().join(DB_FILE))
-            .connect()
-            .await
-            .unwrap();
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(mode, "wal");
-        // 2 = FULL, 3 = EXTRA; 1 (NORMAL) would not make each escalation's commit durable.
-        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-        assert!(sync >= 2, "synchronous = {sync}");
-    }
 }

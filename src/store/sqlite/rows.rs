@@ -1,22 +1,23 @@
-//! Turning database rows into the store's records. Shared by the reader and the writer.
+//! Turning SQLite rows into the domain's records. Shared by the reader and the writer.
 
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::error::StoreError;
-use crate::model::{Conversation, ConversationKey, Escalation, TranscriptEntry};
+use crate::model::{Conversation, ConversationKey, Escalation, ItemRef, Part, TranscriptEntry};
+use crate::store::StoreError;
 
 /// Columns selected for a [`Conversation`], in the order [`conversation`] reads them.
 pub(crate) const CONVERSATION_COLUMNS: &str = "platform, self_id, user_id, state, state_since_ms, \
-     paused_until_ms, greeted_at_ms, fallback_streak, queued_notice_sent, open_escalation";
+     paused_until_ms, greeted_at_ms, fallback_streak, queued_notice_sent, open_escalation, \
+     last_buyer_ms, last_staff_ms, last_item_id, last_item_title, version";
 
 /// Columns selected for an [`Escalation`].
 pub(crate) const ESCALATION_COLUMNS: &str = "id, platform, self_id, user_id, queue, reason, rule, \
-     state, created_ms, claimed_by, first_message";
+     state, created_ms, claimed_by, first_message, closed_by, outcome";
 
 /// Columns selected for a [`TranscriptEntry`].
 pub(crate) const TRANSCRIPT_COLUMNS: &str =
-    "platform, self_id, user_id, direction, sender, message_id, body, at_ms";
+    "platform, self_id, user_id, direction, sender, message_id, body, parts, delivery, at_ms";
 
 fn get<'r, T>(row: &'r SqliteRow, column: &str, context: &str) -> Result<T, StoreError>
 where
@@ -34,7 +35,7 @@ fn key(row: &SqliteRow, context: &str) -> Result<ConversationKey, StoreError> {
     })
 }
 
-fn parse<T: std::str::FromStr>(text: &str, context: &str) -> Result<T, StoreError>
+pub(crate) fn parse<T: std::str::FromStr>(text: &str, context: &str) -> Result<T, StoreError>
 where
     T::Err: std::fmt::Display,
 {
@@ -47,6 +48,8 @@ where
 pub(crate) fn conversation(row: &SqliteRow) -> Result<Conversation, StoreError> {
     const CX: &str = "reading a conversation";
     let state: String = get(row, "state", CX)?;
+    let item_id: Option<String> = get(row, "last_item_id", CX)?;
+    let item_title: Option<String> = get(row, "last_item_title", CX)?;
     Ok(Conversation {
         key: key(row, CX)?,
         state: parse(&state, CX)?,
@@ -56,6 +59,13 @@ pub(crate) fn conversation(row: &SqliteRow) -> Result<Conversation, StoreError> 
         fallback_streak: get(row, "fallback_streak", CX)?,
         queued_notice_sent: get::<i64>(row, "queued_notice_sent", CX)? != 0,
         open_escalation: get(row, "open_escalation", CX)?,
+        last_buyer_ms: get(row, "last_buyer_ms", CX)?,
+        last_staff_ms: get(row, "last_staff_ms", CX)?,
+        last_item: item_id.map(|id| ItemRef {
+            id,
+            title: item_title.unwrap_or_default(),
+        }),
+        version: get(row, "version", CX)?,
     })
 }
 
@@ -71,6 +81,8 @@ pub(crate) fn escalation(row: &SqliteRow) -> Result<Escalation, StoreError> {
         created_ms: get(row, "created_ms", CX)?,
         claimed_by: get(row, "claimed_by", CX)?,
         first_message: get(row, "first_message", CX)?,
+        closed_by: get(row, "closed_by", CX)?,
+        outcome: get(row, "outcome", CX)?,
     })
 }
 
@@ -78,12 +90,33 @@ pub(crate) fn transcript_entry(row: &SqliteRow) -> Result<TranscriptEntry, Store
     const CX: &str = "reading a transcript line";
     let direction: String = get(row, "direction", CX)?;
     let sender: String = get(row, "sender", CX)?;
+    let parts: Option<String> = get(row, "parts", CX)?;
+    let delivery: Option<String> = get(row, "delivery", CX)?;
     Ok(TranscriptEntry {
         key: key(row, CX)?,
         direction: parse(&direction, CX)?,
         sender: parse(&sender, CX)?,
         message_id: get(row, "message_id", CX)?,
         text: get(row, "body", CX)?,
+        parts: match parts {
+            None => Vec::new(),
+            Some(json) => {
+                serde_json::from_str::<Vec<Part>>(&json).map_err(|e| StoreError::Corrupt {
+                    context: CX.to_owned(),
+                    detail: format!("message parts are not readable: {e}"),
+                })?
+            }
+        },
+        delivery: delivery.map(|d| parse(&d, CX)).transpose()?,
         at_ms: get(row, "at_ms", CX)?,
     })
+}
+
+/// The parts of a message as stored: JSON, or NULL when there are none.
+pub(crate) fn parts_json(parts: &[Part]) -> Option<String> {
+    if parts.is_empty() {
+        None
+    } else {
+        serde_json::to_string(parts).ok()
+    }
 }

@@ -1,0 +1,197 @@
+//! The writes the store knows, independent of the database behind it.
+//!
+//! The central one is the [`Turn`]: everything one handled message or agent command changes in
+//! one chat — the inbound message id, its transcript line, the conversation's new state and its
+//! history, an escalation step, the replies about to be sent — applied in one transaction or not
+//! at all.
+
+use crate::model::{
+    Actor, Conversation, ConversationKey, Delivery, Direction, Part, Queue, Sender, TranscriptEntry,
+};
+
+/// A message that reached the chat, recorded with the turn it caused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboundLine {
+    /// The platform's id: a turn whose message id the chat already has is not applied again.
+    pub message_id: String,
+    /// The buyer, or the shop account writing from another client.
+    pub sender: Sender,
+    /// Follows the sender: the buyer's messages are inbound, the shop's outbound.
+    pub direction: Direction,
+    pub text: String,
+    pub parts: Vec<Part>,
+    pub at_ms: i64,
+}
+
+/// A message to the buyer, recorded as [`Delivery::Pending`] before it is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboundLine {
+    pub sender: Sender,
+    pub text: String,
+    pub at_ms: i64,
+}
+
+/// What a turn does to the chat's escalation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EscalationStep {
+    /// Hand the chat to `queue`. The conversation's `open_escalation` is set to the new id.
+    Open {
+        queue: Queue,
+        reason: String,
+        rule: Option<String>,
+        first_message: String,
+    },
+    /// Move the open escalation to a more serious queue.
+    Raise {
+        id: i64,
+        queue: Queue,
+        reason: String,
+    },
+    /// An agent takes it.
+    Claim { id: i64, agent: String },
+    /// Back to its queue, unowned.
+    Release { id: i64 },
+    /// To another queue (unowned) or to a named agent.
+    Transfer {
+        id: i64,
+        queue: Queue,
+        agent: Option<String>,
+    },
+    /// Done.
+    Close { id: i64, outcome: Option<String> },
+}
+
+impl EscalationStep {
+    /// The escalation this step is about (`None` for [`EscalationStep::Open`]).
+    pub fn id(&self) -> Option<i64> {
+        match self {
+            EscalationStep::Open { .. } => None,
+            EscalationStep::Raise { id, .. }
+            | EscalationStep::Claim { id, .. }
+            | EscalationStep::Release { id }
+            | EscalationStep::Transfer { id, .. }
+            | EscalationStep::Close { id, .. } => Some(*id),
+        }
+    }
+}
+
+/// Everything one message or command changes in one chat, written atomically.
+///
+/// The conversation is written only if the stored one still has `conversation.version` (0: not
+/// stored yet); otherwise the whole turn is refused with
+/// [`StoreError::Conflict`](super::StoreError::Conflict) and the caller plans again from a fresh
+/// read. A turn with an [`InboundLine`] whose id the chat already has is not applied at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Turn {
+    pub conversation: Conversation,
+    pub inbound: Option<InboundLine>,
+    /// Who caused the turn's changes and why: recorded with a state change and an escalation
+    /// step.
+    pub actor: Actor,
+    pub reason: String,
+    /// Steps on the chat's escalations, in order (an idle agent's escalation can close and a
+    /// new one open in the same turn).
+    pub escalations: Vec<EscalationStep>,
+    pub outbound: Vec<OutboundLine>,
+    /// When the turn happened (unix ms); escalation steps are stamped with it.
+    pub at_ms: i64,
+}
+
+impl Turn {
+    /// A turn that only saves `conversation` (and whatever is added to it).
+    pub fn new(
+        conversation: Conversation,
+        actor: Actor,
+        reason: impl Into<String>,
+        at_ms: i64,
+    ) -> Self {
+        Turn {
+            conversation,
+            inbound: None,
+            actor,
+            reason: reason.into(),
+            escalations: Vec::new(),
+            outbound: Vec::new(),
+            at_ms,
+        }
+    }
+
+    pub fn key(&self) -> &ConversationKey {
+        &self.conversation.key
+    }
+}
+
+/// What a committed turn produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TurnOutcome {
+    /// Written.
+    Applied {
+        /// The conversation's stored version now.
+        version: i64,
+        /// The escalation the turn opened or acted on.
+        escalation: Option<i64>,
+        /// Ids of the recorded outbound lines, in order, for [`Op::MarkDelivery`].
+        outbound: Vec<i64>,
+    },
+    /// The inbound message was handled before (a redelivery): nothing was written.
+    Duplicate,
+}
+
+/// One write (or a barrier) for the writer.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Turn(Box<Turn>),
+    /// What became of an outbound line after the send.
+    MarkDelivery {
+        line: i64,
+        delivery: Delivery,
+        message_id: Option<String>,
+    },
+    /// A transcript line on its own (a message set aside from a flooding chat).
+    Append(TranscriptEntry),
+    /// Answered once everything sent before it is committed.
+    Flush,
+    /// Like `Flush`, then the writer stops taking requests and exits when the channel is empty.
+    Shutdown,
+    /// Fails at the database, to exercise the retry path.
+    #[cfg(test)]
+    FailForTest,
+}
+
+impl Op {
+    /// What this request does, for error messages and logs.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Op::Turn(turn) => match (&turn.inbound, turn.escalations.first()) {
+                (Some(inbound), _) => format!(
+                    "record message {} of chat {} and what it changed",
+                    inbound.message_id,
+                    turn.key()
+                ),
+                (None, Some(_)) => format!("update the escalation of chat {}", turn.key()),
+                (None, None) => format!("save chat {}", turn.key()),
+            },
+            Op::MarkDelivery { line, delivery, .. } => {
+                format!("mark transcript line {line} as {}", delivery.as_str())
+            }
+            Op::Append(entry) => format!("append a transcript line for {}", entry.key),
+            Op::Flush => "flush the store".to_owned(),
+            Op::Shutdown => "close the store".to_owned(),
+            #[cfg(test)]
+            Op::FailForTest => "fail on purpose".to_owned(),
+        }
+    }
+
+    /// Whether this write opens an escalation (the crash-test hooks stop at those).
+    pub(crate) fn opens_escalation(&self) -> bool {
+        matches!(self, Op::Turn(turn)
+            if turn.escalations.iter().any(|s| matches!(s, EscalationStep::Open { .. })))
+    }
+}
+
+/// What a request produced.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Turn(TurnOutcome),
+    Done,
+}

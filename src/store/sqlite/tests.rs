@@ -1,0 +1,259 @@
+use std::sync::atomic::Ordering;
+
+use sqlx::ConnectOptions;
+use tokio::sync::oneshot;
+
+use super::*;
+use crate::model::{
+    Actor, Conversation, ConversationKey, Direction, Queue, Sender, TranscriptEntry,
+};
+use crate::store::ops::{EscalationStep, InboundLine, Op, Reply, Turn, TurnOutcome};
+use crate::store::writer::{Counters, Faults, Request, commit_batch};
+
+fn request(op: Op) -> (Request, oneshot::Receiver<Result<Reply, StoreError>>) {
+    let (tx, rx) = oneshot::channel();
+    (
+        Request {
+            op,
+            reply: Some(tx),
+        },
+        rx,
+    )
+}
+
+fn key(user: &str) -> ConversationKey {
+    ConversationKey::new("qq", "s", user)
+}
+
+/// A buyer's first message in a chat of its own.
+fn inbound(user: &str, id: &str) -> Op {
+    let mut turn = Turn::new(
+        Conversation::new(key(user), 1),
+        Actor::Bot,
+        "message handled",
+        1,
+    );
+    turn.inbound = Some(InboundLine {
+        message_id: id.to_owned(),
+        sender: Sender::Buyer,
+        direction: Direction::Inbound,
+        text: format!("text of {id}"),
+        parts: Vec::new(),
+        at_ms: 1,
+    });
+    Op::Turn(Box::new(turn))
+}
+
+async fn writer(dir: &tempfile::TempDir) -> SqliteWriter {
+    open_writer(&dir.path().join("t.db")).await.unwrap()
+}
+
+async fn count(writer: &mut SqliteWriter, table: &str) -> i64 {
+    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+        .fetch_one(&mut writer.conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_writer_connection_is_wal_and_fully_synchronous() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = writer_options(&dir.path().join("t.db"))
+        .connect()
+        .await
+        .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    // 2 = FULL, 3 = EXTRA; 1 (NORMAL) would not make each escalation's commit durable.
+    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(sync >= 2, "synchronous = {sync}");
+}
+
+#[tokio::test]
+async fn a_failing_request_fails_alone_and_the_rest_of_its_batch_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = writer(&dir).await;
+    let counters = Counters::default();
+
+    let (a, a_rx) = request(inbound("u1", "m1"));
+    let (bad, bad_rx) = request(Op::FailForTest);
+    let (b, b_rx) = request(inbound("u2", "m2"));
+    let mut batch = vec![a, bad, b];
+    commit_batch(&mut backend, &mut batch, &counters, &Faults::default()).await;
+    assert!(batch.is_empty());
+
+    assert!(matches!(
+        a_rx.await.unwrap(),
+        Ok(Reply::Turn(TurnOutcome::Applied { version: 1, .. }))
+    ));
+    let err = bad_rx.await.unwrap().unwrap_err();
+    assert!(
+        err.to_string().starts_with("cannot fail on purpose: "),
+        "{err}"
+    );
+    assert!(matches!(
+        b_rx.await.unwrap(),
+        Ok(Reply::Turn(TurnOutcome::Applied { .. }))
+    ));
+    assert_eq!(count(&mut backend, "transcript").await, 2);
+    assert_eq!(count(&mut backend, "conversations").await, 2);
+    assert_eq!(counters.retried_batches.load(Ordering::Relaxed), 1);
+    assert_eq!(counters.failed_requests.load(Ordering::Relaxed), 1);
+    assert_eq!(counters.commits.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn a_good_batch_is_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = writer(&dir).await;
+    let counters = Counters::default();
+    let mut receivers = Vec::new();
+    let mut batch = Vec::new();
+    for i in 0..100 {
+        let (r, rx) = request(inbound(&format!("u{i}"), &format!("m{i}")));
+        batch.push(r);
+        receivers.push(rx);
+    }
+    commit_batch(&mut backend, &mut batch, &counters, &Faults::default()).await;
+    for rx in receivers {
+        assert!(matches!(
+            rx.await.unwrap(),
+            Ok(Reply::Turn(TurnOutcome::Applied { .. }))
+        ));
+    }
+    assert_eq!(counters.commits.load(Ordering::Relaxed), 1);
+    assert_eq!(counters.requests.load(Ordering::Relaxed), 100);
+}
+
+#[tokio::test]
+async fn an_injected_commit_failure_writes_nothing_of_the_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = writer(&dir).await;
+    let faults = Faults::default();
+    faults.arm(crate::store::Fault::FailCommits(1));
+    let mut turn = Turn::new(Conversation::new(key("u"), 1), Actor::Bot, "refund", 1);
+    turn.conversation.state = crate::model::ConversationState::Queued;
+    turn.inbound = match inbound("u", "m1") {
+        Op::Turn(t) => t.inbound,
+        _ => None,
+    };
+    turn.escalations.push(EscalationStep::Open {
+        queue: Queue::Refund,
+        reason: "rule refund".into(),
+        rule: Some("refund".into()),
+        first_message: "我要退款".into(),
+    });
+    let (r, rx) = request(Op::Turn(Box::new(turn.clone())));
+    commit_batch(&mut backend, &mut vec![r], &Counters::default(), &faults).await;
+    assert!(matches!(rx.await.unwrap(), Err(StoreError::Injected)));
+    for table in [
+        "inbound_messages",
+        "transcript",
+        "conversations",
+        "escalations",
+    ] {
+        assert_eq!(
+            count(&mut backend, table).await,
+            0,
+            "{table} after a failed commit"
+        );
+    }
+    // The same turn, handled again (a redelivery), commits whole.
+    let (r, rx) = request(Op::Turn(Box::new(turn)));
+    commit_batch(&mut backend, &mut vec![r], &Counters::default(), &faults).await;
+    assert!(matches!(
+        rx.await.unwrap(),
+        Ok(Reply::Turn(TurnOutcome::Applied {
+            escalation: Some(_),
+            ..
+        }))
+    ));
+    for table in [
+        "inbound_messages",
+        "conversations",
+        "escalations",
+        "escalation_events",
+    ] {
+        assert_eq!(count(&mut backend, table).await, 1, "{table}");
+    }
+}
+
+#[tokio::test]
+async fn a_turn_planned_from_an_old_version_is_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = writer(&dir).await;
+    let faults = Faults::default();
+    let (first, rx) = request(inbound("u", "m1"));
+    commit_batch(
+        &mut backend,
+        &mut vec![first],
+        &Counters::default(),
+        &faults,
+    )
+    .await;
+    assert!(rx.await.unwrap().is_ok());
+    // Planned from version 0 although version 1 is stored now.
+    let (stale, rx) = request(inbound("u", "m2"));
+    commit_batch(
+        &mut backend,
+        &mut vec![stale],
+        &Counters::default(),
+        &faults,
+    )
+    .await;
+    assert!(matches!(
+        rx.await.unwrap(),
+        Err(StoreError::Conflict {
+            expected: 0,
+            found: 1,
+            ..
+        })
+    ));
+    assert_eq!(count(&mut backend, "inbound_messages").await, 1);
+    assert_eq!(count(&mut backend, "transcript").await, 1);
+}
+
+#[tokio::test]
+async fn a_redelivered_message_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = writer(&dir).await;
+    let faults = Faults::default();
+    let (first, rx) = request(inbound("u", "m1"));
+    commit_batch(
+        &mut backend,
+        &mut vec![first],
+        &Counters::default(),
+        &faults,
+    )
+    .await;
+    assert!(rx.await.unwrap().is_ok());
+    let mut again = match inbound("u", "m1") {
+        Op::Turn(t) => t,
+        _ => unreachable!(),
+    };
+    again.conversation.version = 1;
+    let (again, rx) = request(Op::Turn(again));
+    commit_batch(
+        &mut backend,
+        &mut vec![again],
+        &Counters::default(),
+        &faults,
+    )
+    .await;
+    assert!(matches!(
+        rx.await.unwrap(),
+        Ok(Reply::Turn(TurnOutcome::Duplicate))
+    ));
+    let version: i64 = sqlx::query_scalar("SELECT version FROM conversations")
+        .fetch_one(&mut backend.conn)
+        .await
+        .unwrap();
+    assert_eq!(version, 1, "a duplicate does not touch the conversation");
+    let _unused: Option<TranscriptEntry> = None;
+}
