@@ -6,16 +6,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use xiaoer::config::{Config, GatewaySettings, ShopSettings};
+use xiaoer::conversation::commands::AgentAction;
 use xiaoer::gateway::{BotMessage, DevGateway, DevGatewayConfig};
-use xiaoer::store::Store;
+use xiaoer::model::{
+    ChatEvent, ConversationKey, ConversationState, Delivery, Direction, EscalationEvent, Sender,
+};
+use xiaoer::store::{Fault, Store};
 
 const TOKEN: &str = "secret";
 const WAIT: Duration = Duration::from_secs(10);
-/// How long to listen for a reply that must not come.
-const QUIET: Duration = Duration::from_millis(800);
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -46,9 +46,7 @@ async fn gateway() -> DevGateway {
 }
 
 struct Daemon {
-    shutdown: CancellationToken,
-    reload: mpsc::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+    running: xiaoer::daemon::Running,
     data: TempDir,
     _rules: TempDir,
     rules: PathBuf,
@@ -82,16 +80,7 @@ impl Daemon {
             watch: true,
             ..Config::default()
         };
-        let shutdown = CancellationToken::new();
-        let (reload, reload_rx) = mpsc::channel(4);
-        let task = tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move {
-                xiaoer::daemon::run(config, shutdown, reload_rx)
-                    .await
-                    .expect("daemon runs");
-            }
-        });
+        let running = xiaoer::daemon::start(config).await.expect("daemon starts");
         for gateway in gateways {
             assert!(
                 gateway.wait_for_bots(1, WAIT).await,
@@ -99,21 +88,21 @@ impl Daemon {
             );
         }
         Daemon {
-            shutdown,
-            reload,
-            task,
+            running,
             data,
             _rules: rules_dir,
             rules,
         }
     }
 
+    fn store(&self) -> &Store {
+        self.running.store()
+    }
+
     async fn stop(self) -> TempDir {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(5), self.task)
+        tokio::time::timeout(Duration::from_secs(5), self.running.stop())
             .await
-            .expect("the daemon stops within 5 s")
-            .expect("daemon task");
+            .expect("the daemon stops within 5 s");
         self.data
     }
 }
@@ -125,10 +114,46 @@ async fn reply(gateway: &DevGateway) -> BotMessage {
         .expect("the bot answers")
 }
 
-async fn silence(gateway: &DevGateway) {
-    if let Some(message) = gateway.next_bot_message(QUIET).await {
+fn chat(shop: &str, user: &str) -> ConversationKey {
+    ConversationKey::new("dev", shop, user)
+}
+
+/// Waits (bounded) until `condition` holds.
+async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Proves that the bot said nothing more in chat (`shop`, `user`): a barrier message without
+/// text (which the bot never answers once it has greeted) is sent in that chat and waited for
+/// in the transcript. A chat's messages are handled in order and every reply reaches the gateway
+/// before the next message is handled, so anything the bot was going to say has arrived by then.
+async fn silence_in(gateway: &DevGateway, store: &Store, shop: &str, user: &str) {
+    let barrier = gateway.buyer_says(shop, user, "");
+    let key = chat(shop, user);
+    eventually("the barrier message is recorded", || async {
+        store
+            .transcript(&key, 20)
+            .await
+            .unwrap()
+            .iter()
+            .any(|line| line.message_id.as_deref() == Some(barrier.as_str()))
+    })
+    .await;
+    if let Some(message) = gateway.next_bot_message(Duration::ZERO).await {
         panic!("the bot should stay quiet, but said {:?}", message.text);
     }
+}
+
+async fn silence(gateway: &DevGateway, daemon: &Daemon, user: &str) {
+    silence_in(gateway, daemon.store(), "shop1", user).await;
 }
 
 /// The fixture's greeting variants; the in-process daemon names the shop, the binary does not.
@@ -149,7 +174,7 @@ async fn greets_first_contact_then_answers_faq() {
     // Greeted once per window: the next question gets the answer alone.
     gateway.buyer_says("shop1", "b1", "幾天發貨");
     assert_eq!(reply(&gateway).await.text, "现货下单后48小时内发出。");
-    silence(&gateway).await;
+    silence(&gateway, &daemon, "b1").await;
     daemon.stop().await;
 }
 
@@ -197,10 +222,8 @@ async fn replies_go_back_through_the_gateway_the_message_came_from() {
     );
     first.buyer_says("shop1", "g2", "你好");
     assert_eq!(reply(&first).await.user_id, "g2");
-    assert!(
-        second.next_bot_message(QUIET).await.is_none(),
-        "nothing crossed over"
-    );
+    // Nothing crossed over: the second gateway's chat got exactly its own answer.
+    silence_in(&second, daemon.store(), "shop9", "g1").await;
     daemon.stop().await;
 }
 
@@ -227,7 +250,7 @@ async fn refund_is_escalated_persisted_listed_and_then_quiet() {
     );
     gateway.buyer_says("shop1", "b2", "在吗？");
     gateway.buyer_says("shop1", "b2", "我要退款！！");
-    silence(&gateway).await;
+    silence(&gateway, &daemon, "b2").await;
     assert_eq!(reader.open_escalations().await.unwrap().len(), 1);
 
     // `xiaoer queue list` reads it while the daemon runs.
@@ -309,7 +332,7 @@ async fn an_agent_claims_and_closes_an_escalation_while_the_daemon_runs() {
     assert!(said.contains("claimed by alice"), "{said}");
     // The agent owns the chat: no queue notice, no answers.
     gateway.buyer_says("shop1", "c1", "什么时候发货");
-    silence(&gateway).await;
+    silence(&gateway, &daemon, "c1").await;
     let said = queue_command(&["close", &id, "--agent", "alice"], daemon.data.path());
     assert!(said.contains("closed by alice"), "{said}");
     assert_eq!(
@@ -328,11 +351,11 @@ async fn redelivered_message_is_not_answered_twice() {
     let id = gateway.buyer_says("shop1", "b3", "谢谢");
     assert!(is_greeting(&reply(&gateway).await.text));
     gateway.redeliver("shop1", "b3", "谢谢", &id);
-    silence(&gateway).await;
+    silence(&gateway, &daemon, "b3").await;
     let id = gateway.buyer_says("shop1", "b3", "我要退货");
     reply(&gateway).await;
     gateway.redeliver("shop1", "b3", "我要退货", &id);
-    silence(&gateway).await;
+    silence(&gateway, &daemon, "b3").await;
     let data = daemon.stop().await;
     let store = Store::open_existing(data.path()).await.unwrap();
     assert_eq!(store.open_escalations().await.unwrap().len(), 1);
@@ -353,7 +376,7 @@ async fn echo_is_not_takeover_but_a_human_reply_pauses_the_bot() {
     // (Messages of one chat are handled in order, so no wait is needed here.)
     gateway.shop_says_outgoing("shop1", "b4", "亲，我来帮您看一下", "human-1");
     gateway.buyer_says("shop1", "b4", "什么时候发货");
-    silence(&gateway).await;
+    silence(&gateway, &daemon, "b4").await;
     // Other chats are unaffected.
     gateway.buyer_says("shop1", "b5", "什么时候发货");
     assert!(is_greeting(&reply(&gateway).await.text));
@@ -415,7 +438,7 @@ async fn hot_reload_takes_good_edits_and_keeps_serving_through_bad_ones() {
         "[[rule]]\nid = \"x\"\ntopic = \"nope\"\n",
     )
     .unwrap();
-    let _ = daemon.reload.send(()).await;
+    daemon.running.reload();
     tokio::time::sleep(Duration::from_millis(600)).await;
     gateway.buyer_says("shop1", "b8", "什么时候发货");
     assert_eq!(reply(&gateway).await.text, "现货下单后48小时内发出。");
@@ -486,7 +509,9 @@ async fn kill_9_and_restart_loses_no_escalation_and_does_not_re_answer() {
     // The gateway redelivers what it is unsure about: nothing is answered twice.
     gateway.redeliver("shop1", "k1", "质量太差了，我要退货", &refund);
     gateway.redeliver("shop1", "k2", "什么时候发货", &faq);
-    silence(&gateway).await;
+    let reader = Store::open_existing(data.path()).await.unwrap();
+    silence_in(&gateway, &reader, "shop1", "k1").await;
+    silence_in(&gateway, &reader, "shop1", "k2").await;
     let store = Store::open_existing(data.path()).await.unwrap();
     let open = store.open_escalations().await.unwrap();
     assert_eq!(open.len(), 1, "exactly the one escalation survived");
@@ -527,4 +552,357 @@ async fn sigterm_shuts_down_cleanly_within_five_seconds() {
     assert!(status.success(), "clean exit, got {status}");
     let store = Store::open_existing(data.path()).await.unwrap();
     assert_eq!(store.open_escalations().await.unwrap().len(), 1);
+}
+
+// ---- regressions of the core reshaping ----
+
+fn refund_id(store_escalations: &[xiaoer::model::Escalation], user: &str) -> i64 {
+    store_escalations
+        .iter()
+        .find(|e| e.key.user_id == user)
+        .map(|e| e.id)
+        .expect("the chat has an open escalation")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalation_is_not_lost_when_its_commit_fails() {
+    let gateway = gateway().await;
+    let daemon = Daemon::start(&gateway).await;
+    // The next two commits fail as a full or busy disk would; the chat worker retries.
+    daemon.store().inject_fault(Fault::FailCommits(2));
+    gateway.buyer_says("shop1", "f1", "我要退款");
+    assert!(reply(&gateway).await.text.contains("退款专员"));
+    let open = daemon.store().open_escalations().await.unwrap();
+    assert_eq!(open.len(), 1, "stored exactly once");
+    assert_eq!(open[0].key.user_id, "f1");
+    silence(&gateway, &daemon, "f1").await;
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_store_cannot_take_is_not_marked_seen_and_a_redelivery_handles_it() {
+    let gateway = gateway().await;
+    let daemon = Daemon::start(&gateway).await;
+    daemon.store().inject_fault(Fault::FailCommits(u32::MAX));
+    let id = gateway.buyer_says("shop1", "f2", "我要退款");
+    // The worker tries a few times, then gives the message up without acknowledging it.
+    eventually("the worker gives the message up", || async {
+        daemon.store().write_stats().failed_requests >= 5
+    })
+    .await;
+    daemon.store().inject_fault(Fault::FailCommits(0));
+    assert!(daemon.store().open_escalations().await.unwrap().is_empty());
+    assert!(
+        gateway.next_bot_message(Duration::ZERO).await.is_none(),
+        "nothing acknowledged that is not stored"
+    );
+    gateway.redeliver("shop1", "f2", "我要退款", &id);
+    assert!(reply(&gateway).await.text.contains("退款专员"));
+    assert_eq!(daemon.store().open_escalations().await.unwrap().len(), 1);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_reply_goes_through_the_chat_worker_and_its_echo_is_no_takeover() {
+    let gateway = gateway().await;
+    let daemon = Daemon::start(&gateway).await;
+    let mut events = daemon.running.subscribe();
+    gateway.buyer_says("shop1", "a1", "我要退款");
+    reply(&gateway).await;
+    let id = refund_id(&daemon.store().open_escalations().await.unwrap(), "a1");
+    let key = chat("shop1", "a1");
+    // Someone who does not hold the chat cannot answer in it.
+    let refused = daemon
+        .running
+        .agent_reply(key.clone(), "alice", "您好")
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("claim it first"), "{refused}");
+
+    daemon
+        .running
+        .act(
+            id,
+            AgentAction::Claim {
+                agent: "alice".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        reply(&gateway).await.text,
+        "您好，我是客服，接下来由我为您处理。",
+        "the buyer hears that a person took over"
+    );
+    let sent = daemon
+        .running
+        .agent_reply(key.clone(), "alice", "亲，退款已经帮您申请了")
+        .await
+        .unwrap();
+    let delivered = reply(&gateway).await;
+    assert_eq!(delivered.text, "亲，退款已经帮您申请了");
+    assert_eq!(delivered.message_id, sent.message_id);
+    // The platform echoes it back as the shop's own message: it must not pause the bot.
+    gateway.shop_says_outgoing("shop1", "a1", &delivered.text, &delivered.message_id);
+    let other = daemon
+        .running
+        .agent_reply(key.clone(), "bob", "我来")
+        .await
+        .unwrap_err();
+    assert!(other.to_string().contains("alice does"), "{other}");
+
+    daemon
+        .running
+        .act(
+            id,
+            AgentAction::HandBack {
+                agent: "alice".into(),
+            },
+        )
+        .await
+        .unwrap();
+    gateway.buyer_says("shop1", "a1", "什么时候发货");
+    assert_eq!(reply(&gateway).await.text, "现货下单后48小时内发出。");
+
+    let transcript = daemon.store().transcript(&key, 20).await.unwrap();
+    let agent_line = transcript
+        .iter()
+        .find(|l| l.text == "亲，退款已经帮您申请了")
+        .expect("the agent's reply is in the transcript");
+    assert_eq!(agent_line.sender, Sender::Agent("alice".into()));
+    assert_eq!(agent_line.delivery, Some(Delivery::Sent));
+    assert_eq!(
+        agent_line.message_id.as_deref(),
+        Some(sent.message_id.as_str())
+    );
+    assert!(
+        !transcript.iter().any(|l| l.sender == Sender::Shop),
+        "the echo was not recorded as the shop writing from elsewhere"
+    );
+    let history = daemon.store().state_history(&key).await.unwrap();
+    let moves: Vec<_> = history
+        .iter()
+        .map(|c| (c.to, c.actor.to_string()))
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            (ConversationState::Queued, "bot".to_owned()),
+            (ConversationState::Human, "agent:alice".to_owned()),
+            (ConversationState::Bot, "agent:alice".to_owned()),
+        ]
+    );
+    // Every step was announced, after its commit.
+    let mut kinds = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let ChatEvent::Escalation { kind, .. } = event {
+            kinds.push(kind);
+        }
+    }
+    assert_eq!(
+        kinds,
+        [
+            EscalationEvent::Opened,
+            EscalationEvent::Claimed,
+            EscalationEvent::Closed
+        ]
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_the_shop_sends_from_another_client_are_stored_as_outbound() {
+    let gateway = gateway().await;
+    let daemon = Daemon::start(&gateway).await;
+    gateway.buyer_says("shop1", "o1", "你好");
+    reply(&gateway).await;
+    gateway.shop_says_outgoing("shop1", "o1", "亲，在的", "phone-1");
+    silence(&gateway, &daemon, "o1").await;
+    let transcript = daemon
+        .store()
+        .transcript(&chat("shop1", "o1"), 20)
+        .await
+        .unwrap();
+    let line = transcript
+        .iter()
+        .find(|l| l.text == "亲，在的")
+        .expect("recorded");
+    assert_eq!(line.direction, Direction::Outbound);
+    assert_eq!(line.sender, Sender::Shop);
+    daemon.stop().await;
+}
+
+/// A private message event with the given segments, as a gateway sends it.
+fn message_frame(user: &str, message_id: &str, segments: serde_json::Value) -> String {
+    serde_json::json!({
+        "id": message_id, "time": 1.0, "type": "message", "detail_type": "private",
+        "sub_type": "", "message_id": message_id, "user_id": user, "alt_message": "",
+        "self": {"platform": "dev", "user_id": "shop1"}, "message": segments,
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn product_cards_without_text_are_recorded_and_count_as_no_fallback() {
+    let gateway = gateway().await;
+    let daemon = Daemon::start(&gateway).await;
+    let card = serde_json::json!([
+        {"type": "shop.item", "data": {"item_id": "88", "title": "纯棉短袖T恤"}}
+    ]);
+    gateway.send_raw_frame(message_frame("p1", "card-1", card.clone()));
+    assert!(is_greeting(&reply(&gateway).await.text));
+    // Three more cards would have been three fallbacks and a hand-over to a person.
+    for i in 2..=4 {
+        gateway.send_raw_frame(message_frame("p1", &format!("card-{i}"), card.clone()));
+    }
+    silence(&gateway, &daemon, "p1").await;
+    assert!(daemon.store().open_escalations().await.unwrap().is_empty());
+    let transcript = daemon
+        .store()
+        .transcript(&chat("shop1", "p1"), 20)
+        .await
+        .unwrap();
+    let first = transcript
+        .iter()
+        .find(|l| l.message_id.as_deref() == Some("card-1"))
+        .expect("the card is in the transcript");
+    assert_eq!(first.text, "[商品 纯棉短袖T恤 (88)]");
+    assert_eq!(first.parts.len(), 1);
+    // A question after the card is still answered.
+    gateway.buyer_says("shop1", "p1", "什么时候发货");
+    assert_eq!(reply(&gateway).await.text, "现货下单后48小时内发出。");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_more_serious_message_while_queued_raises_the_escalation_and_is_acknowledged() {
+    let gateway = gateway().await;
+    let daemon = Daemon::start(&gateway).await;
+    gateway.buyer_says("shop1", "r1", "我要退款");
+    assert!(reply(&gateway).await.text.contains("退款专员"));
+    gateway.buyer_says("shop1", "r1", "而且质量太差了");
+    assert_eq!(
+        reply(&gateway).await.text,
+        "真抱歉遇到这种情况，售后同事马上处理。"
+    );
+    let open = daemon.store().open_escalations().await.unwrap();
+    assert_eq!(open.len(), 1, "the same escalation, raised");
+    assert_eq!(open[0].queue, xiaoer::model::Queue::AfterSale);
+    let history = daemon.store().escalation_history(open[0].id).await.unwrap();
+    let kinds: Vec<_> = history.iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, [EscalationEvent::Opened, EscalationEvent::Raised]);
+    // The "still queued" notice is still given once, and only once.
+    gateway.buyer_says("shop1", "r1", "什么时候发货");
+    assert!(reply(&gateway).await.text.starts_with("您还在售后的队列里"));
+    gateway.buyer_says("shop1", "r1", "什么时候发货");
+    silence(&gateway, &daemon, "r1").await;
+    daemon.stop().await;
+}
+
+fn spawn_daemon_with_fault(
+    gateway: &str,
+    data: &Path,
+    rules: &Path,
+    replies: &Path,
+    fault: &str,
+) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_xiaoer"))
+        .args(["run", "--gateway", gateway, "--token", TOKEN, "--data"])
+        .arg(data)
+        .arg("--rules")
+        .arg(rules)
+        .arg("--replies")
+        .arg(replies)
+        .env("RUST_LOG", "error")
+        .env("XIAOER_TEST_FAULT", fault)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start xiaoer run")
+}
+
+/// Waits for a process that is expected to abort.
+async fn wait_for_exit(child: &mut Child) {
+    eventually("the daemon process ends", || {
+        let ended = child.try_wait().unwrap().is_some();
+        async move { ended }
+    })
+    .await;
+}
+
+async fn wait_for_no_bots(gateway: &DevGateway) {
+    eventually("the gateway notices the dead connection", || async {
+        gateway.connected_bots() == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_just_before_the_escalation_commit_loses_nothing() {
+    let gateway = gateway().await;
+    let (_dir, rules, replies) = rule_dirs();
+    let data = tempfile::tempdir().unwrap();
+    let mut child = spawn_daemon_with_fault(
+        &gateway.url(),
+        data.path(),
+        &rules,
+        &replies,
+        "abort-before-escalation-commit",
+    );
+    assert!(gateway.wait_for_bots(1, WAIT).await);
+    let refund = gateway.buyer_says("shop1", "x1", "我要退款");
+    wait_for_exit(&mut child).await;
+    wait_for_no_bots(&gateway).await;
+    assert!(
+        gateway.next_bot_message(Duration::ZERO).await.is_none(),
+        "nothing was acknowledged"
+    );
+
+    let mut child = spawn_daemon(&gateway.url(), data.path(), &rules, &replies);
+    assert!(gateway.wait_for_bots(1, WAIT).await);
+    // The message was never marked as seen, so its redelivery is handled in full.
+    gateway.redeliver("shop1", "x1", "我要退款", &refund);
+    assert!(reply(&gateway).await.text.contains("退款专员"));
+    let store = Store::open_existing(data.path()).await.unwrap();
+    let open = store.open_escalations().await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].key.user_id, "x1");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_just_after_the_escalation_commit_keeps_it_once_and_does_not_answer_twice() {
+    let gateway = gateway().await;
+    let (_dir, rules, replies) = rule_dirs();
+    let data = tempfile::tempdir().unwrap();
+    let mut child = spawn_daemon_with_fault(
+        &gateway.url(),
+        data.path(),
+        &rules,
+        &replies,
+        "abort-after-escalation-commit",
+    );
+    assert!(gateway.wait_for_bots(1, WAIT).await);
+    let refund = gateway.buyer_says("shop1", "x2", "我要退款");
+    wait_for_exit(&mut child).await;
+    wait_for_no_bots(&gateway).await;
+
+    let mut child = spawn_daemon(&gateway.url(), data.path(), &rules, &replies);
+    assert!(gateway.wait_for_bots(1, WAIT).await);
+    gateway.redeliver("shop1", "x2", "我要退款", &refund);
+    let store = Store::open_existing(data.path()).await.unwrap();
+    silence_in(&gateway, &store, "shop1", "x2").await;
+    let open = store.open_escalations().await.unwrap();
+    assert_eq!(open.len(), 1, "the escalation survived, once");
+    // The acknowledgement that never went out is on record as such.
+    let transcript = store.transcript(&chat("shop1", "x2"), 20).await.unwrap();
+    let ack = transcript
+        .iter()
+        .find(|l| l.sender == Sender::Bot)
+        .expect("the planned acknowledgement is in the transcript");
+    assert_eq!(ack.delivery, Some(Delivery::Pending));
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

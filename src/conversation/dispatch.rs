@@ -250,3 +250,103 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod reaping {
+    use std::path::Path;
+
+    use arc_swap::ArcSwap;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::conversation::ConversationPolicy;
+    use crate::conversation::worker::SendFailure;
+    use crate::escalation::EscalationPolicy;
+    use crate::reload::RuleBook;
+    use crate::rules::{Layer, load};
+    use crate::store::Store;
+
+    /// A gateway that takes each send only when the test lets it.
+    struct GatedOutbox {
+        entered: Semaphore,
+        release: Semaphore,
+    }
+
+    impl Outbox for Arc<GatedOutbox> {
+        async fn send(&self, _: &ConversationKey, _: &str) -> Result<String, SendFailure> {
+            self.entered.add_permits(1);
+            match self.release.acquire().await {
+                Ok(permit) => {
+                    permit.forget();
+                    Ok("sent".into())
+                }
+                Err(_) => Err(SendFailure {
+                    reason: "closed".into(),
+                    maybe_delivered: false,
+                }),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_worker_busy_past_the_idle_period_is_not_reaped_and_never_doubled() {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path()).await.unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good");
+        let rules = load(&[Layer::overlay(&root)]).unwrap().rules;
+        let outbox = Arc::new(GatedOutbox {
+            entered: Semaphore::new(0),
+            release: Semaphore::new(0),
+        });
+        let shared = Arc::new(Shared {
+            store: store.clone(),
+            outbox: Arc::clone(&outbox),
+            rules: Arc::new(ArcSwap::from_pointee(RuleBook::single(rules))),
+            policy: ConversationPolicy::default(),
+            escalation: EscalationPolicy::default(),
+            shop_names: Default::default(),
+            events: tokio::sync::broadcast::channel(16).0,
+        });
+        let idle = Duration::from_millis(20);
+        let mut dispatcher = Dispatcher::new(shared, TaskTracker::new(), idle);
+        let key = ConversationKey::new("dev", "shop1", "b1");
+        dispatcher.dispatch(ChatMessage {
+            key: key.clone(),
+            message_id: "m1".into(),
+            text: "什么时候发货".into(),
+            parts: Vec::new(),
+            outgoing: false,
+        });
+        // The worker is inside its first send (the greeting) and stays there.
+        outbox.entered.acquire().await.unwrap().forget();
+        tokio::time::sleep(idle * 3).await;
+        assert_eq!(dispatcher.reap_idle(), 0, "a worker holding work stays");
+        // A message for the chat goes to the same worker, behind the first.
+        dispatcher.dispatch(ChatMessage {
+            key: key.clone(),
+            message_id: "m2".into(),
+            text: "什么时候发货".into(),
+            parts: Vec::new(),
+            outgoing: false,
+        });
+        assert_eq!(dispatcher.active(), 1);
+        // Greeting and answer of m1, answer of m2.
+        outbox.release.add_permits(3);
+        let lines = || async {
+            store
+                .transcript(&key, 10)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|l| l.sender == crate::model::Sender::Bot)
+                .count()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lines().await < 3 || dispatcher.reap_idle() == 0 {
+            assert!(Instant::now() < deadline, "the worker never finished");
+            tokio::time::sleep(idle).await;
+        }
+        assert_eq!(dispatcher.active(), 0, "reaped once it held nothing");
+        store.close().await.unwrap();
+    }
+}

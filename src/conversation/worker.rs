@@ -174,7 +174,7 @@ const ECHO_TEXT_WINDOW_MS: i64 = 120_000;
 /// How often a turn is tried before the message is given up (left for a redelivery).
 const COMMIT_ATTEMPTS: u32 = 5;
 /// The pause before the first retry of a turn the database failed; it grows fourfold.
-const COMMIT_RETRY_PAUSE: Duration = Duration::from_millis(50);
+const COMMIT_RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// A product card explains the questions that follow it for this long.
 const ITEM_CONTEXT_MS: i64 = 30 * 60 * 1000;
 
