@@ -181,8 +181,20 @@ async fn kill_9_soak_loses_no_escalation_and_answers_nothing_twice() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Everything has been handled; what was sent has reached the gateway or is on its way.
-    while let Some(message) = gateway.next_bot_message(Duration::from_millis(300)).await {
+    // A graceful stop lets the last life finish every send; then all of them have arrived.
+    if let Some(mut child) = last_life.take() {
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + WAIT;
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the last daemon did not stop");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    while let Some(message) = gateway.next_bot_message(Duration::ZERO).await {
         *replies_to.entry(message.user_id).or_default() += 1;
     }
     let open = store.open_escalations().await.unwrap();
@@ -240,8 +252,4 @@ async fn kill_9_soak_loses_no_escalation_and_answers_nothing_twice() {
         open.len()
     );
     assert_eq!(open.len(), refunds);
-    if let Some(mut child) = last_life {
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
 }
