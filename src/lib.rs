@@ -5,20 +5,25 @@
 //!
 //! # Layout
 //!
+//! - [`model`]: the leaf domain types used everywhere: conversation key, topics and queues,
+//!   conversation and escalation states, actors and senders, transcript records, chat events.
 //! - [`rules`]: rule files (raw serde types) → validation → compiled [`rules::RuleSet`]; text
 //!   normalisation; the pure, synchronous decision.
 //! - [`replies`]: reply templates with variants and variables.
 //! - [`diagnostics`]: errors and warnings about rule and reply files, with file:line:col.
-//! - [`conversation`]: the per-chat state machine (greeting, quiet while queued, takeover pause,
-//!   hand-over after repeated fallbacks, reply rate limit), its worker and the dispatcher that
-//!   keeps one worker per chat.
+//! - [`conversation`]: the per-chat state machine (greeting, quiet while queued, raising a waiting
+//!   chat to a more serious queue, takeover pause, hand-over after repeated fallbacks, idle
+//!   agents, reply rate limit); the agent actions (claim, release, resolve, hand back,
+//!   transfer); the chat worker, the only writer of a chat and the only sender to its buyer; the
+//!   dispatcher that keeps one worker per chat.
 //! - [`escalation`]: the policy around human queues: when the bot gives up, what waits are quoted.
 //! - [`gateway`]: the OneBot 12 codec, the forward-websocket client connection (auth, heartbeat,
 //!   reconnect) and the development gateway used by the demo and the end-to-end tests.
-//! - [`store`]: durable storage behind one interface (SQLite now, PostgreSQL later): conversation
-//!   state, transcripts, escalations, inbound-message idempotence; one batching writer task.
+//! - [`store`]: durable storage behind one interface: the batching writer, the atomic turn (one
+//!   write per handled message), and the SQLite backend beside which PostgreSQL will go.
 //! - [`config`]: daemon settings, layered defaults < file < `XIAOER_*` environment < flags.
-//! - [`daemon`]: `run(config, shutdown)`: gateways, chat workers, store, reload, phased shutdown.
+//! - [`daemon`]: `start(config) -> Running`: gateways, chat workers, store, reload, chat events,
+//!   agents' commands; phased shutdown.
 //! - [`reload`]: the live rule sets (shared and per-shop overlays) and their hot reload.
 //! - [`cli`]: one file per command (`run`, `demo`, `check`, `route`, `explain`, `eval`, `queue`).
 
