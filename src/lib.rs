@@ -25,8 +25,11 @@
 //! - [`daemon`]: `start(config) -> Running`: gateways, chat workers, store, reload, chat events,
 //!   agents' commands; phased shutdown.
 //! - [`reload`]: the live rule sets (shared and per-shop overlays) and their hot reload.
-//! - [`cli`]: one file per command (`run`, `demo`, `check`, `route`, `explain`, `eval`, `queue`).
+//! - [`accounts`]: console accounts: argon2id password hashes, add, passwords, disabling.
+//! - [`cli`]: one file per command (`run`, `demo`, `check`, `route`, `explain`, `eval`, `queue`,
+//!   `agent`).
 
+pub mod accounts;
 pub mod cli;
 pub mod config;
 pub mod conversation;

@@ -57,6 +57,8 @@ enum Command {
     },
     /// Look at the human queues.
     Queue(cli::queue::QueueArgs),
+    /// Manage console accounts.
+    Agent(cli::agent::AgentArgs),
 }
 
 /// A faster allocator: rule loading and the hot path allocate many small strings.
@@ -168,6 +170,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("cannot start the async runtime")?;
             runtime.block_on(cli::queue::run(&args, &mut std::io::stdout().lock()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agent(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(cli::agent::run(
+                &args,
+                &mut std::io::stdin().lock(),
+                &mut std::io::stdout().lock(),
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval {

@@ -631,6 +631,108 @@ impl fmt::Display for EscalationEvent {
     }
 }
 
+/// What a console account may do. Stored as lowercase text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Works the queues of the shops it serves.
+    Agent,
+    /// Also reassigns chats, sees every agent's work and the reports.
+    Supervisor,
+    /// Also manages accounts.
+    Admin,
+}
+
+impl Role {
+    /// The text stored in the database and given on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Supervisor => "supervisor",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = ParseEnumError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "agent" => Ok(Role::Agent),
+            "supervisor" => Ok(Role::Supervisor),
+            "admin" => Ok(Role::Admin),
+            _ => Err(ParseEnumError::new("role", s)),
+        }
+    }
+}
+
+/// A console account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Agent {
+    pub name: String,
+    pub role: Role,
+    /// The shop accounts this agent serves; empty means every shop.
+    pub shops: Vec<String>,
+    pub disabled: bool,
+    pub created_ms: i64,
+}
+
+impl Agent {
+    /// Whether the agent may see and act on chats of shop account `self_id`.
+    pub fn serves(&self, self_id: &str) -> bool {
+        !self.disabled && (self.shops.is_empty() || self.shops.iter().any(|s| s == self_id))
+    }
+}
+
+/// A note people write on a chat; never sent to the buyer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Note {
+    pub key: ConversationKey,
+    pub escalation: Option<i64>,
+    pub author: String,
+    pub kind: NoteKind,
+    pub body: String,
+    pub at_ms: i64,
+}
+
+/// Why a note was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoteKind {
+    /// For colleagues: what was checked, what was promised.
+    Note,
+    /// At the end of a shift, for the next one: the state of the chat and the next step.
+    Handover,
+}
+
+impl NoteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoteKind::Note => "note",
+            NoteKind::Handover => "handover",
+        }
+    }
+}
+
+impl FromStr for NoteKind {
+    type Err = ParseEnumError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "note" => Ok(NoteKind::Note),
+            "handover" => Ok(NoteKind::Handover),
+            _ => Err(ParseEnumError::new("note kind", s)),
+        }
+    }
+}
+
 /// Something that happened in a chat, announced once it is durable (the console's live updates
 /// and the metrics listen to these).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

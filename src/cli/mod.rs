@@ -1,5 +1,6 @@
 //! The `xiaoer` commands, one file each; `main.rs` only parses arguments and calls in here.
 
+pub mod agent;
 pub mod check;
 pub mod demo;
 pub mod eval;

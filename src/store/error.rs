@@ -117,6 +117,18 @@ pub enum StoreError {
         /// The id asked for.
         id: i64,
     },
+    /// An account with that name exists.
+    #[error("an agent named {name} already exists")]
+    AgentExists {
+        /// The name asked for.
+        name: String,
+    },
+    /// No account has that name.
+    #[error("no agent named {name}")]
+    AgentNotFound {
+        /// The name asked for.
+        name: String,
+    },
     /// A failure injected for a test (see [`Fault`](super::Fault)); nothing was written.
     #[error("the commit failed (injected fault); nothing was written")]
     Injected,

@@ -37,12 +37,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use error::StoreError;
-pub use ops::{EscalationStep, InboundLine, OutboundLine, Turn, TurnOutcome};
+pub use ops::{AccountOp, EscalationStep, InboundLine, OutboundLine, Turn, TurnOutcome};
 pub use writer::Fault;
 
 use crate::model::{
-    Actor, Conversation, ConversationKey, ConversationState, Delivery, Escalation, EscalationEvent,
-    Queue, TranscriptEntry,
+    Actor, Agent, Conversation, ConversationKey, ConversationState, Delivery, Escalation,
+    EscalationEvent, Note, Queue, TranscriptEntry,
 };
 use ops::{Op, Reply};
 use writer::{Counters, Faults, Request};
@@ -107,6 +107,23 @@ pub struct EscalationRecord {
     /// Why, in words.
     pub detail: String,
     pub at_ms: i64,
+}
+
+/// A console session, found by the hash of its token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub agent: String,
+    /// The token every state-changing request of this session must carry.
+    pub csrf: String,
+    pub created_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+/// One of an agent's own quick phrases.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct QuickPhrase {
+    pub id: i64,
+    pub text: String,
 }
 
 impl Store {
@@ -274,10 +291,92 @@ impl Store {
     pub async fn commit_turn(&self, turn: Turn) -> Result<TurnOutcome, StoreError> {
         match self.submit(Op::Turn(Box::new(turn))).await? {
             Reply::Turn(outcome) => Ok(outcome),
-            Reply::Done => Err(StoreError::Corrupt {
+            Reply::Done | Reply::Created(_) => Err(StoreError::Corrupt {
                 context: "commit a turn".to_owned(),
                 detail: "the writer gave no outcome".to_owned(),
             }),
+        }
+    }
+
+    /// Changes accounts, sessions, notes or quick phrases, and waits for the commit. Returns the
+    /// id of the row created, for notes and quick phrases.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::AgentExists`], [`StoreError::AgentNotFound`], a failed write, a closed or
+    /// read-only store.
+    pub async fn account(&self, op: AccountOp) -> Result<Option<i64>, StoreError> {
+        match self.submit(Op::Account(op)).await? {
+            Reply::Created(id) => Ok(Some(id)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Notes that a session was used; waits only for room in the writer's queue.
+    ///
+    /// # Errors
+    ///
+    /// If the store is closed or read-only.
+    pub async fn touch_session(&self, token_hash: &str, at_ms: i64) -> Result<(), StoreError> {
+        self.submit_unawaited(Op::Account(AccountOp::TouchSession {
+            token_hash: token_hash.to_owned(),
+            at_ms,
+        }))
+        .await
+    }
+
+    /// An account and its password hash.
+    ///
+    /// # Errors
+    ///
+    /// If the read fails.
+    pub async fn agent(&self, name: &str) -> Result<Option<(Agent, String)>, StoreError> {
+        match &self.inner.reader {
+            Reader::Sqlite(r) => r.agent(name).await,
+        }
+    }
+
+    /// Every account, by name.
+    ///
+    /// # Errors
+    ///
+    /// If the read fails.
+    pub async fn agents(&self) -> Result<Vec<Agent>, StoreError> {
+        match &self.inner.reader {
+            Reader::Sqlite(r) => r.agents().await,
+        }
+    }
+
+    /// The session whose token hashes to `token_hash`.
+    ///
+    /// # Errors
+    ///
+    /// If the read fails.
+    pub async fn session(&self, token_hash: &str) -> Result<Option<Session>, StoreError> {
+        match &self.inner.reader {
+            Reader::Sqlite(r) => r.session(token_hash).await,
+        }
+    }
+
+    /// The notes on a chat, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// If the read fails.
+    pub async fn notes(&self, key: &ConversationKey) -> Result<Vec<Note>, StoreError> {
+        match &self.inner.reader {
+            Reader::Sqlite(r) => r.notes(key).await,
+        }
+    }
+
+    /// An agent's own quick phrases, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// If the read fails.
+    pub async fn quick_phrases(&self, agent: &str) -> Result<Vec<QuickPhrase>, StoreError> {
+        match &self.inner.reader {
+            Reader::Sqlite(r) => r.phrases(agent).await,
         }
     }
 

@@ -6,7 +6,8 @@
 //! at all.
 
 use crate::model::{
-    Actor, Conversation, ConversationKey, Delivery, Direction, Part, Queue, Sender, TranscriptEntry,
+    Actor, Agent, Conversation, ConversationKey, Delivery, Direction, Note, Part, Queue, Sender,
+    TranscriptEntry,
 };
 
 /// A message that reached the chat, recorded with the turn it caused.
@@ -137,10 +138,58 @@ pub enum TurnOutcome {
     Duplicate,
 }
 
+/// A change to console accounts, sessions, notes or quick phrases.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccountOp {
+    /// A new account; refused if the name is taken.
+    AddAgent {
+        agent: Agent,
+        password_hash: String,
+    },
+    /// A new password; every session of the account ends.
+    SetPassword {
+        name: String,
+        password_hash: String,
+    },
+    /// Disable or enable an account; disabling ends its sessions.
+    SetDisabled {
+        name: String,
+        disabled: bool,
+    },
+    CreateSession {
+        token_hash: String,
+        agent: String,
+        csrf: String,
+        at_ms: i64,
+    },
+    TouchSession {
+        token_hash: String,
+        at_ms: i64,
+    },
+    DeleteSession {
+        token_hash: String,
+    },
+    /// Ends sessions last seen before `before_ms`.
+    ExpireSessions {
+        before_ms: i64,
+    },
+    AddNote(Note),
+    AddPhrase {
+        agent: String,
+        text: String,
+        at_ms: i64,
+    },
+    DeletePhrase {
+        agent: String,
+        id: i64,
+    },
+}
+
 /// One write (or a barrier) for the writer.
 #[derive(Debug)]
 pub(crate) enum Op {
     Turn(Box<Turn>),
+    Account(AccountOp),
     /// What became of an outbound line after the send.
     MarkDelivery {
         line: i64,
@@ -171,6 +220,25 @@ impl Op {
                 (None, Some(_)) => format!("update the escalation of chat {}", turn.key()),
                 (None, None) => format!("save chat {}", turn.key()),
             },
+            Op::Account(op) => match op {
+                AccountOp::AddAgent { agent, .. } => format!("add agent {}", agent.name),
+                AccountOp::SetPassword { name, .. } => format!("set the password of {name}"),
+                AccountOp::SetDisabled { name, disabled } => {
+                    format!(
+                        "{} agent {name}",
+                        if *disabled { "disable" } else { "enable" }
+                    )
+                }
+                AccountOp::CreateSession { agent, .. } => format!("start a session for {agent}"),
+                AccountOp::TouchSession { .. } => "keep a console session alive".to_owned(),
+                AccountOp::DeleteSession { .. } => "end a console session".to_owned(),
+                AccountOp::ExpireSessions { .. } => "end expired console sessions".to_owned(),
+                AccountOp::AddNote(note) => format!("add a note to chat {}", note.key),
+                AccountOp::AddPhrase { agent, .. } => format!("add a quick phrase for {agent}"),
+                AccountOp::DeletePhrase { agent, id } => {
+                    format!("delete quick phrase {id} of {agent}")
+                }
+            },
             Op::MarkDelivery { line, delivery, .. } => {
                 format!("mark transcript line {line} as {}", delivery.as_str())
             }
@@ -193,5 +261,7 @@ impl Op {
 #[derive(Debug)]
 pub(crate) enum Reply {
     Turn(TurnOutcome),
+    /// The id of a row the write created (a note, a quick phrase).
+    Created(i64),
     Done,
 }

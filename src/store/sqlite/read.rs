@@ -4,8 +4,10 @@ use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
 
 use super::rows;
-use crate::model::{Conversation, ConversationKey, Escalation, EscalationEvent, TranscriptEntry};
-use crate::store::{EscalationRecord, StateChange, StoreError};
+use crate::model::{
+    Agent, Conversation, ConversationKey, Escalation, EscalationEvent, Note, TranscriptEntry,
+};
+use crate::store::{EscalationRecord, QuickPhrase, Session, StateChange, StoreError};
 
 pub(crate) struct SqliteReader {
     pub(crate) pool: SqlitePool,
@@ -155,6 +157,87 @@ impl SqliteReader {
                     actor: rows::parse(&actor, CX)?,
                     reason: row.try_get("reason").map_err(db)?,
                     at_ms: row.try_get("at_ms").map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn agent(&self, name: &str) -> Result<Option<(Agent, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT name, role, shops, disabled, created_ms, password_hash FROM agents \
+             WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| StoreError::query(format!("read agent {name}"), e))?;
+        row.as_ref()
+            .map(|row| {
+                let hash: String = row
+                    .try_get("password_hash")
+                    .map_err(|e| StoreError::query("read an agent", e))?;
+                Ok((rows::agent(row)?, hash))
+            })
+            .transpose()
+    }
+
+    pub(crate) async fn agents(&self) -> Result<Vec<Agent>, StoreError> {
+        let rows =
+            sqlx::query("SELECT name, role, shops, disabled, created_ms FROM agents ORDER BY name")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| StoreError::query("list agents", e))?;
+        rows.iter().map(rows::agent).collect()
+    }
+
+    pub(crate) async fn session(&self, token_hash: &str) -> Result<Option<Session>, StoreError> {
+        const CX: &str = "reading a console session";
+        let row = sqlx::query(
+            "SELECT agent, csrf, created_ms, last_seen_ms FROM sessions WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| StoreError::query(CX, e))?;
+        row.map(|row| {
+            let db = |e| StoreError::query(CX, e);
+            Ok(Session {
+                agent: row.try_get("agent").map_err(db)?,
+                csrf: row.try_get("csrf").map_err(db)?,
+                created_ms: row.try_get("created_ms").map_err(db)?,
+                last_seen_ms: row.try_get("last_seen_ms").map_err(db)?,
+            })
+        })
+        .transpose()
+    }
+
+    pub(crate) async fn notes(&self, key: &ConversationKey) -> Result<Vec<Note>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT platform, self_id, user_id, escalation_id, author, kind, body, at_ms \
+             FROM notes WHERE platform = $1 AND self_id = $2 AND user_id = $3 ORDER BY at_ms, id",
+        )
+        .bind(&key.platform)
+        .bind(&key.self_id)
+        .bind(&key.user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| StoreError::query(format!("read the notes of {key}"), e))?;
+        rows.iter().map(rows::note).collect()
+    }
+
+    pub(crate) async fn phrases(&self, agent: &str) -> Result<Vec<QuickPhrase>, StoreError> {
+        const CX: &str = "reading quick phrases";
+        let rows = sqlx::query("SELECT id, text FROM quick_phrases WHERE agent = $1 ORDER BY id")
+            .bind(agent)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::query(CX, e))?;
+        rows.iter()
+            .map(|row| {
+                let db = |e| StoreError::query(CX, e);
+                Ok(QuickPhrase {
+                    id: row.try_get("id").map_err(db)?,
+                    text: row.try_get("text").map_err(db)?,
                 })
             })
             .collect()

@@ -3,7 +3,9 @@
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use crate::model::{Conversation, ConversationKey, Escalation, ItemRef, Part, TranscriptEntry};
+use crate::model::{
+    Agent, Conversation, ConversationKey, Escalation, ItemRef, Note, Part, TranscriptEntry,
+};
 use crate::store::StoreError;
 
 /// Columns selected for a [`Conversation`], in the order [`conversation`] reads them.
@@ -119,4 +121,28 @@ pub(crate) fn parts_json(parts: &[Part]) -> Option<String> {
     } else {
         serde_json::to_string(parts).ok()
     }
+}
+
+pub(crate) fn agent(row: &SqliteRow) -> Result<Agent, StoreError> {
+    const CX: &str = "reading an agent";
+    let shops: String = get(row, "shops", CX)?;
+    Ok(Agent {
+        name: get(row, "name", CX)?,
+        role: parse(&get::<String>(row, "role", CX)?, CX)?,
+        shops: shops.split_whitespace().map(str::to_owned).collect(),
+        disabled: get::<i64>(row, "disabled", CX)? != 0,
+        created_ms: get(row, "created_ms", CX)?,
+    })
+}
+
+pub(crate) fn note(row: &SqliteRow) -> Result<Note, StoreError> {
+    const CX: &str = "reading a note";
+    Ok(Note {
+        key: key(row, CX)?,
+        escalation: get(row, "escalation_id", CX)?,
+        author: get(row, "author", CX)?,
+        kind: parse(&get::<String>(row, "kind", CX)?, CX)?,
+        body: get(row, "body", CX)?,
+        at_ms: get(row, "at_ms", CX)?,
+    })
 }

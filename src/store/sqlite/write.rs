@@ -13,7 +13,7 @@ use crate::model::{
     EscalationState, Queue, TranscriptEntry,
 };
 use crate::store::StoreError;
-use crate::store::ops::{EscalationStep, InboundLine, Op, Reply, Turn, TurnOutcome};
+use crate::store::ops::{AccountOp, EscalationStep, InboundLine, Op, Reply, Turn, TurnOutcome};
 
 /// The writer's side of a SQLite store.
 pub(crate) struct SqliteWriter {
@@ -68,6 +68,7 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Reply, StoreError
     let cx = || op.describe();
     match op {
         Op::Turn(turn) => apply_turn(conn, turn, op).await.map(Reply::Turn),
+        Op::Account(account) => apply_account(conn, account, op).await,
         Op::MarkDelivery {
             line,
             delivery,
@@ -490,5 +491,161 @@ async fn record_change(
     .bind(turn.conversation.state_since_ms)
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+async fn apply_account(
+    conn: &mut SqliteConnection,
+    account: &AccountOp,
+    op: &Op,
+) -> Result<Reply, StoreError> {
+    let db = |e| StoreError::query(op.describe(), e);
+    match account {
+        AccountOp::AddAgent {
+            agent,
+            password_hash,
+        } => {
+            let inserted = sqlx::query(
+                "INSERT INTO agents (name, password_hash, role, shops, disabled, created_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            )
+            .bind(&agent.name)
+            .bind(password_hash)
+            .bind(agent.role.as_str())
+            .bind(agent.shops.join(" "))
+            .bind(i64::from(agent.disabled))
+            .bind(agent.created_ms)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?
+            .rows_affected();
+            if inserted == 0 {
+                return Err(StoreError::AgentExists {
+                    name: agent.name.clone(),
+                });
+            }
+        }
+        AccountOp::SetPassword {
+            name,
+            password_hash,
+        } => {
+            let updated = sqlx::query("UPDATE agents SET password_hash = $2 WHERE name = $1")
+                .bind(name)
+                .bind(password_hash)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?
+                .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::AgentNotFound { name: name.clone() });
+            }
+            end_sessions(conn, name).await.map_err(db)?;
+        }
+        AccountOp::SetDisabled { name, disabled } => {
+            let updated = sqlx::query("UPDATE agents SET disabled = $2 WHERE name = $1")
+                .bind(name)
+                .bind(i64::from(*disabled))
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?
+                .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::AgentNotFound { name: name.clone() });
+            }
+            if *disabled {
+                end_sessions(conn, name).await.map_err(db)?;
+            }
+        }
+        AccountOp::CreateSession {
+            token_hash,
+            agent,
+            csrf,
+            at_ms,
+        } => {
+            sqlx::query(
+                "INSERT INTO sessions (token_hash, agent, csrf, created_ms, last_seen_ms) \
+                 VALUES ($1, $2, $3, $4, $4)",
+            )
+            .bind(token_hash)
+            .bind(agent)
+            .bind(csrf)
+            .bind(at_ms)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        }
+        AccountOp::TouchSession { token_hash, at_ms } => {
+            sqlx::query(
+                "UPDATE sessions SET last_seen_ms = MAX(last_seen_ms, $2) WHERE token_hash = $1",
+            )
+            .bind(token_hash)
+            .bind(at_ms)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        }
+        AccountOp::DeleteSession { token_hash } => {
+            sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+                .bind(token_hash)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+        }
+        AccountOp::ExpireSessions { before_ms } => {
+            sqlx::query("DELETE FROM sessions WHERE last_seen_ms < $1")
+                .bind(before_ms)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+        }
+        AccountOp::AddNote(note) => {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO notes \
+                 (platform, self_id, user_id, escalation_id, author, kind, body, at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            )
+            .bind(&note.key.platform)
+            .bind(&note.key.self_id)
+            .bind(&note.key.user_id)
+            .bind(note.escalation)
+            .bind(&note.author)
+            .bind(note.kind.as_str())
+            .bind(&note.body)
+            .bind(note.at_ms)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db)?;
+            return Ok(Reply::Created(id));
+        }
+        AccountOp::AddPhrase { agent, text, at_ms } => {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO quick_phrases (agent, text, created_ms) VALUES ($1, $2, $3) \
+                 RETURNING id",
+            )
+            .bind(agent)
+            .bind(text)
+            .bind(at_ms)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db)?;
+            return Ok(Reply::Created(id));
+        }
+        AccountOp::DeletePhrase { agent, id } => {
+            sqlx::query("DELETE FROM quick_phrases WHERE id = $1 AND agent = $2")
+                .bind(id)
+                .bind(agent)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+        }
+    }
+    Ok(Reply::Done)
+}
+
+async fn end_sessions(conn: &mut SqliteConnection, agent: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM sessions WHERE agent = $1")
+        .bind(agent)
+        .execute(conn)
+        .await?;
     Ok(())
 }
