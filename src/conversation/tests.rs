@@ -200,7 +200,7 @@ fn an_idle_agent_hands_the_chat_back() {
 #[test]
 fn the_reply_rate_limit_holds_back_a_flood_but_not_an_acknowledgement() {
     let mut chat = Chat::new();
-    chat.policy.max_replies_per_window = 3;
+    chat.policy.max_replies = std::num::NonZeroU32::new(3).unwrap();
     let mut sent = 0;
     let mut suppressed = 0;
     for second in 0..10 {
@@ -220,7 +220,7 @@ fn the_reply_rate_limit_holds_back_a_flood_but_not_an_acknowledgement() {
     );
     // A minute later the window has moved on.
     let mut chat = Chat::new();
-    chat.policy.max_replies_per_window = 1;
+    chat.policy.max_replies = std::num::NonZeroU32::MIN;
     chat.says(&faq(), 0);
     assert_eq!(chat.says(&faq(), 1000), ["suppressed:ship_when"]);
     assert_eq!(chat.says(&faq(), 61_000), ["send:ship_when"]);
