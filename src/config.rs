@@ -8,9 +8,10 @@
 //! every value as written, with its position (`Spanned<toml::Value>`), then value by value into
 //! the typed [`Config`]. A wrong value therefore does not hide the next one: [`Config::load`]
 //! reports every problem at once, each naming the setting and where its value came from (file and
-//! line, environment variable or flag). Only a file that is not TOML, or that has a key xiaoer
-//! does not know, stops at the first problem: unknown keys are errors (`deny_unknown_fields`) so a
-//! typo never silently falls back to a default. Keys renamed since earlier versions are still
+//! line, environment variable or flag). Only a file that is not TOML, that has a key xiaoer does
+//! not know, or whose shape is wrong (text where a `[[gateway]]` list belongs) stops at the first
+//! problem: unknown keys are errors (`deny_unknown_fields`) so a typo never silently falls back to
+//! a default. Keys renamed since earlier versions are still
 //! recognised, only to say what they are called now.
 //!
 //! # Durations

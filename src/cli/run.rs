@@ -35,7 +35,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub replies: Option<PathBuf>,
     /// Store URL: sqlite://PATH (relative to the working directory; sqlite:///PATH is
-    /// absolute) or postgres://…; default sqlite://<data>/xiaoer.db.
+    /// absolute) or postgres://…; default sqlite://DATA/xiaoer.db with DATA the data directory.
     #[arg(long)]
     pub store: Option<String>,
 }
