@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, StoreLocation};
 use crate::conversation::commands::AgentAction;
 use crate::conversation::dispatch::Dispatcher;
 use crate::conversation::worker::{
@@ -41,6 +41,8 @@ pub enum DaemonError {
     Rules(#[from] RuleBookError),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Sends replies through the gateway that serves the chat's shop.
@@ -143,9 +145,17 @@ const EVENT_BUFFER: usize = 1024;
 /// bad input and lost connections are logged and survived.
 pub async fn start(config: Config) -> Result<Running, DaemonError> {
     let (rules, sources) = load_rules(&config)?;
-    let store = Store::open(&config.data).await?;
+    let location = config.store_location();
+    let store = match &location {
+        StoreLocation::Sqlite(path) => Store::open_file(path).await?,
+        StoreLocation::Postgres(_) => {
+            return Err(DaemonError::Unsupported(format!(
+                "store {location}: PostgreSQL is not supported yet; use sqlite://PATH"
+            )));
+        }
+    };
     info!(
-        data = %config.data.display(),
+        store = %location,
         rules = rules.load().shared().rules().len(),
         gateways = config.gateways.len(),
         "xiaoer started"

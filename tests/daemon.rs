@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
-use xiaoer::config::{Config, GatewaySettings, ShopSettings};
+use xiaoer::config::{Config, GatewaySettings, ShopSettings, StoreLocation};
 use xiaoer::conversation::commands::AgentAction;
 use xiaoer::gateway::{BotMessage, DevGateway, DevGatewayConfig};
 use xiaoer::model::{
@@ -905,4 +905,49 @@ async fn a_crash_just_after_the_escalation_commit_keeps_it_once_and_does_not_ans
     assert_eq!(ack.delivery, Some(Delivery::Pending));
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_setting_picks_the_database_file_and_postgres_is_refused_clearly() {
+    let gateway = gateway().await;
+    let (_rules_dir, rules, replies) = rule_dirs();
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("elsewhere").join("shop.db");
+    let base = Config {
+        rules,
+        replies,
+        gateways: vec![GatewaySettings {
+            url: gateway.url(),
+            token: Some(TOKEN.into()),
+            name: None,
+        }],
+        ..Config::default()
+    };
+    let config = Config {
+        store: Some(StoreLocation::Sqlite(db.clone())),
+        ..base.clone()
+    };
+    let running = xiaoer::daemon::start(config).await.unwrap();
+    assert!(gateway.wait_for_bots(1, WAIT).await);
+    gateway.buyer_says("shop1", "s1", "我要退款");
+    assert!(reply(&gateway).await.text.contains("退款专员"));
+    running.stop().await;
+    assert!(db.is_file(), "the database is where the setting says");
+    let store = Store::open_existing(db.parent().unwrap()).await;
+    assert!(store.is_err(), "named shop.db, not xiaoer.db");
+
+    let config = Config {
+        store: Some(StoreLocation::Postgres("postgres://u:secret@db/x".into())),
+        ..base
+    };
+    let error = xiaoer::daemon::start(config).await.err().expect("refused");
+    let message = error.to_string();
+    assert!(
+        message.contains("PostgreSQL is not supported yet"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("secret"),
+        "the password is not shown: {message}"
+    );
 }

@@ -1,12 +1,15 @@
 //! `xiaoer run`: the daemon, with settings from file, environment and flags, and Unix signals
 //! wired to reload and shutdown.
+//!
+//! The flags here are the top layer of the settings; `config` merges and checks them, this
+//! command only hands them over and logs what came back as warnings.
 
 use std::path::PathBuf;
 
 use clap::Args;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError, Overrides};
 
@@ -22,17 +25,24 @@ pub struct RunArgs {
     /// Gateway access token, sent as `Authorization: Bearer`.
     #[arg(long)]
     pub token: Option<String>,
-    /// Data directory (holds xiaoer.db).
+    /// Data directory (holds xiaoer.db unless --store says otherwise).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Directory of the shared rule files.
     #[arg(long)]
     pub rules: Option<PathBuf>,
+    /// Directory of the shared reply files.
     #[arg(long)]
     pub replies: Option<PathBuf>,
+    /// Store URL: sqlite://PATH (relative to the working directory; sqlite:///PATH is
+    /// absolute) or postgres://…; default sqlite://DATA/xiaoer.db with DATA the data directory.
+    #[arg(long)]
+    pub store: Option<String>,
 }
 
 impl RunArgs {
-    /// The settings these flags, the environment and the config file add up to.
+    /// The settings these flags, the environment and the config file add up to, validated.
+    /// Warnings about the settings (an unknown `XIAOER_*` variable) are logged here.
     ///
     /// # Errors
     ///
@@ -44,8 +54,19 @@ impl RunArgs {
             data: self.data.clone(),
             rules: self.rules.clone(),
             replies: self.replies.clone(),
+            watch: None,
+            store: self.store.clone(),
         };
-        Config::load(self.config.as_deref(), std::env::vars(), &flags)
+        // `vars_os`, not `vars`: a variable that is not UTF-8 (which `vars` panics on) cannot be
+        // one of ours, so it is skipped rather than taken down with the rest.
+        let env = std::env::vars_os().filter_map(|(name, value)| {
+            Some((name.into_string().ok()?, value.into_string().ok()?))
+        });
+        let config = Config::load(self.config.as_deref(), env, &flags)?;
+        for warning in &config.warnings {
+            warn!("{warning}");
+        }
+        Ok(config)
     }
 }
 

@@ -277,7 +277,7 @@ fn a_message_without_text_is_no_fallback() {
 #[test]
 fn the_reply_rate_limit_holds_back_a_flood_but_not_an_acknowledgement() {
     let mut chat = Chat::new();
-    chat.policy.max_replies_per_window = 3;
+    chat.policy.max_replies = std::num::NonZeroU32::new(3).unwrap();
     let mut sent = 0;
     let mut suppressed = 0;
     for second in 0..10 {
@@ -297,7 +297,7 @@ fn the_reply_rate_limit_holds_back_a_flood_but_not_an_acknowledgement() {
     );
     // A minute later the window has moved on.
     let mut chat = Chat::new();
-    chat.policy.max_replies_per_window = 1;
+    chat.policy.max_replies = std::num::NonZeroU32::MIN;
     chat.says(&faq(), 0);
     assert_eq!(chat.says(&faq(), 1000), ["suppressed:ship_when"]);
     assert_eq!(chat.says(&faq(), 61_000), ["send:ship_when"]);

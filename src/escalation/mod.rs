@@ -6,15 +6,15 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
-
 use crate::model::Queue;
 
-/// Escalation settings, part of the daemon configuration (`[escalation]`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
+/// Escalation settings, part of the daemon configuration (`[escalation]`; the file format lives
+/// in `config`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EscalationPolicy {
-    /// After this many fallback replies in a row the chat goes to the `human` queue.
+    /// After this many fallback replies in a row the chat goes to the `human` queue. Zero means
+    /// never: the bot keeps answering with the fallback reply however often it misses, which a
+    /// shop may want while its agents are off shift.
     pub fallback_limit: u32,
     /// What `{queue_eta}` says for each queue, e.g. `refund = "10分钟"`.
     pub queue_eta: HashMap<Queue, String>,
@@ -41,9 +41,27 @@ impl EscalationPolicy {
             .unwrap_or(&self.default_eta)
     }
 
-    /// Whether a streak of fallback replies means the bot should hand over.
+    /// Whether a streak of fallback replies means the bot should hand over; never when
+    /// `fallback_limit` is zero.
     pub fn gives_up_after(&self, fallback_streak: i64) -> bool {
         self.fallback_limit > 0 && fallback_streak >= i64::from(self.fallback_limit)
+    }
+
+    /// Every setting that cannot work, as (key within `[escalation]`, what is wrong). An empty
+    /// wait would leave a hole in the sentence a buyer is sent.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if self.default_eta.trim().is_empty() {
+            problems.push(("default_eta".to_string(), "is empty".to_string()));
+        }
+        let mut queues: Vec<_> = self.queue_eta.iter().collect();
+        queues.sort_by_key(|(queue, _)| queue.as_str());
+        for (queue, eta) in queues {
+            if eta.trim().is_empty() {
+                problems.push((format!("queue_eta.{queue}"), "is empty".to_string()));
+            }
+        }
+        problems
     }
 }
 
@@ -68,5 +86,15 @@ mod tests {
         assert!(!policy.gives_up_after(100));
         assert!(EscalationPolicy::default().gives_up_after(3));
         assert!(!EscalationPolicy::default().gives_up_after(2));
+    }
+
+    #[test]
+    fn an_empty_wait_is_a_problem() {
+        let mut policy = EscalationPolicy::default();
+        assert!(policy.problems().is_empty());
+        policy.queue_eta.insert(Queue::Complaint, " ".into());
+        policy.default_eta.clear();
+        let keys: Vec<_> = policy.problems().into_iter().map(|(key, _)| key).collect();
+        assert_eq!(keys, ["default_eta", "queue_eta.complaint"]);
     }
 }

@@ -137,11 +137,23 @@ impl Store {
     ///
     /// If the directory cannot be created, the database cannot be opened, or migrations fail.
     pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
-            path: data_dir.to_owned(),
-            source,
-        })?;
-        let path = data_dir.join(DB_FILE);
+        Store::open_file(&data_dir.join(DB_FILE)).await
+    }
+
+    /// Like [`Store::open`], for a database file given by its own path (`store =
+    /// "sqlite://…"`); its directory is created if needed.
+    ///
+    /// # Errors
+    ///
+    /// See [`Store::open`].
+    pub async fn open_file(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let path = path.to_owned();
         let backend = sqlite::open_writer(&path).await?;
         let reader = sqlite::open_reader(&path).await?;
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
