@@ -155,9 +155,10 @@ pub fn plan_message(
     }
     conversation.last_buyer_ms = Some(now_ms);
 
-    let greeting_due = conversation
-        .greeted_at_ms
-        .is_none_or(|at| now_ms - at >= policy.greeting_window_ms());
+    let greeting_due = policy.greeting_enabled()
+        && conversation
+            .greeted_at_ms
+            .is_none_or(|at| now_ms.saturating_sub(at) >= policy.greeting_window_ms());
     let greet = |plan: &mut Plan, conversation: &mut Conversation| {
         if greeting_due {
             plan.steps.push(Step::Send {

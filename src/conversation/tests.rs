@@ -302,3 +302,11 @@ fn the_reply_rate_limit_holds_back_a_flood_but_not_an_acknowledgement() {
     assert_eq!(chat.says(&faq(), 1000), ["suppressed:ship_when"]);
     assert_eq!(chat.says(&faq(), 61_000), ["send:ship_when"]);
 }
+
+#[test]
+fn a_shop_that_switched_the_greeting_off_gets_answers_alone() {
+    let mut chat = Chat::new();
+    chat.policy.greeting = false;
+    assert_eq!(chat.says(&faq(), 0), ["send:ship_when"]);
+    assert_eq!(chat.says(&fallback(), MIN), ["send:fallback"]);
+}
