@@ -45,6 +45,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
+use crate::console::ConsoleSettings;
 use crate::conversation::ConversationPolicy;
 use crate::escalation::EscalationPolicy;
 use crate::gateway::GatewayConfig;
@@ -74,6 +75,8 @@ pub struct Config {
     pub watch: bool,
     /// Chat workers idle this long are stopped (they start again on the next message).
     pub worker_idle: Duration,
+    /// The agent console (`[console]`); off unless `listen` is set.
+    pub console: ConsoleSettings,
     /// Where each setting's value came from, for error messages. [`Config::load`] fills it in; a
     /// `Config` built in code can leave it empty (its errors then name no origin).
     pub origins: Origins,
@@ -95,6 +98,7 @@ impl Default for Config {
             escalation: EscalationPolicy::default(),
             watch: true,
             worker_idle: Duration::from_secs(300),
+            console: ConsoleSettings::default(),
             origins: Origins::default(),
             warnings: Vec::new(),
         }
@@ -362,6 +366,8 @@ pub struct Overrides {
     pub watch: Option<bool>,
     /// A store URL, parsed when applied so that a bad one is reported with its origin.
     pub store: Option<String>,
+    /// Where the console listens, parsed when applied.
+    pub console: Option<String>,
 }
 
 /// One setting that the environment (and perhaps a flag) can set.
@@ -436,6 +442,15 @@ pub const OVERRIDES: &[Knob] = &[
         setting: "watch",
         parse: |o, v| {
             o.watch = Some(parse_switch(v)?);
+            Ok(())
+        },
+    },
+    Knob {
+        env: "XIAOER_CONSOLE",
+        flag: Some("--console"),
+        setting: "console.listen",
+        parse: |o, v| {
+            o.console = Some(v.to_string());
             Ok(())
         },
     },
@@ -594,6 +609,15 @@ impl Config {
             self.watch = *watch;
             self.origins.set("watch", origin);
         }
+        if let Some((addr, origin)) = pick("console.listen", &flags.console, &env.console) {
+            match socket_address(addr) {
+                Ok(addr) => {
+                    self.console.listen = Some(addr);
+                    self.origins.set("console.listen", origin);
+                }
+                Err(error) => problems.push(Problem::new("console.listen", Some(origin), error)),
+            }
+        }
         if let Some((url, origin)) = pick("store", &flags.store, &env.store) {
             match url.parse() {
                 Ok(location) => {
@@ -676,6 +700,37 @@ impl Config {
         for (key, message) in self.escalation.problems() {
             let key = format!("escalation.{key}");
             report(&key, &key, message);
+        }
+        let console = &self.console;
+        for (key, value, min) in [
+            (
+                "session_idle",
+                console.session_idle,
+                Duration::from_secs(60),
+            ),
+            ("session_max", console.session_max, Duration::from_secs(60)),
+            ("lease", console.lease, Duration::from_secs(60)),
+        ] {
+            if let Some(message) = duration_out_of_bounds(value, min, MAX_DURATION) {
+                let key = format!("console.{key}");
+                report(&key, &key, message);
+            }
+        }
+        for (queue, target) in &console.sla {
+            if let Some(message) =
+                duration_out_of_bounds(*target, Duration::from_secs(10), MAX_DURATION)
+            {
+                report("console.sla", "console.sla", format!("{queue}: {message}"));
+            }
+        }
+        if let Some(url) = &console.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                report(
+                    "console.public_url",
+                    "console.public_url",
+                    format!("{url:?} must start with http:// or https://"),
+                );
+            }
         }
         problems
     }
@@ -830,6 +885,14 @@ const KEYS: &[&str] = &[
     "shop",
     "conversation",
     "escalation",
+    "console",
+    "listen",
+    "public_url",
+    "secure_cookie",
+    "session_idle",
+    "session_max",
+    "lease",
+    "sla",
     "url",
     "token",
     "name",
@@ -859,6 +922,7 @@ struct RawConfig {
     shop: Vec<Spanned<RawShop>>,
     conversation: RawConversation,
     escalation: RawEscalation,
+    console: RawConsole,
     /// Renamed to `worker_idle`; read only to say so.
     worker_idle_secs: Raw,
 }
@@ -894,6 +958,18 @@ struct RawConversation {
     human_idle_secs: Raw,
     max_replies_per_window: Raw,
     rate_window_secs: Raw,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct RawConsole {
+    listen: Raw,
+    public_url: Raw,
+    secure_cookie: Raw,
+    session_idle: Raw,
+    session_max: Raw,
+    lease: Raw,
+    sla: Raw,
 }
 
 #[derive(Deserialize, Default)]
@@ -1089,6 +1165,38 @@ impl FileReader<'_> {
         }
         self.read_conversation(raw.conversation);
         self.read_escalation(raw.escalation);
+        self.read_console(raw.console);
+    }
+
+    fn read_console(&mut self, raw: RawConsole) {
+        let mut console = ConsoleSettings::default();
+        let key = "console.listen";
+        if let Some(v) = self.take(key, key, raw.listen, |v| socket_address(&string(v)?)) {
+            console.listen = Some(v);
+        }
+        let key = "console.public_url";
+        if let Some(v) = self.take(key, key, raw.public_url, string) {
+            console.public_url = Some(v.trim_end_matches('/').to_owned());
+        }
+        let key = "console.secure_cookie";
+        if let Some(v) = self.take(key, key, raw.secure_cookie, boolean) {
+            console.secure_cookie = v;
+        }
+        for (name, raw, field) in [
+            ("session_idle", raw.session_idle, &mut console.session_idle),
+            ("session_max", raw.session_max, &mut console.session_max),
+            ("lease", raw.lease, &mut console.lease),
+        ] {
+            let key = format!("console.{name}");
+            if let Some(v) = self.take(&key, &key, raw, duration) {
+                *field = v;
+            }
+        }
+        let key = "console.sla";
+        if let Some(v) = self.take(key, key, raw.sla, queue_durations) {
+            console.sla = v;
+        }
+        self.config.console = console;
     }
 
     fn read_conversation(&mut self, raw: RawConversation) {
@@ -1243,6 +1351,42 @@ fn duration(value: &Value) -> Result<Duration, String> {
             "expected a duration like \"30min\" or \"2h\", found {}",
             describe(other)
         )),
+    }
+}
+
+fn socket_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!("{text:?} is not an address to listen on: write it like \"127.0.0.1:8781\"")
+    })
+}
+
+fn queue_durations(value: &Value) -> Result<HashMap<Queue, Duration>, String> {
+    let Value::Table(table) = value else {
+        return Err(format!(
+            "expected a table like {{ refund = \"15min\" }}, found {}",
+            describe(value)
+        ));
+    };
+    let mut targets = HashMap::new();
+    let mut errors = Vec::new();
+    for (name, target) in table {
+        match name.parse::<Queue>() {
+            Ok(queue) => match duration(target) {
+                Ok(d) => {
+                    targets.insert(queue, d);
+                }
+                Err(e) => errors.push(format!("{name}: {e}")),
+            },
+            Err(_) => errors.push(format!(
+                "there is no queue {name:?} (the queues are {})",
+                Queue::names()
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(targets)
+    } else {
+        Err(errors.join("; "))
     }
 }
 

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, StoreLocation};
+use crate::console::{Console, ConsoleSettings, ConsoleState};
 use crate::conversation::commands::AgentAction;
 use crate::conversation::dispatch::Dispatcher;
 use crate::conversation::worker::{
@@ -43,6 +44,11 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Unsupported(String),
+    #[error("cannot serve the console on {addr}: {source} (pick another with --console)")]
+    Console {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Sends replies through the gateway that serves the chat's shop.
@@ -123,14 +129,30 @@ pub fn load_rules(config: &Config) -> Result<(LiveRules, RuleSources), DaemonErr
 /// A started daemon: owns the store, the gateways, the chat workers, the live rules and the
 /// broadcast of chat events. The console, `/metrics` and the tests mount on it.
 pub struct Running {
+    handle: Handle,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+    console_addr: Option<std::net::SocketAddr>,
+}
+
+/// What the console and other parts running beside the daemon use: the store, the chat events,
+/// commands to chats, the rules. Cheap to clone.
+#[derive(Clone)]
+pub struct Handle {
     store: Store,
     events: broadcast::Sender<ChatEvent>,
     commands: mpsc::Sender<(ConversationKey, ChatCommand)>,
     rules: LiveRules,
     reload: mpsc::Sender<()>,
     gateways: Vec<GatewayHandle>,
-    shutdown: CancellationToken,
-    task: JoinHandle<()>,
+}
+
+impl std::ops::Deref for Running {
+    type Target = Handle;
+
+    fn deref(&self) -> &Handle {
+        &self.handle
+    }
 }
 
 /// How many chat events may wait for a slow listener before it misses some.
@@ -226,21 +248,155 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         reloader,
         reloader_cancel,
         reap_every: config.worker_idle() / 2,
+        console: None,
     };
-    let task = tokio::spawn(serve(parts, shutdown.clone()));
-    Ok(Running {
+    let handle = Handle {
         store,
         events: chat_events,
         commands,
         rules,
         reload,
         gateways,
+    };
+    let console = match config.console.listen {
+        None => None,
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Console { addr, source })?;
+            let stop = CancellationToken::new();
+            let shop_names = config
+                .shops
+                .iter()
+                .filter_map(|s| s.name.clone().map(|name| (s.id.clone(), name)))
+                .collect();
+            let state = ConsoleState::new(
+                handle.clone(),
+                config.console.clone(),
+                shop_names,
+                stop.clone(),
+            );
+            let server = Console::serve(listener, state, stop.clone());
+            let console_addr = server.addr();
+            let timers = tokio::spawn(console_timers(
+                handle.clone(),
+                config.console.clone(),
+                stop.clone(),
+            ));
+            Some((server, stop, timers, console_addr))
+        }
+    };
+    let console_addr = console.as_ref().map(|(_, _, _, addr)| *addr);
+    let parts = Serving {
+        console: console.map(|(server, stop, timers, _)| (server, stop, timers)),
+        ..parts
+    };
+    let task = tokio::spawn(serve(parts, shutdown.clone()));
+    Ok(Running {
+        handle,
         shutdown,
         task,
+        console_addr,
     })
 }
 
+/// How often claimed chats are checked for lapsed leases and sessions for expiry.
+const CONSOLE_TICK: Duration = Duration::from_secs(30);
+
+/// The console's clocks: leases that lapse and sessions that expire.
+async fn console_timers(handle: Handle, settings: ConsoleSettings, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(CONSOLE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = crate::store::now_ms();
+        handle.expire_leases(settings.lease, now).await;
+        let oldest = now
+            .saturating_sub(i64::try_from(settings.session_idle.as_millis()).unwrap_or(i64::MAX));
+        if let Err(error) = handle
+            .store()
+            .account(crate::store::AccountOp::ExpireSessions { before_ms: oldest })
+            .await
+        {
+            warn!(%error, "cannot end expired console sessions");
+        }
+    }
+}
+
 impl Running {
+    /// Where the console listens, when it is on.
+    pub fn console_addr(&self) -> Option<std::net::SocketAddr> {
+        self.console_addr
+    }
+
+    /// A handle for parts that run beside the daemon.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// A token that stops the daemon when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops taking messages, lets every chat finish what it holds, flushes the store and closes
+    /// the gateway connections, within [`SHUTDOWN_DEADLINE`].
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+
+    /// Waits until the daemon has stopped (after its shutdown token was cancelled).
+    pub async fn wait(self) {
+        if let Err(error) = self.task.await {
+            warn!(%error, "the daemon's main task failed");
+        }
+    }
+}
+
+impl Handle {
+    /// Puts back in their queues the claimed chats whose holder did nothing in them for
+    /// `lease` (measured from the claim or the agent's last message, whichever is later), as of
+    /// `now_ms`. Returns how many went back.
+    pub async fn expire_leases(&self, lease: Duration, now_ms: i64) -> usize {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let escalations = match self.store.open_escalations().await {
+            Ok(escalations) => escalations,
+            Err(error) => {
+                warn!(%error, "cannot look for lapsed leases");
+                return 0;
+            }
+        };
+        let mut expired = 0;
+        for escalation in escalations {
+            if escalation.state != crate::model::EscalationState::Claimed {
+                continue;
+            }
+            let last_staff = match self.store.conversation(&escalation.key).await {
+                Ok(conversation) => conversation.and_then(|c| c.last_staff_ms),
+                Err(_) => None,
+            };
+            let active = [escalation.claimed_ms, last_staff]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap_or(escalation.created_ms);
+            if now_ms.saturating_sub(active) < lease_ms {
+                continue;
+            }
+            match self.act(escalation.id, AgentAction::LeaseExpired).await {
+                Ok(()) => expired += 1,
+                Err(error) => {
+                    debug!(escalation = escalation.id, %error, "lease not expired")
+                }
+            }
+        }
+        expired
+    }
+
     /// The store the daemon writes to (reads see everything committed).
     pub fn store(&self) -> &Store {
         &self.store
@@ -324,25 +480,6 @@ impl Running {
         self.command(escalation.key, command).await?;
         answer.await.map_err(|_| CommandError::Stopped)?
     }
-
-    /// A token that stops the daemon when cancelled.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
-
-    /// Stops taking messages, lets every chat finish what it holds, flushes the store and closes
-    /// the gateway connections, within [`SHUTDOWN_DEADLINE`].
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.wait().await;
-    }
-
-    /// Waits until the daemon has stopped (after its shutdown token was cancelled).
-    pub async fn wait(self) {
-        if let Err(error) = self.task.await {
-            warn!(%error, "the daemon's main task failed");
-        }
-    }
 }
 
 /// Runs the daemon until `shutdown` is cancelled: [`start`], then [`Running::stop`].
@@ -386,6 +523,8 @@ struct Serving {
     reloader: JoinHandle<()>,
     reloader_cancel: CancellationToken,
     reap_every: Duration,
+    /// The console server, its stop token and its timers.
+    console: Option<(Console, CancellationToken, JoinHandle<()>)>,
 }
 
 async fn serve(parts: Serving, shutdown: CancellationToken) {
@@ -402,6 +541,7 @@ async fn serve(parts: Serving, shutdown: CancellationToken) {
         reloader,
         reloader_cancel,
         reap_every,
+        console,
     } = parts;
     let mut reap = tokio::time::interval(reap_every);
     reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -426,6 +566,15 @@ async fn serve(parts: Serving, shutdown: CancellationToken) {
         "shutting down: finishing in-flight chats"
     );
     let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+    if let Some((server, stop, timers)) = console {
+        // Agents' requests stop first; what they started still finishes below.
+        stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            server.join().await;
+            let _ = timers.await;
+        })
+        .await;
+    }
     reloader_cancel.cancel();
     drop(gateway_events);
     commands.close();

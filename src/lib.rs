@@ -32,6 +32,7 @@
 pub mod accounts;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod conversation;
 pub mod daemon;
 pub mod diagnostics;

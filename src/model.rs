@@ -485,6 +485,8 @@ pub struct Escalation {
     pub created_ms: i64,
     /// The agent who claimed it, if claimed.
     pub claimed_by: Option<String>,
+    /// When it was claimed (unix ms), if claimed.
+    pub claimed_ms: Option<i64>,
     /// The buyer message that caused the escalation.
     pub first_message: String,
     /// Who closed it (`agent:<name>`, `timeout`, …), once closed.

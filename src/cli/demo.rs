@@ -22,7 +22,15 @@ pub struct DemoArgs {
     pub rules: PathBuf,
     #[arg(long, default_value = "replies")]
     pub replies: PathBuf,
+    /// Where the agent console listens.
+    #[arg(long, default_value = "127.0.0.1:8781")]
+    pub console: SocketAddr,
 }
+
+/// The demo's console account (created in the demo's own data directory only).
+pub const DEMO_AGENT: &str = "demo";
+/// Its password, printed at start: the demo listens on loopback only.
+pub const DEMO_PASSWORD: &str = "xiaoer-demo";
 
 /// Why the demo could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +44,33 @@ pub enum DemoError {
     },
     #[error(transparent)]
     Daemon(#[from] crate::daemon::DaemonError),
+    #[error("cannot create the demo agent: {0}")]
+    Agent(#[from] crate::accounts::AccountError),
+}
+
+/// Creates the demo agent unless it exists.
+async fn ensure_demo_agent(data: &std::path::Path) -> Result<(), DemoError> {
+    let store = crate::store::Store::open(data)
+        .await
+        .map_err(crate::accounts::AccountError::from)?;
+    let added = crate::accounts::add(
+        &store,
+        DEMO_AGENT,
+        crate::model::Role::Supervisor,
+        &[],
+        DEMO_PASSWORD,
+    )
+    .await;
+    let closed = store.close().await;
+    match added {
+        Ok(_)
+        | Err(crate::accounts::AccountError::Store(crate::store::StoreError::AgentExists {
+            ..
+        })) => {}
+        Err(error) => return Err(error.into()),
+    }
+    closed.map_err(crate::accounts::AccountError::from)?;
+    Ok(())
 }
 
 const DEMO_TOKEN: &str = "demo-token";
@@ -74,14 +109,23 @@ pub async fn run(
             name: Some("小二演示店".into()),
             overlay: None,
         }],
+        console: crate::console::ConsoleSettings {
+            listen: Some(args.console),
+            ..Default::default()
+        },
         ..Config::default()
     };
+    ensure_demo_agent(&args.data).await?;
     println!();
     println!("  xiaoer demo is running");
     println!("  buyer chat page:    {}", gateway.page_url());
     println!(
         "  gateway (OneBot 12): {}  (token {DEMO_TOKEN})",
         gateway.url()
+    );
+    println!(
+        "  agent console:      http://{}/  (log in as {DEMO_AGENT} / {DEMO_PASSWORD})",
+        args.console
     );
     println!("  data:               {}/xiaoer.db", args.data.display());
     println!(

@@ -38,6 +38,9 @@ pub struct RunArgs {
     /// absolute) or postgres://…; default sqlite://DATA/xiaoer.db with DATA the data directory.
     #[arg(long)]
     pub store: Option<String>,
+    /// Serve the agent console at this address, e.g. 127.0.0.1:8781 (off unless set).
+    #[arg(long, value_name = "ADDR")]
+    pub console: Option<String>,
 }
 
 impl RunArgs {
@@ -56,6 +59,7 @@ impl RunArgs {
             replies: self.replies.clone(),
             watch: None,
             store: self.store.clone(),
+            console: self.console.clone(),
         };
         // `vars_os`, not `vars`: a variable that is not UTF-8 (which `vars` panics on) cannot be
         // one of ours, so it is skipped rather than taken down with the rest.

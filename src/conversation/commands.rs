@@ -30,6 +30,8 @@ pub enum AgentAction {
         queue: Queue,
         agent: Option<String>,
     },
+    /// The holder did nothing in the chat for the lease period: back to its queue.
+    LeaseExpired,
 }
 
 impl AgentAction {
@@ -41,6 +43,15 @@ impl AgentAction {
             | AgentAction::Resolve { agent, .. }
             | AgentAction::HandBack { agent }
             | AgentAction::Transfer { by: agent, .. } => agent,
+            AgentAction::LeaseExpired => "timeout",
+        }
+    }
+
+    /// Who the action is recorded as.
+    pub fn actor(&self) -> Actor {
+        match self {
+            AgentAction::LeaseExpired => Actor::Timeout,
+            other => Actor::Agent(other.agent().to_owned()),
         }
     }
 }
@@ -83,7 +94,7 @@ pub fn plan(
     if escalation.state == EscalationState::Closed {
         return Err(ActionError::Closed { id });
     }
-    let actor = Actor::Agent(action.agent().to_owned());
+    let actor = action.actor();
     let (step, reason) = match action {
         AgentAction::Claim { agent } => {
             if let (EscalationState::Claimed, Some(holder)) =
@@ -115,6 +126,20 @@ pub fn plan(
                 EscalationStep::Release { id },
                 format!(
                     "released escalation {id} back to queue {}",
+                    escalation.queue
+                ),
+            )
+        }
+        AgentAction::LeaseExpired => {
+            if escalation.state != EscalationState::Claimed {
+                return Err(ActionError::NotClaimed { id });
+            }
+            enter(&mut conversation, ConversationState::Queued, now_ms);
+            (
+                EscalationStep::Release { id },
+                format!(
+                    "{} did nothing in the chat for the lease period; back to queue {}",
+                    escalation.claimed_by.as_deref().unwrap_or("the agent"),
                     escalation.queue
                 ),
             )
@@ -195,6 +220,7 @@ mod tests {
             state: EscalationState::Open,
             created_ms: 0,
             claimed_by: None,
+            claimed_ms: None,
             first_message: "我要退款".into(),
             closed_by: None,
             outcome: None,
@@ -267,7 +293,7 @@ mod tests {
                 turn.conversation.version, 3,
                 "planned from the read version"
             );
-            assert_eq!(turn.actor, Actor::Agent(action.agent().to_owned()));
+            assert_eq!(turn.actor, action.actor());
             assert_eq!(turn.escalations.len(), 1);
             if state == ConversationState::Bot {
                 assert_eq!(turn.conversation.open_escalation, None);

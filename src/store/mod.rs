@@ -474,6 +474,20 @@ impl Store {
         }
     }
 
+    /// Every escalation of one chat, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// If the read fails.
+    pub async fn escalations_of(
+        &self,
+        key: &ConversationKey,
+    ) -> Result<Vec<Escalation>, StoreError> {
+        match &self.inner.reader {
+            Reader::Sqlite(r) => r.escalations_of(key).await,
+        }
+    }
+
     /// One escalation by id, in any state.
     ///
     /// # Errors

@@ -50,6 +50,24 @@ impl SqliteReader {
         rows.iter().map(rows::escalation).collect()
     }
 
+    pub(crate) async fn escalations_of(
+        &self,
+        key: &ConversationKey,
+    ) -> Result<Vec<Escalation>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM escalations WHERE platform = $1 AND self_id = $2 AND user_id = $3 \
+             ORDER BY created_ms, id",
+            rows::ESCALATION_COLUMNS
+        ))
+        .bind(&key.platform)
+        .bind(&key.self_id)
+        .bind(&key.user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| StoreError::query(format!("list the escalations of {key}"), e))?;
+        rows.iter().map(rows::escalation).collect()
+    }
+
     pub(crate) async fn escalation(&self, id: i64) -> Result<Option<Escalation>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {} FROM escalations WHERE id = $1",

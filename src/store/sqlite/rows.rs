@@ -15,7 +15,7 @@ pub(crate) const CONVERSATION_COLUMNS: &str = "platform, self_id, user_id, state
 
 /// Columns selected for an [`Escalation`].
 pub(crate) const ESCALATION_COLUMNS: &str = "id, platform, self_id, user_id, queue, reason, rule, \
-     state, created_ms, claimed_by, first_message, closed_by, outcome";
+     state, created_ms, claimed_by, claimed_ms, first_message, closed_by, outcome";
 
 /// Columns selected for a [`TranscriptEntry`].
 pub(crate) const TRANSCRIPT_COLUMNS: &str =
@@ -82,6 +82,7 @@ pub(crate) fn escalation(row: &SqliteRow) -> Result<Escalation, StoreError> {
         state: parse(&get::<String>(row, "state", CX)?, CX)?,
         created_ms: get(row, "created_ms", CX)?,
         claimed_by: get(row, "claimed_by", CX)?,
+        claimed_ms: get(row, "claimed_ms", CX)?,
         first_message: get(row, "first_message", CX)?,
         closed_by: get(row, "closed_by", CX)?,
         outcome: get(row, "outcome", CX)?,
