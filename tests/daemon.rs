@@ -339,6 +339,15 @@ async fn an_agent_claims_and_closes_an_escalation_while_the_daemon_runs() {
         queue_command(&["list"], daemon.data.path()).trim(),
         "no open escalations"
     );
+    let all = queue_command(&["list", "--all", "--json"], daemon.data.path());
+    let closed: serde_json::Value = serde_json::from_str(all.trim()).unwrap();
+    assert_eq!(closed["state"], "closed");
+    assert_eq!(closed["closed_by"], "agent:alice");
+    let table = queue_command(&["list", "--all"], daemon.data.path());
+    assert!(
+        table.contains("CLOSED BY") && table.contains("agent:alice"),
+        "{table}"
+    );
     gateway.buyer_says("shop1", "c1", "什么时候发货");
     assert_eq!(reply(&gateway).await.text, "现货下单后48小时内发出。");
     daemon.stop().await;

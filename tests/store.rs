@@ -594,7 +594,9 @@ async fn queue_list_json_has_the_contract_fields() {
     // The daemon's handle stays open (and keeps writing) while the CLI reads.
     store.append_transcript(line("u1", 1)).await.unwrap();
     let mut out = Vec::new();
-    queue::list(dir.path(), true, &mut out).await.unwrap();
+    queue::list(dir.path(), true, false, &mut out)
+        .await
+        .unwrap();
     store.append_transcript(line("u1", 2)).await.unwrap();
 
     let text = String::from_utf8(out).unwrap();
@@ -641,7 +643,9 @@ async fn queue_list_table_is_aligned_with_a_count() {
     let store = Store::open(dir.path()).await.unwrap();
 
     let mut out = Vec::new();
-    queue::list(dir.path(), false, &mut out).await.unwrap();
+    queue::list(dir.path(), false, false, &mut out)
+        .await
+        .unwrap();
     assert_eq!(String::from_utf8(out).unwrap(), "no open escalations\n");
 
     escalate(&store, &key("u1"), "refund", "退款", None, "m", 0)
@@ -659,7 +663,9 @@ async fn queue_list_table_is_aligned_with_a_count() {
     .await
     .unwrap();
     let mut out = Vec::new();
-    queue::list(dir.path(), false, &mut out).await.unwrap();
+    queue::list(dir.path(), false, false, &mut out)
+        .await
+        .unwrap();
     let text = String::from_utf8(out).unwrap();
     let lines: Vec<_> = text.lines().collect();
     assert_eq!(lines.len(), 4, "{text}");
@@ -677,7 +683,9 @@ async fn queue_list_on_a_missing_dir_errors_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("data");
     let mut out = Vec::new();
-    let err = queue::list(&missing, true, &mut out).await.unwrap_err();
+    let err = queue::list(&missing, true, false, &mut out)
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
@@ -697,7 +705,9 @@ async fn queue_list_works_after_the_daemon_has_stopped() {
         .unwrap();
     store.close().await.unwrap();
     let mut out = Vec::new();
-    queue::list(dir.path(), true, &mut out).await.unwrap();
+    queue::list(dir.path(), true, false, &mut out)
+        .await
+        .unwrap();
     assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1);
 }
 

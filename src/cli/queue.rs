@@ -30,6 +30,9 @@ pub enum QueueCommand {
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
+        /// Closed escalations too, with who closed them and the outcome.
+        #[arg(long)]
+        all: bool,
     },
     /// Show one escalation with the chat's transcript (the evidence an agent needs).
     Show {
@@ -70,7 +73,7 @@ pub enum QueueCommand {
 /// See [`list`].
 pub async fn run(args: &QueueArgs, out: &mut impl Write) -> Result<(), StoreError> {
     match &args.command {
-        QueueCommand::List { data, json } => list(data, *json, out).await,
+        QueueCommand::List { data, json, all } => list(data, *json, *all, out).await,
         QueueCommand::Show { id, last, data } => show(data, *id, *last, out).await,
         QueueCommand::Claim { id, agent, data } => {
             let store = open_for_agent(data).await?;
@@ -229,6 +232,8 @@ struct JsonLine<'a> {
     created_ms: i64,
     claimed_by: Option<&'a str>,
     first_message: &'a str,
+    closed_by: Option<&'a str>,
+    outcome: Option<&'a str>,
 }
 
 /// Lists the open and claimed escalations in the store under `data_dir`: one JSON object per line
@@ -240,15 +245,24 @@ struct JsonLine<'a> {
 ///
 /// [`StoreError::Missing`] if there is no store under `data_dir`; read failures; failures to
 /// write to `out`.
-pub async fn list(data_dir: &Path, json: bool, out: &mut impl Write) -> Result<(), StoreError> {
+pub async fn list(
+    data_dir: &Path,
+    json: bool,
+    all: bool,
+    out: &mut impl Write,
+) -> Result<(), StoreError> {
     let store = Store::open_existing(data_dir).await?;
-    let escalations = store.open_escalations().await;
+    let escalations = if all {
+        store.all_escalations().await
+    } else {
+        store.open_escalations().await
+    };
     store.close().await?;
     let escalations = escalations?;
     if json {
         write_json(&escalations, out)
     } else {
-        write_table(&escalations, out)
+        write_table(&escalations, all, out)
     }
     .map_err(StoreError::Output)
 }
@@ -268,6 +282,8 @@ fn write_json(escalations: &[Escalation], out: &mut impl Write) -> std::io::Resu
             created_ms: e.created_ms,
             claimed_by: e.claimed_by.as_deref(),
             first_message: &e.first_message,
+            closed_by: e.closed_by.as_deref(),
+            outcome: e.outcome.as_deref(),
         };
         serde_json::to_writer(&mut *out, &line)?;
         out.write_all(b"\n")?;
@@ -275,18 +291,31 @@ fn write_json(escalations: &[Escalation], out: &mut impl Write) -> std::io::Resu
     out.flush()
 }
 
-fn write_table(escalations: &[Escalation], out: &mut impl Write) -> std::io::Result<()> {
+fn write_table(escalations: &[Escalation], all: bool, out: &mut impl Write) -> std::io::Result<()> {
     if escalations.is_empty() {
-        writeln!(out, "no open escalations")?;
+        writeln!(
+            out,
+            "{}",
+            if all {
+                "no escalations"
+            } else {
+                "no open escalations"
+            }
+        )?;
         return out.flush();
     }
-    const HEADER: [&str; 9] = [
-        "ID", "QUEUE", "STATE", "CREATED", "PLATFORM", "SELF", "USER", "CLAIMED", "REASON",
+    let mut header = vec![
+        "ID", "QUEUE", "STATE", "CREATED", "PLATFORM", "SELF", "USER", "CLAIMED",
     ];
-    let rows: Vec<[String; 9]> = escalations
+    if all {
+        header.extend(["CLOSED BY", "OUTCOME"]);
+    }
+    header.push("REASON");
+    let rows: Vec<Vec<String>> = escalations
         .iter()
         .map(|e| {
-            [
+            let dash = |v: Option<&str>| v.map_or_else(|| "-".to_owned(), printable);
+            let mut row = vec![
                 e.id.to_string(),
                 printable(e.queue.as_str()),
                 printable(e.state.as_str()),
@@ -294,23 +323,26 @@ fn write_table(escalations: &[Escalation], out: &mut impl Write) -> std::io::Res
                 printable(&e.key.platform),
                 printable(&e.key.self_id),
                 printable(&e.key.user_id),
-                e.claimed_by
-                    .as_deref()
-                    .map_or_else(|| "-".to_owned(), printable),
-                printable(&e.reason),
-            ]
+                dash(e.claimed_by.as_deref()),
+            ];
+            if all {
+                row.push(dash(e.closed_by.as_deref()));
+                row.push(dash(e.outcome.as_deref()));
+            }
+            row.push(printable(&e.reason));
+            row
         })
         .collect();
-    let mut widths = HEADER.map(UnicodeWidthStr::width);
+    let mut widths: Vec<usize> = header.iter().map(|h| h.width()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.width());
         }
     }
-    let header = HEADER.map(str::to_owned);
+    let header: Vec<String> = header.into_iter().map(str::to_owned).collect();
     for row in std::iter::once(&header).chain(&rows) {
         let mut line = String::new();
-        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+        for (i, (cell, width)) in row.iter().zip(widths.iter().copied()).enumerate() {
             if i + 1 == row.len() {
                 line.push_str(cell);
             } else {
