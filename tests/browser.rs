@@ -365,6 +365,25 @@ async fn an_agent_picks_up_a_refund_answers_the_buyer_and_hands_back() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A click on a quick phrase puts it in the reply box (the shop's, with {shop} filled in).
+    client
+        .find(Locator::Css("button[data-phrase]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let typed = client
+        .execute(
+            "return document.querySelector('form[data-action=reply] textarea').value",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        typed,
+        serde_json::Value::String("测试小店向您道歉，马上处理。".into())
+    );
     screenshot(client, "chat.png").await;
 
     client

@@ -44,7 +44,7 @@ fn check_passes_on_good_rules() {
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(
         text(&output.stdout),
-        "ok: 6 rules, 9 replies, 22 keywords, 16 examples passed, 0 warnings\n"
+        "ok: 6 rules, 10 replies, 22 keywords, 16 examples passed, 0 warnings\n"
     );
 }
 

@@ -447,6 +447,27 @@ async fn an_agent_reply_reaches_the_buyer_and_a_failed_send_is_shown_with_the_re
         .post(&format!("/chat/{id}/reply"), &[("text", "您好")])
         .await;
     assert_eq!(page.status, StatusCode::CONFLICT, "claim first");
+    let chat = alice.get(&format!("/chat/{id}")).await;
+    assert!(
+        chat.body
+            .contains(r#"data-phrase="测试小店向您道歉，马上处理。""#),
+        "the shop's quick phrases, rendered"
+    );
+    let back = id.to_string();
+    let added = alice
+        .post("/phrases", &[("text", "我的短语：请稍等"), ("back", &back)])
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER);
+    let chat = alice.get(&format!("/chat/{id}")).await;
+    assert!(
+        chat.body.contains(r#"data-phrase="我的短语：请稍等""#),
+        "and the agent's own"
+    );
+    let bobs = bob.get(&format!("/chat/{id}")).await;
+    assert!(
+        !bobs.body.contains("我的短语"),
+        "personal phrases are personal"
+    );
     alice.post(&format!("/chat/{id}/claim"), &[]).await;
     env.reply().await;
     let page = alice
