@@ -406,8 +406,42 @@ async fn an_agent_picks_up_a_refund_answers_the_buyer_and_hands_back() {
         "the bot is back"
     );
 
+    // A shift with chats in hand, for the handover page's picture.
+    for (user, text) in [("b2", "质量太差了，做工有问题"), ("b3", "我要退货")] {
+        env.gateway.buyer_says("shop1", user, text);
+        env.reply().await;
+    }
+    let open = env.running.store().open_escalations().await.unwrap();
+    let first = open[0].clone();
+    env.running
+        .act(
+            first.id,
+            xiaoer::conversation::commands::AgentAction::Claim {
+                agent: "alice".into(),
+            },
+        )
+        .await
+        .unwrap();
+    env.running
+        .store()
+        .account(xiaoer::store::AccountOp::AddNote(xiaoer::model::Note {
+            key: first.key.clone(),
+            escalation: Some(first.id),
+            author: "alice".into(),
+            kind: xiaoer::model::NoteKind::Handover,
+            body: "已让买家拍照，等照片到了登记补发".into(),
+            at_ms: xiaoer::store::now_ms(),
+        }))
+        .await
+        .unwrap();
     client
         .goto(&format!("{}/handover", env.base))
+        .await
+        .unwrap();
+    client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("table.handover tr[data-escalation-id]"))
         .await
         .unwrap();
     screenshot(client, "handover.png").await;
