@@ -44,6 +44,19 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Unsupported(String),
+    #[error(
+        "another xiaoer (pid {pid}) is already running on the store {} (two would answer the same buyers); stop it first",
+        path.display()
+    )]
+    AlreadyRunning {
+        path: std::path::PathBuf,
+        pid: String,
+    },
+    #[error("cannot take the store's lock file {}: {source}", path.display())]
+    Lock {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot serve the console on {addr}: {source} (pick another with --console)")]
     Console {
         addr: std::net::SocketAddr,
@@ -108,6 +121,50 @@ impl Outbox for GatewayOutbox {
     }
 }
 
+/// Takes the store's lock file, so that a second daemon on the same data refuses to start
+/// instead of answering the same buyers twice. The lock lasts as long as the returned file.
+fn lock_store(db: &std::path::Path) -> Result<std::fs::File, DaemonError> {
+    use std::io::{Read, Seek, Write};
+    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| {
+            DaemonError::Store(StoreError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })
+        })?;
+    }
+    let mut lock_path = db.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = std::path::PathBuf::from(lock_path);
+    let cannot = |source: std::io::Error| DaemonError::Lock {
+        path: lock_path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(cannot)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(DaemonError::AlreadyRunning {
+                path: db.to_owned(),
+                pid: holder.trim().to_owned(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(source)) => return Err(cannot(source)),
+    }
+    file.set_len(0).map_err(cannot)?;
+    file.rewind().map_err(cannot)?;
+    write!(file, "{}", std::process::id()).map_err(cannot)?;
+    Ok(file)
+}
+
 /// Loads the rules named by `config`.
 ///
 /// # Errors
@@ -168,8 +225,11 @@ const EVENT_BUFFER: usize = 1024;
 pub async fn start(config: Config) -> Result<Running, DaemonError> {
     let (rules, sources) = load_rules(&config)?;
     let location = config.store_location();
-    let store = match &location {
-        StoreLocation::Sqlite(path) => Store::open_file(path).await?,
+    let (store, store_lock) = match &location {
+        StoreLocation::Sqlite(path) => {
+            let lock = lock_store(path)?;
+            (Store::open_file(path).await?, lock)
+        }
         StoreLocation::Postgres(_) => {
             return Err(DaemonError::Unsupported(format!(
                 "store {location}: PostgreSQL is not supported yet; use sqlite://PATH"
@@ -249,6 +309,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         reloader_cancel,
         reap_every: config.worker_idle() / 2,
         console: None,
+        store_lock,
     };
     let handle = Handle {
         store,
@@ -525,6 +586,8 @@ struct Serving {
     reap_every: Duration,
     /// The console server, its stop token and its timers.
     console: Option<(Console, CancellationToken, JoinHandle<()>)>,
+    /// Held until the store is closed.
+    store_lock: std::fs::File,
 }
 
 async fn serve(parts: Serving, shutdown: CancellationToken) {
@@ -542,6 +605,7 @@ async fn serve(parts: Serving, shutdown: CancellationToken) {
         reloader_cancel,
         reap_every,
         console,
+        store_lock,
     } = parts;
     let mut reap = tokio::time::interval(reap_every);
     reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -603,6 +667,7 @@ async fn serve(parts: Serving, shutdown: CancellationToken) {
         let _ = reloader.await;
     })
     .await;
+    drop(store_lock);
     info!("xiaoer stopped");
 }
 

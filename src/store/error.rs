@@ -21,12 +21,12 @@ pub enum StoreError {
         dir: PathBuf,
     },
     /// The database could not be opened or configured.
-    #[error("cannot open store at {}: {source}", path.display())]
+    #[error("cannot open store at {}: {}", path.display(), explain(cause))]
     Open {
         /// The database file.
         path: PathBuf,
         /// Why.
-        source: sqlx::Error,
+        cause: sqlx::Error,
     },
     /// The schema migrations could not be applied.
     #[error("cannot migrate store at {}: {source}", path.display())]
@@ -51,12 +51,12 @@ pub enum StoreError {
         needed: i64,
     },
     /// A query failed.
-    #[error("cannot {context}: {source}")]
+    #[error("cannot {context}: {}", explain(cause))]
     Query {
         /// What was being done, e.g. `record inbound message 42 for qq/1/2`.
         context: String,
         /// Why.
-        source: sqlx::Error,
+        cause: sqlx::Error,
     },
     /// A stored value could not be understood.
     #[error("bad value in store while {context}: {detail}")]
@@ -111,6 +111,26 @@ pub enum StoreError {
         /// The version stored.
         found: i64,
     },
+    /// SQLite's integrity check found problems.
+    #[error(
+        "the store at {} is damaged ({found}); restore it from a backup, or move it aside to start empty",
+        path.display()
+    )]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What the check reported.
+        found: String,
+    },
+    /// The database file was deleted or replaced while the daemon was running.
+    #[error(
+        "the store {} was deleted or replaced while xiaoer was running; nothing more is written or acknowledged until it is restarted",
+        path.display()
+    )]
+    Vanished {
+        /// The database file.
+        path: PathBuf,
+    },
     /// Releasing an escalation nobody holds.
     #[error("escalation {id} is not claimed by anyone")]
     NotClaimed {
@@ -138,11 +158,17 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn query(context: impl Into<String>, source: sqlx::Error) -> Self {
+    pub(crate) fn query(context: impl Into<String>, cause: sqlx::Error) -> Self {
         StoreError::Query {
             context: context.into(),
-            source,
+            cause,
         }
+    }
+
+    /// Whether the disk (or SQLite's page limit) is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::Query { cause, .. } | StoreError::Open { cause, .. }
+            if sqlite_code(cause) == Some(13))
     }
 
     /// Whether this is a database failure (as opposed to a refused request such as
@@ -151,7 +177,101 @@ impl StoreError {
     pub fn is_database_failure(&self) -> bool {
         matches!(
             self,
-            StoreError::Query { .. } | StoreError::Corrupt { .. } | StoreError::Injected
+            StoreError::Query { .. }
+                | StoreError::Corrupt { .. }
+                | StoreError::Injected
+                | StoreError::Vanished { .. }
         )
+    }
+}
+
+/// The primary SQLite result code of an error, if it came from SQLite.
+fn sqlite_code(error: &sqlx::Error) -> Option<i32> {
+    let sqlx::Error::Database(db) = error else {
+        return None;
+    };
+    db.code()?.parse::<i32>().ok().map(|code| code & 0xff)
+}
+
+/// Who the daemon runs as, for messages about permissions.
+fn user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .map(|u| format!("user {u}"))
+        .unwrap_or_else(|_| "the daemon's user".to_owned())
+}
+
+/// A database error in words an operator understands, not SQLite's result codes.
+pub(crate) fn explain(error: &sqlx::Error) -> String {
+    let words = match sqlite_code(error) {
+        Some(5 | 6) => "another process is holding the database lock (is a second xiaoer or a backup running?)".to_owned(),
+        Some(8) => format!(
+            "the database is read-only: the data directory or file is not writable by {}, or the file system is mounted read-only",
+            user()
+        ),
+        Some(10) => "the disk reported an input/output error (check the disk and the kernel log)".to_owned(),
+        Some(11 | 26) => "the database file is damaged (restore it from a backup, or move it aside to start empty)".to_owned(),
+        Some(13) => "the disk is full (free some space; xiaoer retries by itself)".to_owned(),
+        Some(14) => format!(
+            "the database file cannot be opened: the data directory is missing or not writable by {}",
+            user()
+        ),
+        Some(19) => "a record breaks the database's rules (a duplicate or a missing link)".to_owned(),
+        _ => match error {
+            sqlx::Error::Io(io) => format!("input/output error: {io}"),
+            sqlx::Error::PoolTimedOut => "the database did not answer in time".to_owned(),
+            sqlx::Error::PoolClosed => "the store is closed".to_owned(),
+            other => other.to_string(),
+        },
+    };
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn database_errors_are_told_in_words() {
+        use sqlx::ConnectOptions;
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("t.db"))
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (x TEXT)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query("PRAGMA max_page_count = 2")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let big = "x".repeat(100_000);
+        let error = sqlx::query("INSERT INTO t VALUES ($1)")
+            .bind(&big)
+            .execute(&mut conn)
+            .await
+            .unwrap_err();
+        let error = StoreError::query("save a chat", error);
+        assert!(error.is_disk_full());
+        let message = error.to_string();
+        assert!(
+            message.starts_with("cannot save a chat: the disk is full"),
+            "{message}"
+        );
+        assert!(!message.contains("code"), "{message}");
+        let missing = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("no/such/dir/t.db"))
+            .connect()
+            .await
+            .unwrap_err();
+        let message = explain(&missing);
+        assert!(
+            message.contains("data directory is missing or not writable"),
+            "{message}"
+        );
     }
 }

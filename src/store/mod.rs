@@ -243,6 +243,18 @@ impl Store {
         }
     }
 
+    /// Why the store cannot write right now (its last commits failed), or `None` when it can.
+    /// `/readyz` reports it.
+    pub fn write_failure(&self) -> Option<String> {
+        let writer = self.inner.writer.as_ref()?;
+        writer
+            .counters
+            .failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Whether this handle can write (opened with [`Store::open`]).
     pub fn is_writable(&self) -> bool {
         self.inner.writer.is_some()

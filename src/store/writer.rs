@@ -33,6 +33,9 @@ pub(crate) trait Backend: Send + 'static {
         ops: &[&Op],
     ) -> impl Future<Output = Result<Vec<Result<Reply, StoreError>>, StoreError>> + Send;
 
+    /// Caps the database's size in pages (an injected full disk); a large value lifts it.
+    fn limit_pages(&mut self, pages: u32) -> impl Future<Output = ()> + Send;
+
     /// Closes the connection.
     fn close(self) -> impl Future<Output = ()> + Send;
 }
@@ -52,6 +55,31 @@ pub(crate) struct Counters {
     pub(crate) commits: AtomicU64,
     pub(crate) retried_batches: AtomicU64,
     pub(crate) failed_requests: AtomicU64,
+    /// Why the last commit failed, while commits keep failing; `None` once one succeeds.
+    pub(crate) failing: std::sync::Mutex<Option<String>>,
+}
+
+impl Counters {
+    /// Records the outcome of a commit, saying loudly when the store stops and starts taking
+    /// writes again.
+    fn commit_outcome(&self, failure: Option<&StoreError>) {
+        let mut failing = self
+            .failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (failure, failing.is_some()) {
+            (Some(error), false) => {
+                tracing::error!(%error, "the store cannot write; nothing is acknowledged to buyers until it can");
+                *failing = Some(error.to_string());
+            }
+            (Some(error), true) => *failing = Some(error.to_string()),
+            (None, true) => {
+                tracing::info!("the store writes again");
+                *failing = None;
+            }
+            (None, false) => {}
+        }
+    }
 }
 
 /// A failure to inject at the writer's commit points, for tests of what a crash or a failing
@@ -66,6 +94,9 @@ pub enum Fault {
     AbortBeforeEscalationCommit,
     /// The process aborts just after it committed a batch that opens an escalation.
     AbortAfterEscalationCommit,
+    /// The database may grow to at most this many pages, as if the disk were full; a large
+    /// value gives the room back.
+    PageLimit(u32),
 }
 
 impl std::str::FromStr for Fault {
@@ -77,6 +108,10 @@ impl std::str::FromStr for Fault {
                 .parse()
                 .map(Fault::FailCommits)
                 .map_err(|_| format!("fail-commits needs a count, not {n:?}")),
+            Some(("page-limit", n)) => n
+                .parse()
+                .map(Fault::PageLimit)
+                .map_err(|_| format!("page-limit needs a count, not {n:?}")),
             None if s == "abort-before-escalation-commit" => Ok(Fault::AbortBeforeEscalationCommit),
             None if s == "abort-after-escalation-commit" => Ok(Fault::AbortAfterEscalationCommit),
             _ => Err(format!("unknown fault {s:?}")),
@@ -87,6 +122,8 @@ impl std::str::FromStr for Fault {
 /// The faults armed on a writer.
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
+    /// A page limit waiting to be applied by the writer (0: none).
+    page_limit: AtomicU32,
     fail_commits: AtomicU32,
     abort_before_escalation: AtomicBool,
     abort_after_escalation: AtomicBool,
@@ -96,6 +133,7 @@ impl Faults {
     pub(crate) fn arm(&self, fault: Fault) {
         match fault {
             Fault::FailCommits(n) => self.fail_commits.store(n, Ordering::SeqCst),
+            Fault::PageLimit(n) => self.page_limit.store(n.max(1), Ordering::SeqCst),
             Fault::AbortBeforeEscalationCommit => {
                 self.abort_before_escalation.store(true, Ordering::SeqCst)
             }
@@ -147,6 +185,10 @@ async fn commit<B: Backend>(
     ops: &[&Op],
     faults: &Faults,
 ) -> Result<Vec<Result<Reply, StoreError>>, StoreError> {
+    let limit = faults.page_limit.swap(0, Ordering::SeqCst);
+    if limit > 0 {
+        backend.limit_pages(limit).await;
+    }
     if faults.take_failure() {
         return Err(StoreError::Injected);
     }
@@ -172,9 +214,13 @@ pub(crate) async fn commit_batch<B: Backend>(
     let results = match commit(backend, &ops, faults).await {
         Ok(results) => {
             counters.commits.fetch_add(1, Ordering::Relaxed);
+            counters.commit_outcome(None);
             results
         }
-        Err(e) if ops.len() == 1 => vec![Err(e)],
+        Err(e) if ops.len() == 1 => {
+            counters.commit_outcome(Some(&e));
+            vec![Err(e)]
+        }
         Err(e) => {
             counters.retried_batches.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
@@ -187,9 +233,13 @@ pub(crate) async fn commit_batch<B: Backend>(
                 let result = match commit(backend, std::slice::from_ref(op), faults).await {
                     Ok(mut one) => {
                         counters.commits.fetch_add(1, Ordering::Relaxed);
+                        counters.commit_outcome(None);
                         one.pop().unwrap_or(Ok(Reply::Done))
                     }
-                    Err(e) => Err(e),
+                    Err(e) => {
+                        counters.commit_outcome(Some(&e));
+                        Err(e)
+                    }
                 };
                 results.push(result);
             }

@@ -50,12 +50,13 @@ pub(crate) fn writer_options(path: &Path) -> SqliteConnectOptions {
 
 /// Opens the writer connection and brings the schema up to date.
 pub(crate) async fn open_writer(path: &Path) -> Result<SqliteWriter, StoreError> {
+    set_aside_damaged_wal(path);
     let mut conn = writer_options(path)
         .connect()
         .await
-        .map_err(|source| StoreError::Open {
+        .map_err(|cause| StoreError::Open {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
     // `run_direct` takes the connection itself; `run` goes through `Acquire`, whose
     // higher-ranked bound makes every caller's future fail to be `Send`.
@@ -66,7 +67,95 @@ pub(crate) async fn open_writer(path: &Path) -> Result<SqliteWriter, StoreError>
             path: path.to_owned(),
             source,
         })?;
-    Ok(SqliteWriter { conn })
+    check_integrity(&mut conn, path).await?;
+    // Proves the file is writable before any message is taken: SQLite opens a read-only file
+    // quietly and fails only at the first write.
+    sqlx::query(
+        "INSERT INTO store_meta (key, value) VALUES ('last_start_ms', $1) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(crate::store::now_ms().to_string())
+    .execute(&mut conn)
+    .await
+    .map_err(|cause| StoreError::Open {
+        path: path.to_owned(),
+        cause,
+    })?;
+    let inode = inode_of(path);
+    Ok(SqliteWriter {
+        conn,
+        path: path.to_owned(),
+        inode,
+    })
+}
+
+/// The file's identity, to notice it being deleted or replaced under a running daemon.
+pub(crate) fn inode_of(path: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| m.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::metadata(path).ok().map(|_| 0)
+    }
+}
+
+/// The first four bytes of every write-ahead log SQLite writes.
+const WAL_MAGIC: [[u8; 4]; 2] = [[0x37, 0x7f, 0x06, 0x82], [0x37, 0x7f, 0x06, 0x83]];
+
+/// A `-wal` file that is not a write-ahead log would be ignored by SQLite without a word, and
+/// the writes it held silently lost: keep it aside for inspection and say so loudly.
+fn set_aside_damaged_wal(path: &Path) {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = std::path::PathBuf::from(wal);
+    let Ok(bytes) = std::fs::read(&wal) else {
+        return;
+    };
+    if bytes.is_empty() || WAL_MAGIC.iter().any(|magic| bytes.starts_with(magic)) {
+        return;
+    }
+    let mut aside = wal.as_os_str().to_owned();
+    aside.push(format!(".damaged-{}", crate::store::now_ms()));
+    let aside = std::path::PathBuf::from(aside);
+    match std::fs::rename(&wal, &aside) {
+        Ok(()) => tracing::error!(
+            wal = %wal.display(),
+            kept = %aside.display(),
+            bytes = bytes.len(),
+            "the store's write-ahead log is damaged: the most recent writes it held cannot be read \
+             (escalations among them may be missing); it was moved aside for inspection"
+        ),
+        Err(error) => tracing::error!(
+            wal = %wal.display(), %error,
+            "the store's write-ahead log is damaged and cannot be moved aside"
+        ),
+    }
+}
+
+/// Runs SQLite's quick integrity check and refuses a damaged database.
+async fn check_integrity(
+    conn: &mut sqlx::sqlite::SqliteConnection,
+    path: &Path,
+) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let found: Vec<String> = sqlx::query_scalar("PRAGMA quick_check(5)")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|cause| StoreError::Open {
+            path: path.to_owned(),
+            cause,
+        })?;
+    if found.len() == 1 && found[0] == "ok" {
+        tracing::info!(took = ?started.elapsed(), "store integrity check passed");
+        return Ok(());
+    }
+    Err(StoreError::Damaged {
+        path: path.to_owned(),
+        found: found.join("; "),
+    })
 }
 
 /// Opens the read-only pool.
@@ -76,9 +165,9 @@ pub(crate) async fn open_reader(path: &Path) -> Result<SqliteReader, StoreError>
         .min_connections(0)
         .connect_with(base_options(path).read_only(true))
         .await
-        .map_err(|source| StoreError::Open {
+        .map_err(|cause| StoreError::Open {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
     Ok(SqliteReader { pool })
 }

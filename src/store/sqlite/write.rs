@@ -18,6 +18,9 @@ use crate::store::ops::{AccountOp, EscalationStep, InboundLine, Op, Reply, Turn,
 /// The writer's side of a SQLite store.
 pub(crate) struct SqliteWriter {
     pub(crate) conn: SqliteConnection,
+    pub(crate) path: std::path::PathBuf,
+    /// The database file's inode at open; `None` where it cannot be read.
+    pub(crate) inode: Option<u64>,
 }
 
 impl crate::store::writer::Backend for SqliteWriter {
@@ -25,6 +28,12 @@ impl crate::store::writer::Backend for SqliteWriter {
         &mut self,
         ops: &[&Op],
     ) -> Result<Vec<Result<Reply, StoreError>>, StoreError> {
+        if self.inode.is_some() && super::inode_of(&self.path) != self.inode {
+            // The connection would go on writing to a file nobody can open again.
+            return Err(StoreError::Vanished {
+                path: self.path.clone(),
+            });
+        }
         let result = apply_all(&mut self.conn, ops).await;
         if result.is_err() {
             // A failed COMMIT (a full disk) can leave the transaction open; a connection stuck
@@ -32,6 +41,12 @@ impl crate::store::writer::Backend for SqliteWriter {
             let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
         }
         result
+    }
+
+    async fn limit_pages(&mut self, pages: u32) {
+        let _ = sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
+            .execute(&mut self.conn)
+            .await;
     }
 
     async fn close(self) {
