@@ -643,10 +643,10 @@ impl Config {
                 report(setting, setting, "is empty: name a directory".into());
             }
         }
-        if let Some(StoreLocation::Sqlite(path)) = &self.store {
-            if path.as_os_str().is_empty() {
-                report("store", "store", "names no SQLite file".into());
-            }
+        if let Some(StoreLocation::Sqlite(path)) = &self.store
+            && path.as_os_str().is_empty()
+        {
+            report("store", "store", "names no SQLite file".into());
         }
         if self.gateways.is_empty() {
             report(
@@ -723,14 +723,14 @@ impl Config {
                 report("console.sla", "console.sla", format!("{queue}: {message}"));
             }
         }
-        if let Some(url) = &console.public_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                report(
-                    "console.public_url",
-                    "console.public_url",
-                    format!("{url:?} must start with http:// or https://"),
-                );
-            }
+        if let Some(url) = &console.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            report(
+                "console.public_url",
+                "console.public_url",
+                format!("{url:?} must start with http:// or https://"),
+            );
         }
         problems
     }
@@ -822,12 +822,12 @@ fn check_gateway_url(url: &str) -> Result<(), String> {
     if host.contains(|c: char| c.is_whitespace()) {
         return Err(format!("{url:?} has a space in its host"));
     }
-    if let Some(port) = port {
-        if !matches!(port.parse::<u16>(), Ok(1..)) {
-            return Err(format!(
-                "{url:?} has the port {port:?}: a port is a number from 1 to 65535"
-            ));
-        }
+    if let Some(port) = port
+        && !matches!(port.parse::<u16>(), Ok(1..))
+    {
+        return Err(format!(
+            "{url:?} has the port {port:?}: a port is a number from 1 to 65535"
+        ));
     }
     Ok(())
 }

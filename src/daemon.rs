@@ -79,10 +79,8 @@ impl GatewayOutbox {
             .read()
             .map(|routes| routes.get(&key) == Some(&gateway))
             .unwrap_or(false);
-        if !known {
-            if let Ok(mut routes) = self.routes.write() {
-                routes.insert(key, gateway);
-            }
+        if !known && let Ok(mut routes) = self.routes.write() {
+            routes.insert(key, gateway);
         }
     }
 

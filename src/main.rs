@@ -205,10 +205,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 },
                 |miss| {
-                    if misses {
-                        if let Ok(line) = serde_json::to_string(miss) {
-                            let _ = writeln!(stdout.lock(), "{line}");
-                        }
+                    if misses && let Ok(line) = serde_json::to_string(miss) {
+                        let _ = writeln!(stdout.lock(), "{line}");
                     }
                 },
             )?;

@@ -99,13 +99,12 @@ pub fn plan(
         AgentAction::Claim { agent } => {
             if let (EscalationState::Claimed, Some(holder)) =
                 (escalation.state, escalation.claimed_by.as_deref())
+                && holder != agent
             {
-                if holder != agent {
-                    return Err(ActionError::ClaimedByOther {
-                        id,
-                        agent: holder.to_owned(),
-                    });
-                }
+                return Err(ActionError::ClaimedByOther {
+                    id,
+                    agent: holder.to_owned(),
+                });
             }
             enter(&mut conversation, ConversationState::Human, now_ms);
             conversation.last_staff_ms = Some(now_ms);

@@ -294,10 +294,10 @@ impl GatewayHandle {
     /// Waits for the client task to end (after its cancellation token was cancelled).
     pub async fn join(&self) {
         let task = self.shared.task.lock().await.take();
-        if let Some(task) = task {
-            if let Err(e) = task.await {
-                warn!(gateway = %self.name(), "gateway client task failed: {e}");
-            }
+        if let Some(task) = task
+            && let Err(e) = task.await
+        {
+            warn!(gateway = %self.name(), "gateway client task failed: {e}");
         }
     }
 

@@ -241,13 +241,12 @@ impl DevGateway {
     /// Closes every connection and stops listening; the port is free afterwards.
     pub async fn shutdown(mut self) {
         self.inner.cancel.cancel();
-        if let Some(server) = self.server.take() {
-            if tokio::time::timeout(Duration::from_secs(5), server)
+        if let Some(server) = self.server.take()
+            && tokio::time::timeout(Duration::from_secs(5), server)
                 .await
                 .is_err()
-            {
-                warn!("dev gateway did not stop within 5 s");
-            }
+        {
+            warn!("dev gateway did not stop within 5 s");
         }
     }
 }

@@ -119,21 +119,20 @@ impl RepliesBuilder {
                 diagnostics.push(Diagnostic::error(file, key_span, "reply key is empty"));
                 continue;
             }
-            if !overlay {
-                if let Some(previous) = self.replies.get(&key) {
-                    if previous.file != file || previous.span != reply_span {
-                        diagnostics.push(
-                            Diagnostic::error(
-                                file,
-                                key_span.clone(),
-                                format!("duplicate reply key `{key}`"),
-                            )
-                            .about(&key)
-                            .note("each key is defined once; a shop overlay may redefine it"),
-                        );
-                        continue;
-                    }
-                }
+            if !overlay
+                && let Some(previous) = self.replies.get(&key)
+                && (previous.file != file || previous.span != reply_span)
+            {
+                diagnostics.push(
+                    Diagnostic::error(
+                        file,
+                        key_span.clone(),
+                        format!("duplicate reply key `{key}`"),
+                    )
+                    .about(&key)
+                    .note("each key is defined once; a shop overlay may redefine it"),
+                );
+                continue;
             }
             let text_span = raw_reply.text.span();
             let texts: Vec<String> = match raw_reply.text.into_inner() {

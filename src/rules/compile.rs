@@ -72,22 +72,18 @@ impl RuleCollector {
             let span = rule.span();
             let rule = rule.into_inner();
             let id = rule.id.get_ref().trim().to_string();
-            if let Some((previous_layer, previous)) = self.rules.get(&id) {
-                if *previous_layer == layer {
-                    diagnostics.push(
-                        Diagnostic::error(
-                            file,
-                            rule.id.span(),
-                            format!("duplicate rule id `{id}`"),
-                        )
+            if let Some((previous_layer, previous)) = self.rules.get(&id)
+                && *previous_layer == layer
+            {
+                diagnostics.push(
+                    Diagnostic::error(file, rule.id.span(), format!("duplicate rule id `{id}`"))
                         .about(&id)
                         .note(format!(
                             "first defined at {}",
                             sources.location(previous.file, previous.span.start)
                         )),
-                    );
-                    continue;
-                }
+                );
+                continue;
             }
             self.rules.insert(
                 id,

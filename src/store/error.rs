@@ -203,7 +203,7 @@ fn user() -> String {
 
 /// A database error in words an operator understands, not SQLite's result codes.
 pub(crate) fn explain(error: &sqlx::Error) -> String {
-    let words = match sqlite_code(error) {
+    match sqlite_code(error) {
         Some(5 | 6) => "another process is holding the database lock (is a second xiaoer or a backup running?)".to_owned(),
         Some(8) => format!(
             "the database is read-only: the data directory or file is not writable by {}, or the file system is mounted read-only",
@@ -223,8 +223,7 @@ pub(crate) fn explain(error: &sqlx::Error) -> String {
             sqlx::Error::PoolClosed => "the store is closed".to_owned(),
             other => other.to_string(),
         },
-    };
-    words
+    }
 }
 
 #[cfg(test)]

@@ -571,10 +571,10 @@ impl Store {
         if let Some(writer) = &self.inner.writer {
             result = self.submit(Op::Shutdown).await.map(|_| ());
             let task = writer.task.lock().ok().and_then(|mut t| t.take());
-            if let Some(task) = task {
-                if let Err(e) = task.await {
-                    tracing::error!(error = %e, "store writer task failed");
-                }
+            if let Some(task) = task
+                && let Err(e) = task.await
+            {
+                tracing::error!(error = %e, "store writer task failed");
             }
         }
         match &self.inner.reader {
