@@ -15,7 +15,8 @@ pub use policy::ConversationPolicy;
 use std::collections::VecDeque;
 
 use crate::escalation::EscalationPolicy;
-use crate::rules::{Outcome, OutcomeKind, Queue};
+use crate::model::Queue;
+use crate::routing::{Decided, OutcomeKind};
 use crate::store::{Actor, Conversation, ConversationState};
 
 /// One thing the worker must do, in order.
@@ -40,26 +41,6 @@ pub struct Plan {
     /// Who caused a state change made by the plan (other than escalation, which the store
     /// records itself), and why.
     pub state_change: Option<(Actor, String)>,
-}
-
-/// The decision reduced to what the state machine needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decided {
-    pub kind: OutcomeKind,
-    pub rule: Option<String>,
-    pub queue: Option<Queue>,
-    pub reply_key: Option<String>,
-}
-
-impl From<Outcome<'_>> for Decided {
-    fn from(outcome: Outcome<'_>) -> Self {
-        Decided {
-            kind: outcome.kind,
-            rule: outcome.rule.map(|r| r.id.clone()),
-            queue: outcome.queue,
-            reply_key: outcome.reply_key.map(str::to_string),
-        }
-    }
 }
 
 fn set_state(conversation: &mut Conversation, state: ConversationState, now_ms: i64) {
@@ -168,6 +149,7 @@ pub fn plan_message(
                     rule: None,
                     queue: Some(Queue::Human),
                     reply_key: Some("human_handoff".into()),
+                    ..Default::default()
                 };
                 escalate(&mut plan, Queue::Human, &handoff, "fallbacks");
             } else {

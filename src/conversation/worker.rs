@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use tracing::{debug, info, warn};
 
-use super::{ConversationPolicy, Decided, Step, plan_message, plan_outgoing};
+use super::{ConversationPolicy, Step, plan_message, plan_outgoing};
 use crate::escalation::EscalationPolicy;
 use crate::reload::LiveRules;
 use crate::replies::RenderContext;
+use crate::routing::route;
 use crate::rules::{Queue, RuleSet};
 use crate::store::{
     Actor, Conversation, ConversationKey, ConversationState, Direction, Sender, Store, StoreError,
@@ -145,8 +146,7 @@ impl<O: Outbox> Worker<O> {
         let before = conversation.clone();
         // In-flight messages finish on the rule set they started with.
         let rules = self.shared.rules.load().for_shop(&self.key.self_id);
-        let decision = rules.decide(&message.text);
-        let decided = Decided::from(rules.outcome(&decision));
+        let decided = route(&rules, &message.text);
         let open_queue = match conversation.open_escalation {
             Some(id) => store.escalation(id).await.ok().flatten().map(|e| e.queue),
             None => None,
