@@ -1,23 +1,27 @@
-//! Matcher benchmark: load time and per-decision latency on a large synthetic rule set, and the
-//! throughput of `xiaoer route` as a whole process on the shipped rules.
+//! Matcher benchmark: load time and per-decision latency on a large synthetic rule set, the load
+//! time of a rule book with many shop overlays on that set, and the throughput of `xiaoer route`
+//! as a whole process on the shipped rules.
 //!
-//! Run with `cargo bench --bench matcher` (figures go in README.md). Pass `--quick` for a small
-//! run, e.g. `cargo bench --bench matcher -- --quick`.
+//! Run with `cargo bench --bench matcher` (figures go in README.md and docs/rules.md). Pass
+//! `--quick` for a small run, e.g. `cargo bench --bench matcher -- --quick`, or `--overlays` to
+//! measure only loading (the shared set alone, then with the shop overlays).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use xiaoer::rules::{Layer, RuleSet, load, normalise};
+use xiaoer::reload::{RuleBook, RuleSources};
+use xiaoer::rules::{Layer, LoadTimings, RuleSet, load, load_shared, normalise};
 
 const KEYWORD_RULES: usize = 50_000;
 const REGEX_RULES: usize = 500;
 const MESSAGES: usize = 200_000;
 const ROUTE_MESSAGES: usize = 20_000;
+const SHOPS: usize = 20;
 
 /// A random common CJK character (the first few thousand of the unified block are frequent).
 fn hanzi(rng: &mut StdRng) -> char {
@@ -91,6 +95,88 @@ fn write_synthetic_rules(dir: &Path, rng: &mut StdRng) -> Vec<String> {
     }
     std::fs::write(rules_dir.join("regex.toml"), text).expect("write regex rules");
     keywords
+}
+
+/// One overlay per shop, the way shops use them: a shared rule replaced, one switched off, a few
+/// rules of their own (with examples, so they are checked against the shared set) and a reply
+/// reworded.
+fn write_shop_overlays(dir: &Path, rng: &mut StdRng) -> Vec<(String, PathBuf)> {
+    (0..SHOPS)
+        .map(|shop| {
+            let root = dir.join(format!("shop{shop:02}"));
+            std::fs::create_dir_all(root.join("rules")).expect("create overlay rules dir");
+            std::fs::create_dir_all(root.join("replies")).expect("create overlay replies dir");
+            let mut rules = format!("disable = [\"k1.{shop}\"]\n\n");
+            let replaced = word(rng, 3, 5);
+            let _ = writeln!(
+                rules,
+                "[[rule]]\nid = \"k0.{shop}\"\ntopic = \"product\"\nreply = \"answer\"\npriority = 95\nany = [\"{replaced}\"]\nexamples = [\"{replaced}\"]\n"
+            );
+            for n in 0..3 {
+                let own = word(rng, 4, 6);
+                let _ = writeln!(
+                    rules,
+                    "[[rule]]\nid = \"shop{shop}.{n}\"\ntopic = \"other\"\nreply = \"shop_answer\"\npriority = 95\nany = [\"{own}\"]\nexamples = [\"{own}\"]\n"
+                );
+            }
+            std::fs::write(root.join("rules/shop.toml"), rules).expect("write overlay rules");
+            std::fs::write(
+                root.join("replies/shop.toml"),
+                format!(
+                    "[[reply]]\nkey = \"answer\"\ntext = \"shop {shop} answer\"\n\n[[reply]]\nkey = \"shop_answer\"\ntext = \"shop {shop} own answer\"\n"
+                ),
+            )
+            .expect("write overlay replies");
+            (format!("shop{shop:02}"), root)
+        })
+        .collect()
+}
+
+/// Loads the rule book with every shop overlay, best of `runs`, next to one load of the shared
+/// set alone.
+fn bench_shop_overlays(base: &Layer, shops: &[(String, PathBuf)], one_load: Duration, runs: usize) {
+    let sources = RuleSources {
+        base: base.clone(),
+        overlays: shops.to_vec(),
+    };
+    let mut best = Duration::MAX;
+    for _ in 0..runs {
+        let start = Instant::now();
+        match RuleBook::load(&sources) {
+            Ok(book) => {
+                best = best.min(start.elapsed());
+                std::hint::black_box(book);
+            }
+            Err(error) => {
+                eprintln!("the rule book with overlays failed to load: {error}");
+                std::process::exit(1);
+            }
+        }
+    }
+    println!(
+        "load the rule book: shared set + {} shop overlays: {:.0} ms ({:.2}× one load of the shared set; best of runs)",
+        shops.len(),
+        best.as_secs_f64() * 1e3,
+        best.as_secs_f64() / one_load.as_secs_f64()
+    );
+    let Ok(shared) = load_shared(base) else {
+        return;
+    };
+    let mut total = LoadTimings::default();
+    for (_, dir) in shops {
+        if let Ok(loaded) = shared.with_overlays(&[Layer::overlay(dir)]) {
+            total.parse += loaded.timings.parse;
+            total.compile += loaded.timings.compile;
+            total.checks += loaded.timings.checks;
+        }
+    }
+    let per_shop = |d: Duration| d.as_secs_f64() * 1e3 / shops.len() as f64;
+    println!(
+        "  per shop: read overlay and replies {:.1} ms, compile overlay {:.1} ms, re-check what it changes {:.1} ms",
+        per_shop(total.parse),
+        per_shop(total.compile),
+        per_shop(total.checks)
+    );
 }
 
 /// Messages of 20–200 bytes: filler characters with, most of the time, a rule keyword inside.
@@ -174,7 +260,6 @@ fn bench_route_process(rng: &mut StdRng) {
     let mut pool: Vec<String> = loaded
         .rules
         .rules()
-        .iter()
         .flat_map(|r| {
             r.examples
                 .iter()
@@ -212,7 +297,7 @@ fn bench_route_process(rng: &mut StdRng) {
                 let lines = output.stdout.iter().filter(|&&b| b == b'\n').count();
                 println!(
                     "`xiaoer route` whole process, shipped rules ({} rules): {} messages in {:.1} ms = {:.0} messages/s",
-                    loaded.rules.rules().len(),
+                    loaded.rules.rule_count(),
                     lines,
                     elapsed.as_secs_f64() * 1e3,
                     lines as f64 / elapsed.as_secs_f64()
@@ -228,6 +313,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let overlays_only = std::env::args().any(|a| a == "--overlays");
     let mut rng = StdRng::seed_from_u64(12);
     let dir = tempfile::tempdir().expect("temp dir");
     let keywords = write_synthetic_rules(dir.path(), &mut rng);
@@ -268,6 +354,12 @@ fn main() {
             timings.compile.as_secs_f64() * 1e3,
             timings.checks.as_secs_f64() * 1e3
         );
+    }
+    // A generator of its own, so the messages below stay the same with or without this scenario.
+    let shops = write_shop_overlays(dir.path(), &mut StdRng::seed_from_u64(20));
+    bench_shop_overlays(&layer, &shops, best, if quick { 1 } else { 3 });
+    if overlays_only {
+        return;
     }
     let count = if quick { 20_000 } else { MESSAGES };
     let messages = messages(&mut rng, &keywords, count);

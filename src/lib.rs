@@ -9,6 +9,8 @@
 //!   conversation and escalation states, actors and senders, transcript records, chat events.
 //! - [`rules`]: rule files (raw serde types) → validation → compiled [`rules::RuleSet`]; text
 //!   normalisation; the pure, synchronous decision.
+//! - [`routing`]: `route(rules, text)`, the one call that turns a buyer message into what to do
+//!   and what decided it; the chat worker and the `route`, `explain` and `eval` commands share it.
 //! - [`replies`]: reply templates with variants and variables.
 //! - [`diagnostics`]: errors and warnings about rule and reply files, with file:line:col.
 //! - [`conversation`]: the per-chat state machine (greeting, quiet while queued, raising a waiting
@@ -41,5 +43,6 @@ pub mod gateway;
 pub mod model;
 pub mod reload;
 pub mod replies;
+pub mod routing;
 pub mod rules;
 pub mod store;

@@ -1,6 +1,8 @@
 //! The live rule sets and their hot reload.
 //!
-//! A reload builds the new sets aside — parse, validate, compile, run every example — and swaps
+//! The shared set is loaded once; each shop's set is that compiled set with the shop's overlay
+//! on top (see [`crate::rules::SharedRules::with_overlays`]), so shops cost what their overlays
+//! cost. A reload builds the new sets aside — parse, validate, compile, run every example — and swaps
 //! them in atomically only if all of them load; a bad edit keeps the old sets serving and logs
 //! every error with file:line. Messages already being handled finish on the set they started
 //! with, because workers hold an `Arc` of it.
@@ -16,7 +18,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::rules::{Layer, LoadError, RuleSet, load};
+use crate::diagnostics::{Diagnostic, Sources};
+use crate::rules::{Layer, LoadError, RuleSet, load_shared};
 
 /// Where every rule set comes from: the shared directories and each shop's overlay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,28 +56,29 @@ pub struct RuleBookError {
 }
 
 impl RuleBook {
-    /// Loads the shared set and every overlay.
+    /// Loads the shared set once and puts every overlay on it, logging every warning: the shared
+    /// set's, then each shop's own.
     ///
     /// # Errors
     ///
     /// The first set that does not load, with all of its problems.
     pub fn load(sources: &RuleSources) -> Result<RuleBook, RuleBookError> {
-        let shared = load(std::slice::from_ref(&sources.base))
-            .map_err(|error| RuleBookError { shop: None, error })?;
-        log_warnings(&shared);
+        let shared =
+            load_shared(&sources.base).map_err(|error| RuleBookError { shop: None, error })?;
+        log_warnings(None, &shared.diagnostics(), shared.sources());
         let mut shops = HashMap::new();
         for (shop, overlay) in &sources.overlays {
-            let loaded =
-                load(&[sources.base.clone(), Layer::overlay(overlay)]).map_err(|error| {
-                    RuleBookError {
-                        shop: Some(shop.clone()),
-                        error,
-                    }
+            let loaded = shared
+                .with_overlays(&[Layer::overlay(overlay)])
+                .map_err(|error| RuleBookError {
+                    shop: Some(shop.clone()),
+                    error,
                 })?;
+            log_warnings(Some(shop), &loaded.overlay_warnings, &loaded.sources);
             shops.insert(shop.clone(), Arc::new(loaded.rules));
         }
         Ok(RuleBook {
-            shared: Arc::new(shared.rules),
+            shared: Arc::new(shared.into_rules()),
             shops,
         })
     }
@@ -97,9 +101,12 @@ impl RuleBook {
     }
 }
 
-fn log_warnings(loaded: &crate::rules::Loaded) {
-    for warning in &loaded.warnings {
-        warn!("{}", loaded.sources.one_line(warning));
+fn log_warnings(shop: Option<&str>, warnings: &[Diagnostic], sources: &Sources) {
+    for warning in warnings {
+        match shop {
+            Some(shop) => warn!(shop, "{}", sources.one_line(warning)),
+            None => warn!("{}", sources.one_line(warning)),
+        }
     }
 }
 
@@ -111,7 +118,7 @@ pub type LiveRules = Arc<ArcSwap<RuleBook>>;
 pub fn reload(live: &LiveRules, sources: &RuleSources) -> bool {
     match RuleBook::load(sources) {
         Ok(book) => {
-            let rules = book.shared().rules().len();
+            let rules = book.shared().rule_count();
             live.store(Arc::new(book));
             info!(rules, "rules reloaded");
             true
@@ -204,10 +211,7 @@ mod tests {
     }
 
     fn winner(rules: &RuleSet, text: &str) -> Option<String> {
-        rules
-            .outcome(&rules.decide(text))
-            .rule
-            .map(|r| r.id.clone())
+        crate::routing::route(rules, text).rule
     }
 
     #[test]

@@ -221,14 +221,16 @@ fn route_prints_one_contract_object_per_input_line() {
     assert_eq!(lines[1]["reply"], "现货下单后48小时内发出。");
     assert_eq!(lines[2]["rule"], serde_json::Value::Null);
     assert_eq!(lines[5]["reply"], serde_json::Value::Null);
+    let by: Vec<&str> = lines.iter().map(|l| l["by"].as_str().unwrap()).collect();
+    assert_eq!(by, ["rule", "rule", "none", "none", "rule", "rule"]);
     let mut keys: Vec<&String> = lines[4].as_object().unwrap().keys().collect();
     keys.sort();
-    assert_eq!(keys, ["action", "queue", "reply", "rule", "topic"]);
+    assert_eq!(keys, ["action", "by", "queue", "reply", "rule", "topic"]);
     let mut keys: Vec<&String> = lines[0].as_object().unwrap().keys().collect();
     keys.sort();
     assert_eq!(
         keys,
-        ["action", "reply", "rule", "topic"],
+        ["action", "by", "reply", "rule", "topic"],
         "no queue unless escalating"
     );
 }

@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use proptest::prelude::*;
-use xiaoer::rules::{Layer, OutcomeKind, RuleSet, load, normalise};
+use xiaoer::routing::{OutcomeKind, route};
+use xiaoer::rules::{Layer, RuleSet, load, normalise};
 
 const REPLIES: &str = r#"
 [[reply]]
@@ -44,12 +45,7 @@ fn rule_set(rules: &str) -> RuleSet {
 
 /// The id of the winning rule, or "fallback".
 fn winner(rules: &RuleSet, text: &str) -> String {
-    let decision = rules.decide(text);
-    rules
-        .outcome(&decision)
-        .rule
-        .map(|r| r.id.clone())
-        .unwrap_or_else(|| "fallback".into())
+    route(rules, text).rule.unwrap_or_else(|| "fallback".into())
 }
 
 #[test]
@@ -216,7 +212,7 @@ any = ["尺码"]
 fn decision_reports_matched_terms_and_other_matches() {
     let rules = rule_set(SHOP);
     let decision = rules.decide("你好，質量太差了，我要退貨");
-    let outcome = rules.outcome(&decision);
+    let outcome = route(&rules, "你好，質量太差了，我要退貨");
     assert_eq!(outcome.kind, OutcomeKind::Escalate);
     assert_eq!(outcome.queue.map(|q| q.as_str()), Some("refund"));
     let ids: Vec<&str> = decision
@@ -325,7 +321,11 @@ proptest! {
         let rules = rule_set_cached();
         let decision = rules.decide(&text);
         prop_assert!(decision.matches.windows(2).all(|w| w[0].rule != w[1].rule));
-        let _ = rules.outcome(&decision);
+        let routed = route(rules, &text);
+        prop_assert_eq!(
+            routed.rule.as_deref(),
+            decision.winner().map(|m| rules.rule(m.rule).id.as_str())
+        );
     }
 
     #[test]
@@ -338,4 +338,345 @@ proptest! {
 fn rule_set_cached() -> &'static RuleSet {
     static RULES: std::sync::OnceLock<RuleSet> = std::sync::OnceLock::new();
     RULES.get_or_init(|| rule_set(SHOP))
+}
+
+/// A rule drawn by the overlay property below, written out as TOML.
+#[derive(Debug, Clone)]
+struct DrawnRule {
+    topic: &'static str,
+    action: usize,
+    priority: u16,
+    any: Vec<String>,
+    all: Vec<Vec<String>>,
+    none: Vec<String>,
+    regex: Option<&'static str>,
+    /// Whether to give the rule its own keyword as an example.
+    example: bool,
+    counter_example: Option<String>,
+}
+
+impl DrawnRule {
+    fn toml(&self, id: &str) -> String {
+        let list = |terms: &[String]| {
+            let quoted: Vec<String> = terms.iter().map(|t| format!("{t:?}")).collect();
+            format!("[{}]", quoted.join(", "))
+        };
+        let mut out = format!("[[rule]]\nid = \"{id}\"\ntopic = \"{}\"\n", self.topic);
+        out.push_str(match self.action {
+            0 => "reply = \"answer\"\n",
+            1 => "escalate = \"refund\"\nreply = \"ack\"\n",
+            _ => "ignore = true\n",
+        });
+        out.push_str(&format!("priority = {}\n", self.priority));
+        if !self.any.is_empty() {
+            out.push_str(&format!("any = {}\n", list(&self.any)));
+        }
+        if !self.all.is_empty() {
+            let groups: Vec<String> = self.all.iter().map(|g| list(g)).collect();
+            out.push_str(&format!("all = [{}]\n", groups.join(", ")));
+        }
+        if !self.none.is_empty() {
+            out.push_str(&format!("none = {}\n", list(&self.none)));
+        }
+        if let Some(regex) = self.regex {
+            out.push_str(&format!("regex = ['{regex}']\n"));
+        }
+        let own_text = self
+            .any
+            .first()
+            .cloned()
+            .unwrap_or_else(|| self.all.iter().map(|g| g[0].as_str()).collect());
+        if self.example && !own_text.is_empty() {
+            out.push_str(&format!("examples = [{own_text:?}]\n"));
+        }
+        if let Some(counter) = &self.counter_example {
+            out.push_str(&format!("counter_examples = [{counter:?}]\n"));
+        }
+        out.push('\n');
+        out
+    }
+}
+
+const ALPHABET: &[char] = &['退', '款', '货', '发', '好', '差', '质', '量'];
+
+fn drawn_text(max: usize) -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(ALPHABET), 0..=max)
+        .prop_map(|chars| chars.into_iter().collect())
+}
+
+fn drawn_term() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(ALPHABET), 1..=2)
+        .prop_map(|chars| chars.into_iter().collect())
+}
+
+fn drawn_rule() -> impl Strategy<Value = DrawnRule> {
+    (
+        (
+            prop::sample::select(&["product", "shipping", "refund"][..]),
+            0..3usize,
+            prop::sample::select(&[10u16, 50, 80][..]),
+        ),
+        prop::collection::vec(drawn_term(), 0..=2),
+        prop::collection::vec(prop::collection::vec(drawn_term(), 1..=2), 0..=2),
+        prop::collection::vec(drawn_term(), 0..=1),
+        prop::option::weighted(0.15, prop::sample::select(&["退.款", "发.{0,2}货"][..])),
+        any::<bool>(),
+        prop::option::weighted(0.3, drawn_text(4)),
+    )
+        .prop_map(
+            |((topic, action, priority), mut any, all, none, regex, example, counter_example)| {
+                if any.is_empty() && all.is_empty() && regex.is_none() {
+                    any.push("退".into());
+                }
+                DrawnRule {
+                    topic,
+                    action,
+                    priority,
+                    any,
+                    all,
+                    none,
+                    regex,
+                    example,
+                    counter_example,
+                }
+            },
+        )
+}
+
+fn write_dir(dir: &Path, rules: &str, replies: &str) {
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::create_dir_all(dir.join("replies")).unwrap();
+    std::fs::write(dir.join("rules/rules.toml"), rules).unwrap();
+    std::fs::write(dir.join("replies/replies.toml"), replies).unwrap();
+}
+
+/// What a load reported, without file positions (the flattened set's files differ).
+fn reported(result: &Result<xiaoer::rules::Loaded, xiaoer::rules::LoadError>) -> Vec<String> {
+    let diagnostics = match result {
+        Ok(loaded) => &loaded.warnings,
+        Err(error) => &error.diagnostics,
+    };
+    let mut out: Vec<String> = diagnostics
+        .iter()
+        .map(|d| format!("{}[{:?}]: {}", d.severity, d.subject, d.message))
+        // A flattened set with every rule switched off is an empty file, which has a warning
+        // of its own.
+        .filter(|line| !line.ends_with("file has no [[rule]] tables"))
+        .collect();
+    out.sort();
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// A shop's set, built on the compiled shared set, decides and reports exactly like one set
+    /// compiled from the shared files with the overlay applied by hand.
+    #[test]
+    fn an_overlay_on_the_compiled_shared_set_equals_the_flattened_set(
+        shared in prop::collection::btree_map(0..8usize, drawn_rule(), 1..=6),
+        overlay in prop::collection::btree_map(0..8usize, drawn_rule(), 0..=3),
+        disable in prop::collection::btree_set(0..10usize, 0..=2),
+        reword in any::<bool>(),
+        texts in prop::collection::vec(drawn_text(6), 1..24),
+    ) {
+        let id = |n: &usize| format!("r{n}");
+        let dirs = tempfile::tempdir().unwrap();
+        let (base, shop, flat) = (dirs.path().join("base"), dirs.path().join("shop"), dirs.path().join("flat"));
+        let shared_toml: String = shared.iter().map(|(n, r)| r.toml(&id(n))).collect();
+        write_dir(&base, &shared_toml, REPLIES);
+        if load(&[Layer::overlay(&base)]).is_err() {
+            // The shared set must load on its own before any overlay is put on it.
+            return Ok(());
+        }
+        let disabled: Vec<String> = disable.iter().map(id).collect();
+        let mut overlay_toml = format!("disable = {disabled:?}\n\n");
+        overlay_toml.extend(overlay.iter().map(|(n, r)| r.toml(&id(n))));
+        std::fs::create_dir_all(shop.join("rules")).unwrap();
+        std::fs::create_dir_all(shop.join("replies")).unwrap();
+        if !(disable.is_empty() && overlay.is_empty()) {
+            std::fs::write(shop.join("rules/shop.toml"), overlay_toml).unwrap();
+        }
+        if reword {
+            let reply = "[[reply]]\nkey = \"answer\"\ntext = \"店铺答复\"\n";
+            std::fs::write(shop.join("replies/shop.toml"), reply).unwrap();
+        }
+
+        let gone = |n: &usize| disable.contains(n) || overlay.contains_key(n);
+        let unknown: Vec<String> = disable
+            .iter()
+            .filter(|n| !shared.contains_key(n) && !overlay.contains_key(n))
+            .map(id)
+            .collect();
+        let mut flat_toml = if unknown.is_empty() {
+            String::new()
+        } else {
+            format!("disable = {unknown:?}\n\n")
+        };
+        flat_toml.extend(shared.iter().filter(|(n, _)| !gone(n)).map(|(n, r)| r.toml(&id(n))));
+        flat_toml.extend(
+            overlay.iter().filter(|(n, _)| !disable.contains(n)).map(|(n, r)| r.toml(&id(n))),
+        );
+        let flat_replies = if reword {
+            REPLIES.replace("text = \"答复\"", "text = \"店铺答复\"")
+        } else {
+            REPLIES.to_string()
+        };
+        write_dir(&flat, &flat_toml, &flat_replies);
+
+        let layered = load(&[Layer::overlay(&base), Layer::overlay(&shop)]);
+        let flattened = load(&[Layer::overlay(&flat)]);
+        prop_assert_eq!(reported(&layered), reported(&flattened));
+        let (Ok(layered), Ok(flattened)) = (layered, flattened) else {
+            prop_assert!(true);
+            return Ok(());
+        };
+        let (a, b) = (&layered.rules, &flattened.rules);
+        prop_assert_eq!(a.rule_count(), b.rule_count());
+        prop_assert_eq!(a.keyword_count(), b.keyword_count());
+        let ids = |rules: &RuleSet, text: &str| {
+            let decision = rules.decide(text);
+            let matched: Vec<String> =
+                decision.matches.iter().map(|m| rules.rule(m.rule).id.clone()).collect();
+            let excluded: Vec<(String, String)> = decision
+                .excluded
+                .iter()
+                .map(|e| (rules.rule(e.rule).id.clone(), rules.term(e.term).to_string()))
+                .collect();
+            (matched, excluded)
+        };
+        for text in &texts {
+            prop_assert_eq!(route(a, text), route(b, text), "route({:?})", text);
+            prop_assert_eq!(ids(a, text), ids(b, text), "decide({:?})", text);
+            prop_assert_eq!(
+                xiaoer::cli::route::route_line(a, text).reply,
+                xiaoer::cli::route::route_line(b, text).reply
+            );
+        }
+    }
+}
+
+/// Shared rules for the overlay checks below: `b.narrow` is shadowed by `a.broad`, and
+/// `c.counter`'s counter-example is won by `a.broad`.
+const SHADOWED: &str = r#"
+[[rule]]
+id = "a.broad"
+topic = "refund"
+escalate = "refund"
+reply = "ack"
+priority = 80
+any = ["退"]
+
+[[rule]]
+id = "b.narrow"
+topic = "order"
+reply = "answer"
+any = ["退货地址"]
+
+[[rule]]
+id = "c.counter"
+topic = "shipping"
+reply = "answer"
+any = ["发货", "退发"]
+examples = ["发货"]
+counter_examples = ["退发"]
+
+[[rule]]
+id = "e.alone"
+topic = "product"
+reply = "answer"
+any = ["尺码表"]
+"#;
+
+/// What an overlay brings: the warnings it adds, or the error it causes.
+type Brought = Result<&'static [&'static str], &'static str>;
+
+#[test]
+fn an_overlay_is_checked_for_what_it_changes_in_the_shared_set() {
+    let base = tempfile::tempdir().unwrap();
+    let base = write_set(base.path(), SHADOWED);
+    let shared_warning = "rule `b.narrow` can never win: `a.broad` (priority 80)";
+    let shared = load(std::slice::from_ref(&base)).unwrap();
+    assert!(
+        shared
+            .warnings
+            .iter()
+            .any(|w| w.message.starts_with(shared_warning))
+    );
+    assert!(shared.overlay_warnings.is_empty());
+
+    // (overlay rules, the error it causes, or the warnings it brings; whether the shared
+    // set's warning about `b.narrow` still holds)
+    let cases: [(&str, Brought, bool); 5] = [
+        // Nothing changes: the shared warning holds, the overlay brings none.
+        (
+            "[[rule]]\nid = \"z.own\"\ntopic = \"other\"\nreply = \"answer\"\nany = [\"发票\"]\n",
+            Ok(&[]),
+            true,
+        ),
+        // Switching the shadower off lifts the warning, and hands `c.counter` its counter-example.
+        (
+            "disable = [\"a.broad\"]\n",
+            Err("counter-example \"退发\" is decided by this rule"),
+            false,
+        ),
+        // A plain overlay rule that outranks a shared one shadows it for this shop only.
+        (
+            "[[rule]]\nid = \"d.shop\"\ntopic = \"shipping\"\nreply = \"answer\"\npriority = 90\nany = [\"发\"]\n",
+            Err("example \"发货\" is decided by `d.shop` (shipping), not by this rule"),
+            true,
+        ),
+        (
+            "[[rule]]\nid = \"d.shop\"\ntopic = \"product\"\nreply = \"answer\"\npriority = 90\nany = [\"尺码\"]\n",
+            Ok(&["rule `e.alone` can never win: `d.shop` (priority 90)"]),
+            true,
+        ),
+        // The shadower with the lowest id is the one named, whichever layer it is in.
+        (
+            "[[rule]]\nid = \"0.shop\"\ntopic = \"order\"\nreply = \"answer\"\npriority = 90\nany = [\"地址\"]\n",
+            Ok(&["rule `b.narrow` can never win: `0.shop` (priority 90)"]),
+            false,
+        ),
+    ];
+    for (overlay_rules, expected, shared_warning_holds) in cases {
+        let overlay = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(overlay.path().join("rules")).unwrap();
+        std::fs::write(overlay.path().join("rules/shop.toml"), overlay_rules).unwrap();
+        let result = load(&[base.clone(), Layer::overlay(overlay.path())]);
+        match (result, expected) {
+            (Ok(loaded), Ok(brought)) => {
+                let overlay_warnings: Vec<&str> = loaded
+                    .overlay_warnings
+                    .iter()
+                    .map(|w| w.message.as_str())
+                    .collect();
+                assert_eq!(
+                    overlay_warnings.len(),
+                    brought.len(),
+                    "{overlay_rules}: {overlay_warnings:?}"
+                );
+                for (got, want) in overlay_warnings.iter().zip(brought) {
+                    assert!(got.starts_with(want), "{overlay_rules}: {got}");
+                }
+                let holds = loaded
+                    .warnings
+                    .iter()
+                    .any(|w| w.message.starts_with(shared_warning));
+                assert_eq!(holds, shared_warning_holds, "{overlay_rules}");
+            }
+            (Err(error), Err(message)) => {
+                assert!(
+                    error.errors().any(|e| e.message == message),
+                    "{overlay_rules}: {error}"
+                );
+                let holds = error
+                    .diagnostics
+                    .iter()
+                    .any(|w| w.message.starts_with(shared_warning));
+                assert_eq!(holds, shared_warning_holds, "{overlay_rules}");
+            }
+            (Ok(_), Err(message)) => panic!("{overlay_rules}: loaded, expected {message}"),
+            (Err(error), Ok(_)) => panic!("{overlay_rules}: {error}"),
+        }
+    }
 }

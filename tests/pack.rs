@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use xiaoer::rules::{Layer, OutcomeKind, RuleSet, load};
+use xiaoer::routing::{OutcomeKind, route};
+use xiaoer::rules::{Layer, RuleSet, load};
 
 #[derive(Deserialize)]
 struct Case {
@@ -36,14 +37,13 @@ fn shipped_pack_routes_every_regression_case() {
         let case: Case = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("regression.jsonl:{}: {e}", number + 1));
         count += 1;
-        let decision = rules.decide(&case.text);
-        let outcome = rules.outcome(&decision);
+        let outcome = route(&rules, &case.text);
         let got = format!(
             "{} topic={} queue={} rule={}",
             outcome.kind.as_str(),
-            outcome.topic,
+            outcome.topic_name(),
             outcome.queue.map(|q| q.as_str()).unwrap_or("-"),
-            outcome.rule.map(|r| r.id.as_str()).unwrap_or("-")
+            outcome.rule.as_deref().unwrap_or("-")
         );
         let ok = match case.expect.as_str() {
             "escalate" => {
@@ -55,7 +55,10 @@ fn shipped_pack_routes_every_regression_case() {
             }
             "answer" => {
                 outcome.kind == OutcomeKind::Reply
-                    && case.topic.as_deref().is_none_or(|t| outcome.topic == t)
+                    && case
+                        .topic
+                        .as_deref()
+                        .is_none_or(|t| outcome.topic_name() == t)
             }
             "quiet" => outcome.kind != OutcomeKind::Escalate,
             other => panic!("regression.jsonl:{}: unknown expect {other:?}", number + 1),
@@ -86,12 +89,9 @@ fn shipped_pack_routes_every_regression_case() {
 #[test]
 fn shipped_pack_covers_every_queue_and_the_daemon_replies() {
     let rules = shipped();
-    for queue in xiaoer::rules::Queue::ALL {
+    for queue in xiaoer::model::Queue::ALL {
         assert!(
-            rules
-                .rules()
-                .iter()
-                .any(|r| r.action.queue() == Some(*queue)),
+            rules.rules().any(|r| r.action.queue() == Some(*queue)),
             "no rule escalates to {queue}"
         );
     }
@@ -99,7 +99,7 @@ fn shipped_pack_covers_every_queue_and_the_daemon_replies() {
         assert!(rules.replies().contains(key), "missing reply {key}");
     }
     assert!(
-        rules.rules().iter().all(|r| !r.examples.is_empty()),
+        rules.rules().all(|r| !r.examples.is_empty()),
         "every rule has examples"
     );
 }

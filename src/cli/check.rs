@@ -18,9 +18,9 @@ pub fn run(
     match dirs.load() {
         Ok(loaded) => {
             let report = loaded.sources.render(&loaded.warnings, colour);
-            let rules = loaded.rules.rules();
-            let examples: usize = rules
-                .iter()
+            let examples: usize = loaded
+                .rules
+                .rules()
                 .map(|r| r.examples.len() + r.counter_examples.len())
                 .sum();
             (|| {
@@ -28,7 +28,7 @@ pub fn run(
                 writeln!(
                     out,
                     "ok: {} rules, {} replies, {} keywords, {} examples passed, {} warning{}",
-                    rules.len(),
+                    loaded.rules.rule_count(),
                     loaded.rules.replies().keys().count(),
                     loaded.rules.keyword_count(),
                     examples,

@@ -10,7 +10,8 @@ use std::io::{BufRead, Write};
 use serde::{Deserialize, Serialize};
 
 use super::CliError;
-use crate::rules::{OutcomeKind, RuleSet};
+use crate::routing::{OutcomeKind, route};
+use crate::rules::RuleSet;
 
 #[derive(Debug, Deserialize)]
 struct Labelled {
@@ -118,8 +119,7 @@ pub fn score(
         if scores.messages % 500 == 0 {
             progress(scores.messages);
         }
-        let decision = rules.decide(&item.text);
-        let outcome = rules.outcome(&decision);
+        let outcome = route(rules, &item.text);
         let escalated = outcome.kind == OutcomeKind::Escalate;
         let queue = outcome.queue.map(|q| q.as_str());
         let right = match item.expect {
@@ -141,7 +141,7 @@ pub fn score(
                 let answered = outcome.kind == OutcomeKind::Reply;
                 scores.answered.add(answered);
                 if answered {
-                    let on_topic = item.accept.iter().any(|a| a == outcome.topic);
+                    let on_topic = item.accept.iter().any(|a| a == outcome.topic_name());
                     scores.topic_accuracy.add(on_topic);
                     on_topic
                 } else {
@@ -165,7 +165,7 @@ pub fn score(
             let got = match (outcome.kind, queue) {
                 (OutcomeKind::Escalate, Some(queue)) => format!("escalate:{queue}"),
                 (kind, _) if kind == OutcomeKind::Reply || kind == OutcomeKind::Ignore => {
-                    format!("{}:{}", kind.as_str(), outcome.topic)
+                    format!("{}:{}", kind.as_str(), outcome.topic_name())
                 }
                 (kind, _) => kind.as_str().to_string(),
             };
@@ -179,7 +179,7 @@ pub fn score(
                     Expect::Quiet => "quiet",
                 },
                 got,
-                rule: outcome.rule.map(|r| r.id.as_str()),
+                rule: outcome.rule.as_deref(),
                 text: &item.text,
             });
         }

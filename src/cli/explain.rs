@@ -3,12 +3,12 @@
 use std::fmt::Write as _;
 
 use crate::replies::RenderContext;
-use crate::rules::{Action, RuleSet};
+use crate::routing::{OutcomeKind, route_explained};
+use crate::rules::{Criterion, RuleSet};
 
 /// The explanation of one message as text.
 pub fn explain(rules: &RuleSet, text: &str) -> String {
-    let decision = rules.decide(text);
-    let outcome = rules.outcome(&decision);
+    let (outcome, decision) = route_explained(rules, text);
     let mut out = String::new();
     let _ = writeln!(out, "message:    {text}");
     let _ = writeln!(out, "normalised: {}", decision.normalised);
@@ -59,43 +59,41 @@ pub fn explain(rules: &RuleSet, text: &str) -> String {
         (Some(_), None) => "it is the only matching rule".to_string(),
         (Some(first), Some(second)) => {
             let (a, b) = (rules.rule(first.rule), rules.rule(second.rule));
-            if a.priority != b.priority {
-                format!(
+            match rules.rank_by(first, second).1 {
+                Some(Criterion::Priority) => format!(
                     "higher priority than `{}` ({} > {})",
                     b.id, a.priority, b.priority
-                )
-            } else if a.escalates() != b.escalates() {
-                format!(
+                ),
+                Some(Criterion::Escalation) => format!(
                     "same priority as `{}`, and escalation outranks answers",
                     b.id
-                )
-            } else if first.chars != second.chars {
-                format!(
+                ),
+                Some(Criterion::MatchedChars) => format!(
                     "more specific than `{}` ({} vs {} matched characters)",
                     b.id, first.chars, second.chars
-                )
-            } else if first.terms.len() != second.terms.len() {
-                format!("more matched terms than `{}`", b.id)
-            } else {
-                format!("tied with `{}`; the lower id wins", b.id)
+                ),
+                Some(Criterion::MatchedTerms) => format!("more matched terms than `{}`", b.id),
+                Some(Criterion::Id) | None => format!("tied with `{}`; the lower id wins", b.id),
             }
         }
     };
     let _ = writeln!(
         out,
         "winner:     {} — {why}",
-        outcome.rule.map(|r| r.id.as_str()).unwrap_or("(fallback)")
+        outcome.rule.as_deref().unwrap_or("(fallback)")
     );
-    let action = match outcome.rule.map(|r| &r.action) {
-        Some(Action::Escalate { queue, .. }) => {
-            format!("escalate to queue `{queue}` (topic {})", outcome.topic)
+    let topic = outcome.topic_name();
+    let action = match (outcome.kind, outcome.queue) {
+        (OutcomeKind::Escalate, Some(queue)) => {
+            format!("escalate to queue `{queue}` (topic {topic})")
         }
-        Some(Action::Reply { .. }) => format!("reply (topic {})", outcome.topic),
-        Some(Action::Ignore) => format!("ignore: stay silent (topic {})", outcome.topic),
-        None => "fallback reply".to_string(),
+        (OutcomeKind::Escalate, None) => format!("escalate (topic {topic})"),
+        (OutcomeKind::Reply, _) => format!("reply (topic {topic})"),
+        (OutcomeKind::Ignore, _) => format!("ignore: stay silent (topic {topic})"),
+        (OutcomeKind::Fallback, _) => "fallback reply".to_string(),
     };
     let _ = writeln!(out, "action:     {action}");
-    if let Some(key) = outcome.reply_key {
+    if let Some(key) = outcome.reply_key.as_deref() {
         let context = RenderContext {
             queue: outcome.queue,
             ..Default::default()

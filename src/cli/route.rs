@@ -7,32 +7,36 @@ use serde::Serialize;
 
 use super::CliError;
 use crate::replies::RenderContext;
+use crate::routing::route;
 use crate::rules::RuleSet;
 
 /// One line of `route` output; the field set is a contract other tools rely on.
 #[derive(Debug, Serialize)]
-pub struct RouteLine<'a> {
+pub struct RouteLine {
     pub action: &'static str,
-    pub topic: &'a str,
-    pub rule: Option<&'a str>,
+    pub topic: &'static str,
+    pub rule: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<&'static str>,
     pub reply: Option<String>,
+    /// What decided: `rule`, or `none` for the fallback.
+    pub by: &'static str,
 }
 
-/// Decides `text` and describes it the way `route` prints it. Replies use their first variant
+/// Routes `text` and describes it the way `route` prints it. Replies use their first variant
 /// so replays diff cleanly.
-pub fn route_line<'a>(rules: &'a RuleSet, text: &str) -> RouteLine<'a> {
-    let decision = rules.decide(text);
-    let outcome = rules.outcome(&decision);
+pub fn route_line(rules: &RuleSet, text: &str) -> RouteLine {
+    let decided = route(rules, text);
     RouteLine {
-        action: outcome.kind.as_str(),
-        topic: outcome.topic,
-        rule: outcome.rule.map(|r| r.id.as_str()),
-        queue: outcome.queue.map(|q| q.as_str()),
-        reply: outcome
+        action: decided.kind.as_str(),
+        topic: decided.topic_name(),
+        queue: decided.queue.map(|q| q.as_str()),
+        reply: decided
             .reply_key
+            .as_deref()
             .and_then(|key| rules.replies().render(key, 0, &RenderContext::default())),
+        by: decided.by.as_str(),
+        rule: decided.rule,
     }
 }
 

@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 
 use crate::escalation::EscalationPolicy;
 use crate::model::{Actor, Conversation, ConversationState, Queue};
-use crate::rules::{Outcome, OutcomeKind};
+pub use crate::routing::{Decided, OutcomeKind};
 
 /// One thing the worker must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,26 +48,6 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Who caused the plan's state change, and why.
     pub state_change: Option<(Actor, String)>,
-}
-
-/// The decision reduced to what the state machine needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decided {
-    pub kind: OutcomeKind,
-    pub rule: Option<String>,
-    pub queue: Option<Queue>,
-    pub reply_key: Option<String>,
-}
-
-impl From<Outcome<'_>> for Decided {
-    fn from(outcome: Outcome<'_>) -> Self {
-        Decided {
-            kind: outcome.kind,
-            rule: outcome.rule.map(|r| r.id.clone()),
-            queue: outcome.queue,
-            reply_key: outcome.reply_key.map(str::to_string),
-        }
-    }
 }
 
 fn set_state(conversation: &mut Conversation, state: ConversationState, now_ms: i64) {
@@ -205,6 +185,7 @@ pub fn plan_message(
                     rule: None,
                     queue: Some(Queue::Human),
                     reply_key: Some("human_handoff".into()),
+                    ..Default::default()
                 };
                 queue_chat(conversation, now_ms);
                 plan.state_change = Some((

@@ -13,6 +13,7 @@ fn decided(kind: OutcomeKind, key: Option<&str>, queue: Option<Queue>) -> Decide
         rule: key.map(|k| format!("rule.{k}")),
         queue,
         reply_key: key.map(str::to_string),
+        ..Default::default()
     }
 }
 

@@ -26,7 +26,8 @@ use crate::model::{
 };
 use crate::reload::LiveRules;
 use crate::replies::RenderContext;
-use crate::rules::{OutcomeKind, RuleSet};
+use crate::routing::{OutcomeKind, route};
+use crate::rules::RuleSet;
 use crate::store::{
     EscalationStep, InboundLine, OutboundLine, Store, StoreError, Turn, TurnOutcome, now_ms,
 };
@@ -359,20 +360,18 @@ impl<O: Outbox> Worker<O> {
         if message.text.trim().is_empty() {
             return Decided {
                 kind: OutcomeKind::Ignore,
-                rule: None,
-                queue: None,
-                reply_key: None,
+                why: "a message without text".into(),
+                ..Default::default()
             };
         }
-        let decided = Decided::from(rules.outcome(&rules.decide(&message.text)));
+        let decided = route(rules, &message.text);
         let item_recent = conversation
             .last_buyer_ms
             .is_some_and(|at| now.saturating_sub(at) < ITEM_CONTEXT_MS);
         match (&conversation.last_item, decided.kind) {
             (Some(item), OutcomeKind::Fallback) if item_recent || !message.parts.is_empty() => {
-                let with_item = Decided::from(
-                    rules.outcome(&rules.decide(&format!("{} {}", item.title, message.text))),
-                );
+                let mut with_item = route(rules, &format!("{} {}", item.title, message.text));
+                with_item.why = format!("{} (with the product card {})", with_item.why, item.id);
                 // The item explains a question; it must not turn one into a complaint.
                 if with_item.kind == OutcomeKind::Reply {
                     with_item

@@ -1,6 +1,6 @@
-//! Validation and compilation: raw rule files in, a [`RuleSet`] (or every problem found) out.
+//! Validation and compilation: raw rule files in, a [`RuleTable`] (or every problem found) out.
 //!
-//! Every keyword of every rule goes into one Aho-Corasick automaton (a character-wise
+//! Every keyword of every rule of a layer goes into one Aho-Corasick automaton (a character-wise
 //! double array: it builds and searches Chinese text several times faster than a byte-wise one); each automaton pattern
 //! remembers which rules use it and how (any-of, an all-of group, an exclusion, or a literal
 //! that gates a regex). Regexes are compiled with size limits and only run for rules whose
@@ -15,7 +15,7 @@ use toml::Spanned;
 
 use super::file::{RawRule, RawRuleFile};
 use super::normalise::normalise;
-use super::{Action, Queue, Role, Rule, RuleSet, TermUse, Topic};
+use super::{Action, Queue, Role, Rule, RuleTable, TermUse, Topic};
 use crate::diagnostics::{Diagnostic, FileId, Sources};
 use crate::replies::{Replies, toml_error};
 
@@ -38,7 +38,7 @@ pub(crate) struct Collected {
     pub span: Range<usize>,
 }
 
-/// Gathers rules across the shared set and overlays: same id in a later layer replaces.
+/// Gathers the rules of one or more layers: same id in a later layer replaces.
 #[derive(Default)]
 pub(crate) struct RuleCollector {
     rules: BTreeMap<String, (usize, Collected)>,
@@ -103,27 +103,42 @@ impl RuleCollector {
         }
     }
 
-    pub fn finish(mut self, diagnostics: &mut Vec<Diagnostic>) -> Vec<Collected> {
+    /// The rules left once `disable` lists are applied, and the disabled ids that name none of
+    /// them. An id that names neither a collected rule nor one `below` (a layer compiled before)
+    /// is reported.
+    pub fn finish(
+        mut self,
+        below: impl Fn(&str) -> bool,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> (Vec<Collected>, Vec<String>) {
+        let mut disabled_below = Vec::new();
         for (id, file, span) in self.disabled {
-            if self.rules.remove(&id).is_none() {
+            let here = self.rules.remove(&id).is_some();
+            if below(&id) {
+                disabled_below.push(id);
+            } else if !here {
                 diagnostics.push(
                     Diagnostic::warning(file, span, format!("`disable` names unknown rule `{id}`"))
                         .about(&id),
                 );
             }
         }
-        self.rules.into_values().map(|(_, rule)| rule).collect()
+        let rules = self.rules.into_values().map(|(_, rule)| rule).collect();
+        (rules, disabled_below)
     }
 }
 
-/// Validates and compiles collected rules. Rules with errors are left out (and reported), so the
-/// examples of the others can still be checked; the caller refuses the set if anything failed.
+/// Validates and compiles the collected rules of a layer. Rules with errors are left out (and
+/// reported), so the examples of the others can still be checked; the caller refuses the set if
+/// anything failed. `unfiltered_below` counts the regex rules without a prefilter that the
+/// layers underneath already run on every message.
 pub(crate) fn compile(
     collected: Vec<Collected>,
-    replies: Replies,
+    replies: &Replies,
+    unfiltered_below: usize,
     sources: &Sources,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Option<RuleSet> {
+) -> Option<RuleTable> {
     let mut terms = TermTable::default();
     let mut rules = Vec::with_capacity(collected.len());
     // Regex compilation is the slowest part of checking a rule; it runs on a second thread,
@@ -163,7 +178,7 @@ pub(crate) fn compile(
                 collected,
                 compiled,
                 index,
-                &replies,
+                replies,
                 sources,
                 &mut terms,
                 diagnostics,
@@ -179,8 +194,9 @@ pub(crate) fn compile(
         .filter(|(_, rule)| rule.unfiltered)
         .map(|(index, _)| index as u32)
         .collect();
-    if unfiltered.len() > MAX_UNFILTERED_REGEX_RULES {
-        for &index in &unfiltered[MAX_UNFILTERED_REGEX_RULES..] {
+    let room = MAX_UNFILTERED_REGEX_RULES.saturating_sub(unfiltered_below);
+    if unfiltered.len() > room {
+        for &index in &unfiltered[room..] {
             let rule: &Rule = &rules[index as usize];
             diagnostics.push(
                 Diagnostic::error(
@@ -218,22 +234,17 @@ pub(crate) fn compile(
             }
         }
     };
-    let mut id_order: Vec<usize> = (0..rules.len()).collect();
-    id_order.sort_by(|&a, &b| rules[a].id.cmp(&rules[b].id));
-    for (rank, index) in id_order.into_iter().enumerate() {
-        rules[index].id_rank = rank as u32;
-    }
     let by_id = rules
         .iter()
         .enumerate()
-        .map(|(index, rule)| (rule.id.clone(), index))
+        .map(|(index, rule)| (rule.id.clone(), index as u32))
         .collect();
     let term_chars = terms
         .patterns
         .iter()
         .map(|t| t.chars().count() as u32)
         .collect();
-    Some(RuleSet {
+    Some(RuleTable {
         rules,
         by_id,
         automaton,
@@ -241,7 +252,6 @@ pub(crate) fn compile(
         term_chars,
         term_uses: terms.uses,
         unfiltered,
-        replies,
     })
 }
 
@@ -523,7 +533,6 @@ fn compile_rule(
         file,
         span,
         location,
-        id_rank: 0,
     })
 }
 

@@ -1,20 +1,273 @@
 //! Checks run on a compiled rule set: every rule's examples (errors when they fail) and advice
 //! about rules that can never win or keywords that pull in different directions (warnings).
+//!
+//! The shared set is checked in full once and what was found is kept as [`Findings`]; a shop's
+//! set then re-checks only what its overlay can change, which is what lets twenty shops load in
+//! about the time of one.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
-use super::{Role, RuleSet};
+use super::decide::standing;
+use super::{Role, Rule, RuleSet};
 use crate::diagnostics::Diagnostic;
 
-/// Each example must be won by its rule; each counter-example must not be.
-pub(crate) fn check_examples(rules: &RuleSet, diagnostics: &mut Vec<Diagnostic>) {
-    for (index, rule) in rules.rules().iter().enumerate() {
-        for (example, span) in &rule.examples {
-            let decision = rules.decide(example);
-            let winner = decision.winner().map(|m| m.rule);
-            if winner == Some(index) {
+/// One example or counter-example, as the set that checked it decided it.
+struct CheckedExample {
+    rule: usize,
+    counter: bool,
+    /// Position in the rule's `examples` or `counter_examples`.
+    position: usize,
+    normalised: String,
+    winner: Option<usize>,
+    passed: bool,
+}
+
+/// What checking a set found, kept so a set built on it can be checked incrementally.
+#[derive(Default)]
+pub(crate) struct Findings {
+    examples: Vec<CheckedExample>,
+    /// Errors about examples that failed, with their rule.
+    example_errors: Vec<(usize, Diagnostic)>,
+    /// `can never win` warnings: the rule, the rule that shadows it, the warning.
+    shadowed: Vec<(usize, usize, Diagnostic)>,
+    /// Warnings about keywords used by rules of different topics, with the keyword.
+    shared_keywords: Vec<(String, Diagnostic)>,
+    shared_terms: TermLines,
+}
+
+/// Every term of a set, one a line, so overlay keywords are looked for in all of them in one
+/// pass. No term holds a line break: normalisation drops whitespace.
+#[derive(Default)]
+struct TermLines {
+    text: String,
+    /// Where each term starts in `text`, by term number.
+    starts: Vec<usize>,
+}
+
+impl TermLines {
+    fn of(rules: &RuleSet) -> TermLines {
+        let mut lines = TermLines::default();
+        for term in 0..rules.term_total() {
+            lines.starts.push(lines.text.len());
+            lines.text.push_str(rules.term(term));
+            lines.text.push('\n');
+        }
+        lines
+    }
+}
+
+/// What re-checking a shop's set found: the shared set's findings that still hold, and the new
+/// ones the overlay brought.
+pub(crate) struct Rechecked {
+    pub kept: Vec<Diagnostic>,
+    pub fresh: Vec<Diagnostic>,
+}
+
+impl Findings {
+    /// Checks every rule of a set that has no overlay.
+    pub fn check(rules: &RuleSet) -> Findings {
+        let mut findings = Findings {
+            shared_terms: TermLines::of(rules),
+            ..Findings::default()
+        };
+        for (index, rule) in rules.numbered_rules() {
+            findings.check_examples_of(rules, index, rule);
+            if let Some(shadower) = shadower_of(rules, index) {
+                let warning = shadow_warning(rules, index, shadower);
+                findings.shadowed.push((index, shadower, warning));
+            }
+        }
+        for term in 0..rules.term_total() {
+            // Two topics need two users: most keywords have one, and are settled without a
+            // lookup.
+            let users = rules.term_uses(term).filter(|u| u.role == Role::Any);
+            if users.take(2).count() < 2 {
                 continue;
             }
+            let text = rules.term(term);
+            if let Some(warning) = keyword_warning(rules, text) {
+                findings.shared_keywords.push((text.to_string(), warning));
+            }
+        }
+        findings
+    }
+
+    pub fn diagnostics(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.example_errors
+            .iter()
+            .map(|(_, d)| d)
+            .chain(self.shadowed.iter().map(|(_, _, d)| d))
+            .chain(self.shared_keywords.iter().map(|(_, d)| d))
+    }
+
+    /// Checks `rules`, a shop's set built on the shared set these findings are about, looking
+    /// only at what its overlay can change: its own rules, shared examples its rules could
+    /// match or whose winner it switched off, and lints touching its rules or switched-off ones.
+    pub fn recheck(&self, rules: &RuleSet) -> Rechecked {
+        let mut own = Findings::default();
+        let mut kept = Vec::new();
+        for (index, rule) in rules.numbered_rules().filter(|(i, _)| rules.is_own(*i)) {
+            own.check_examples_of(rules, index, rule);
+        }
+        for example in &self.examples {
+            if rules.is_masked(example.rule) || !example.passed {
+                continue;
+            }
+            // A rule's example changes hands only if an overlay rule now matches it; another
+            // rule's counter-example only if the rule that won it is switched off.
+            let may_change = if example.counter {
+                example.winner.is_some_and(|w| rules.is_masked(w))
+            } else {
+                rules.own_rules_may_match(&example.normalised)
+            };
+            if may_change {
+                let rule = rules.rule(example.rule);
+                let list = if example.counter {
+                    &rule.counter_examples
+                } else {
+                    &rule.examples
+                };
+                if let Some((text, span)) = list.get(example.position) {
+                    let at = (example.counter, example.position);
+                    let (_, error) = check_example(rules, example.rule, at, text, span);
+                    if let Some(error) = error {
+                        own.example_errors.push((example.rule, error));
+                    }
+                }
+            }
+        }
+        for (rule, error) in &self.example_errors {
+            if !rules.is_masked(*rule) {
+                kept.push(error.clone());
+            }
+        }
+
+        let mut fresh: Vec<Diagnostic> = own.example_errors.into_iter().map(|(_, d)| d).collect();
+        fresh.extend(self.recheck_shadowed(rules, &mut kept));
+        fresh.extend(self.recheck_keywords(rules, &mut kept));
+        Rechecked { kept, fresh }
+    }
+
+    fn recheck_shadowed(&self, rules: &RuleSet, kept: &mut Vec<Diagnostic>) -> Vec<Diagnostic> {
+        let mut fresh = Vec::new();
+        let recompute =
+            |index: usize| shadower_of(rules, index).map(|s| shadow_warning(rules, index, s));
+        let overlay_may_shadow = self.shared_rules_under_own_plain_rules(rules);
+        let overlay_may_shadow = |index: usize| overlay_may_shadow.contains(&index);
+        let mut warned = vec![false; rules.shared_rule_count()];
+        for (rule, shadower, warning) in &self.shadowed {
+            if rules.is_masked(*rule) {
+                continue;
+            }
+            warned[*rule] = true;
+            if !rules.is_masked(*shadower) && !overlay_may_shadow(*rule) {
+                kept.push(warning.clone());
+                continue;
+            }
+            match recompute(*rule) {
+                Some(now) if now == *warning => kept.push(now),
+                Some(now) => fresh.push(now),
+                None => {}
+            }
+        }
+        for (index, _) in rules.numbered_rules() {
+            let shared_unwarned = !rules.is_own(index) && !warned[index];
+            if rules.is_own(index) || (shared_unwarned && overlay_may_shadow(index)) {
+                fresh.extend(recompute(index));
+            }
+        }
+        fresh
+    }
+
+    /// The shared rules with a term containing a plain overlay rule's keyword: the only shared
+    /// rules an overlay can shadow. One pass over every shared term at once, not one per rule.
+    fn shared_rules_under_own_plain_rules(&self, rules: &RuleSet) -> BTreeSet<usize> {
+        let mut found = BTreeSet::new();
+        let own_plain = rules
+            .numbered_rules()
+            .any(|(index, _)| rules.is_own(index) && is_plain(rules, index));
+        if !own_plain {
+            return found;
+        }
+        let lines = &self.shared_terms;
+        for (at, own_term) in rules.own_terms_at(&lines.text) {
+            let implies = rules
+                .term_uses(own_term)
+                .any(|u| u.role == Role::Any && is_plain(rules, u.rule as usize));
+            if !implies {
+                continue;
+            }
+            let shared_term = lines.starts.partition_point(|&start| start <= at) - 1;
+            for use_ in rules.term_uses(shared_term as u32) {
+                if matches!(use_.role, Role::Any | Role::All(_)) {
+                    found.insert(use_.rule as usize);
+                }
+            }
+        }
+        found
+    }
+
+    fn recheck_keywords(&self, rules: &RuleSet, kept: &mut Vec<Diagnostic>) -> Vec<Diagnostic> {
+        let mut touched: BTreeSet<&str> = BTreeSet::new();
+        for (index, rule) in rules.numbered_rules().filter(|(i, _)| rules.is_own(*i)) {
+            touched.extend(rule.any.iter().map(|&t| rules.term_of_rule(index, t)));
+        }
+        for index in (0..rules.shared_rule_count()).filter(|&i| rules.is_masked(i)) {
+            let rule = rules.rule(index);
+            touched.extend(rule.any.iter().map(|&t| rules.term_of_rule(index, t)));
+        }
+        let mut before: BTreeMap<&str, &Diagnostic> = BTreeMap::new();
+        for (text, warning) in &self.shared_keywords {
+            if touched.contains(text.as_str()) {
+                before.insert(text, warning);
+            } else {
+                kept.push(warning.clone());
+            }
+        }
+        let mut fresh = Vec::new();
+        for text in touched {
+            if let Some(warning) = keyword_warning(rules, text) {
+                if before.get(text).is_some_and(|&old| *old == warning) {
+                    kept.push(warning);
+                } else {
+                    fresh.push(warning);
+                }
+            }
+        }
+        fresh
+    }
+
+    fn check_examples_of(&mut self, rules: &RuleSet, index: usize, rule: &Rule) {
+        let lists = [(false, &rule.examples), (true, &rule.counter_examples)];
+        for (counter, list) in lists {
+            for (position, (text, span)) in list.iter().enumerate() {
+                let (checked, error) = check_example(rules, index, (counter, position), text, span);
+                self.examples.push(checked);
+                if let Some(error) = error {
+                    self.example_errors.push((index, error));
+                }
+            }
+        }
+    }
+}
+
+/// Decides one example of rule `index`, the one at (`counter`, `position`): each example must be
+/// won by its rule, each counter-example must not be.
+fn check_example(
+    rules: &RuleSet,
+    index: usize,
+    (counter, position): (bool, usize),
+    example: &str,
+    span: &Range<usize>,
+) -> (CheckedExample, Option<Diagnostic>) {
+    let rule = rules.rule(index);
+    let decision = rules.decide(example);
+    let winner = decision.winner().map(|m| m.rule);
+    let error = match (counter, decision.winner()) {
+        (false, _) if winner == Some(index) => None,
+        (false, _) => {
             let decided_by = match winner {
                 Some(other) => {
                     let other = rules.rule(other);
@@ -46,135 +299,142 @@ pub(crate) fn check_examples(rules: &RuleSet, diagnostics: &mut Vec<Diagnostic>)
             } else {
                 diagnostic = diagnostic.note("this rule's conditions do not hold for it");
             }
-            diagnostics.push(diagnostic);
+            Some(diagnostic)
         }
-        for (counter, span) in &rule.counter_examples {
-            let decision = rules.decide(counter);
-            if let Some(winner) = decision.winner().filter(|m| m.rule == index) {
-                let terms: Vec<&str> = winner.terms.iter().map(|&t| rules.term(t)).collect();
-                diagnostics.push(
-                    Diagnostic::error(
-                        rule.file,
-                        span.clone(),
-                        format!("counter-example \"{counter}\" is decided by this rule"),
-                    )
-                    .about(&rule.id)
-                    .note(format!("it matched on: {}", terms.join(", ")))
-                    .note("add an exclusion to `none`, or narrow the keywords"),
-                );
+        (true, Some(won)) if won.rule == index => {
+            let terms: Vec<&str> = won.terms.iter().map(|&t| rules.term(t)).collect();
+            Some(
+                Diagnostic::error(
+                    rule.file,
+                    span.clone(),
+                    format!("counter-example \"{example}\" is decided by this rule"),
+                )
+                .about(&rule.id)
+                .note(format!("it matched on: {}", terms.join(", ")))
+                .note("add an exclusion to `none`, or narrow the keywords"),
+            )
+        }
+        (true, _) => None,
+    };
+    let checked = CheckedExample {
+        rule: index,
+        counter,
+        position,
+        normalised: decision.normalised,
+        winner,
+        passed: error.is_none(),
+    };
+    (checked, error)
+}
+
+/// A rule that matches on the mere presence of any of its terms.
+fn is_plain(rules: &RuleSet, index: usize) -> bool {
+    let rule = rules.rule(index);
+    rule.all_groups == 0 && rule.none.is_empty() && !rule.has_regex() && !rule.any.is_empty()
+}
+
+/// The plain rules in force that match any text containing `text`.
+fn implied_by(rules: &RuleSet, text: &str) -> BTreeSet<usize> {
+    let mut found = BTreeSet::new();
+    for term in rules.terms_in(text) {
+        for use_ in rules.term_uses(term) {
+            if use_.role == Role::Any && is_plain(rules, use_.rule as usize) {
+                found.insert(use_.rule as usize);
             }
         }
     }
+    found
 }
 
-/// Warns about a rule whenever a plain `any` rule that outranks it matches every text it matches.
-pub(crate) fn warn_shadowed(rules: &RuleSet, diagnostics: &mut Vec<Diagnostic>) {
-    // Rules that match on the mere presence of any of their terms.
-    let plain = |index: usize| {
-        let rule = rules.rule(index);
-        rule.all_groups == 0 && rule.none.is_empty() && !rule.has_regex() && !rule.any.is_empty()
-    };
-    // For a term, the plain rules that match any text containing it.
-    let implied_by = |term: &str| -> BTreeSet<usize> {
-        let mut found = BTreeSet::new();
-        for hit in rules
-            .automaton
-            .iter()
-            .flat_map(|a| a.find_overlapping_iter(term))
-        {
-            for use_ in &rules.term_uses[hit.value() as usize] {
-                if use_.role == Role::Any && plain(use_.rule as usize) {
-                    found.insert(use_.rule as usize);
-                }
-            }
-        }
-        found
-    };
-    for (index, rule) in rules.rules().iter().enumerate() {
-        let mut shadowers = BTreeSet::new();
-        if !rule.any.is_empty() {
-            let mut common: Option<BTreeSet<usize>> = None;
-            for &term in &rule.any {
-                let found = implied_by(rules.term(term));
-                common = Some(match common {
-                    None => found,
-                    Some(previous) => previous.intersection(&found).copied().collect(),
-                });
-            }
-            shadowers.extend(common.unwrap_or_default());
-        }
-        let mut groups: BTreeMap<u8, Option<BTreeSet<usize>>> = BTreeMap::new();
-        for &(group, term) in &rule.all {
-            let found = implied_by(rules.term(term));
-            let entry = groups.entry(group).or_default();
-            *entry = Some(match entry.take() {
+/// A rule that outranks rule `index` on every message and matches every message it
+/// matches: a plain `any` rule implied by each of its `any` terms, or by each term of one of its
+/// `all` groups.
+fn shadower_of(rules: &RuleSet, index: usize) -> Option<usize> {
+    let rule = rules.rule(index);
+    let mut shadowers = BTreeSet::new();
+    if !rule.any.is_empty() {
+        let mut common: Option<BTreeSet<usize>> = None;
+        for &term in &rule.any {
+            let found = implied_by(rules, rules.term_of_rule(index, term));
+            common = Some(match common {
                 None => found,
                 Some(previous) => previous.intersection(&found).copied().collect(),
             });
         }
-        for group in groups.into_values().flatten() {
-            shadowers.extend(group);
-        }
-        let outranks = |other: usize| {
-            let other = rules.rule(other);
-            (other.priority, other.escalates()) > (rule.priority, rule.escalates())
-        };
-        if let Some(&shadower) = shadowers
-            .iter()
-            .find(|&&other| other != index && outranks(other))
-        {
-            let shadower = rules.rule(shadower);
-            diagnostics.push(
-                Diagnostic::warning(
-                    rule.file,
-                    rule.span.clone(),
-                    format!(
-                        "rule `{}` can never win: `{}` (priority {}) matches every message it matches",
-                        rule.id, shadower.id, shadower.priority
-                    ),
-                )
-                .about(&rule.id)
-                .note(format!("`{}` is defined at {}", shadower.id, shadower.location)),
-            );
-        }
+        shadowers.extend(common.unwrap_or_default());
     }
+    let mut groups: BTreeMap<u8, Option<BTreeSet<usize>>> = BTreeMap::new();
+    for &(group, term) in &rule.all {
+        let found = implied_by(rules, rules.term_of_rule(index, term));
+        let entry = groups.entry(group).or_default();
+        *entry = Some(match entry.take() {
+            None => found,
+            Some(previous) => previous.intersection(&found).copied().collect(),
+        });
+    }
+    for group in groups.into_values().flatten() {
+        shadowers.extend(group);
+    }
+    // The lowest id names the shadower, so the warning does not depend on how rules are numbered.
+    shadowers
+        .into_iter()
+        .filter(|&other| {
+            other != index
+                && standing(rules.rule(other), rule)
+                    .is_some_and(|(ordering, _)| ordering == Ordering::Greater)
+        })
+        .min_by(|&a, &b| rules.rule(a).id.cmp(&rules.rule(b).id))
 }
 
-/// Warns when one `any` keyword triggers rules of different topics.
-pub(crate) fn warn_shared_keywords(rules: &RuleSet, diagnostics: &mut Vec<Diagnostic>) {
-    for (term, uses) in rules.term_uses.iter().enumerate() {
-        let mut by_topic: BTreeMap<&str, &str> = BTreeMap::new();
-        for use_ in uses.iter().filter(|u| u.role == Role::Any) {
+fn shadow_warning(rules: &RuleSet, index: usize, shadower: usize) -> Diagnostic {
+    let (rule, shadower) = (rules.rule(index), rules.rule(shadower));
+    Diagnostic::warning(
+        rule.file,
+        rule.span.clone(),
+        format!(
+            "rule `{}` can never win: `{}` (priority {}) matches every message it matches",
+            rule.id, shadower.id, shadower.priority
+        ),
+    )
+    .about(&rule.id)
+    .note(format!(
+        "`{}` is defined at {}",
+        shadower.id, shadower.location
+    ))
+}
+
+/// A warning when `any` keyword `text` triggers rules in force of different topics. Each topic is
+/// named by its lowest rule id; the warning points at the rule defined last.
+fn keyword_warning(rules: &RuleSet, text: &str) -> Option<Diagnostic> {
+    let mut by_topic: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut last: Option<&Rule> = None;
+    for term in rules.terms_named(text) {
+        for use_ in rules.term_uses(term).filter(|u| u.role == Role::Any) {
             let rule = rules.rule(use_.rule as usize);
-            by_topic.entry(rule.topic.as_str()).or_insert(&rule.id);
+            let id = by_topic.entry(rule.topic.as_str()).or_insert(&rule.id);
+            if rule.id.as_str() < *id {
+                *id = &rule.id;
+            }
+            if last.is_none_or(|l| (l.file, l.span.start) < (rule.file, rule.span.start)) {
+                last = Some(rule);
+            }
         }
-        if by_topic.len() < 2 {
-            continue;
-        }
-        let Some(last) = uses
-            .iter()
-            .filter(|u| u.role == Role::Any)
-            .map(|u| rules.rule(u.rule as usize))
-            .max_by_key(|r| (r.file, r.span.start))
-        else {
-            continue;
-        };
-        let users: Vec<String> = by_topic
-            .iter()
-            .map(|(topic, id)| format!("`{id}` ({topic})"))
-            .collect();
-        diagnostics.push(
-            Diagnostic::warning(
-                last.file,
-                last.span.clone(),
-                format!(
-                    "keyword `{}` is used by rules of different topics: {}",
-                    rules.term(term as u32),
-                    users.join(", ")
-                ),
-            )
-            .about(&last.id)
-            .note("the higher-ranked rule always wins it; check that is what you want"),
-        );
     }
+    let last = last.filter(|_| by_topic.len() >= 2)?;
+    let users: Vec<String> = by_topic
+        .iter()
+        .map(|(topic, id)| format!("`{id}` ({topic})"))
+        .collect();
+    Some(
+        Diagnostic::warning(
+            last.file,
+            last.span.clone(),
+            format!(
+                "keyword `{text}` is used by rules of different topics: {}",
+                users.join(", ")
+            ),
+        )
+        .about(&last.id)
+        .note("the higher-ranked rule always wins it; check that is what you want"),
+    )
 }
