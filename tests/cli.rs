@@ -343,3 +343,59 @@ fn eval_scores_a_labelled_file() {
     );
     assert!(report.contains("worst labels"), "{report}");
 }
+
+#[test]
+fn check_and_route_apply_a_shop_overlay() {
+    let shop = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(shop.path().join("rules")).unwrap();
+    std::fs::create_dir_all(shop.path().join("replies")).unwrap();
+    std::fs::write(
+        shop.path().join("rules/shop.toml"),
+        r#"
+disable = ["thanks.ack"]
+
+[[rule]]
+id = "shop.hello_price"
+topic = "price"
+reply = "ship_when"
+priority = 10
+any = ["你好多少钱"]
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        shop.path().join("replies/shop.toml"),
+        "[[reply]]\nkey = \"ship_when\"\ntext = \"今天就发。\"\n",
+    )
+    .unwrap();
+    let shop = shop.path().to_string_lossy().into_owned();
+    let with_shop = |command: &'static str| [&[command][..], &GOOD, &["--shop", &shop]].concat();
+
+    let output = xiaoer(&with_shop("check"), "");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains(
+            "warning: rule `shop.hello_price` can never win: `greeting.hello` (priority 50) matches every message it matches"
+        ),
+        "{}",
+        text(&output.stderr)
+    );
+    let stdout = text(&output.stdout);
+    assert!(stdout.starts_with("ok: 6 rules, 8 replies"), "{stdout}");
+    assert!(stdout.ends_with("1 warning\n"), "{stdout}");
+
+    let output = xiaoer(&with_shop("route"), "什么时候发货\n好的\n");
+    let lines: Vec<serde_json::Value> = text(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(
+        lines[0]["reply"], "今天就发。",
+        "the shop's reply replaces the shared one"
+    );
+    assert_eq!(
+        lines[1]["action"], "fallback",
+        "the shop switched thanks.ack off"
+    );
+    assert_eq!(lines[1]["by"], "none");
+}
