@@ -381,7 +381,7 @@ any = ["你好多少钱"]
         text(&output.stderr)
     );
     let stdout = text(&output.stdout);
-    assert!(stdout.starts_with("ok: 6 rules, 8 replies"), "{stdout}");
+    assert!(stdout.starts_with("ok: 6 rules, 10 replies"), "{stdout}");
     assert!(stdout.ends_with("1 warning\n"), "{stdout}");
 
     let output = xiaoer(&with_shop("route"), "什么时候发货\n好的\n");
