@@ -28,7 +28,7 @@ use crate::conversation::worker::{
 use crate::gateway::{self, GatewayEvent, GatewayHandle};
 use crate::gateway::{Card, SendError};
 use crate::model::{ChatEvent, ConversationKey, Part};
-use crate::reload::{LiveRules, RuleBook, RuleBookError, RuleSources, run_reloader};
+use crate::reload::{LiveRules, Reloads, RuleBook, RuleBookError, RuleSources, run_reloader};
 use crate::rules::Layer;
 use crate::store::{Store, StoreError};
 
@@ -199,6 +199,7 @@ pub struct Handle {
     commands: mpsc::Sender<(ConversationKey, ChatCommand)>,
     rules: LiveRules,
     reload: mpsc::Sender<()>,
+    reloads: tokio::sync::watch::Receiver<Reloads>,
     gateways: Vec<GatewayHandle>,
 }
 
@@ -284,12 +285,14 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     let dispatcher = Dispatcher::new(shared, workers.clone(), config.worker_idle());
     let (reload, reload_requests) = mpsc::channel(4);
     let reloader_cancel = CancellationToken::new();
+    let (reload_outcomes, reloads) = tokio::sync::watch::channel(Reloads::default());
     let reloader = tokio::spawn(run_reloader(
         Arc::clone(&rules),
         sources,
         config.watch,
         reload_requests,
         reloader_cancel.clone(),
+        reload_outcomes,
     ));
     let (commands, command_rx) = mpsc::channel(1024);
     let shutdown = CancellationToken::new();
@@ -315,6 +318,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         commands,
         rules,
         reload,
+        reloads,
         gateways,
     };
     let console = match config.console.listen {
@@ -474,6 +478,11 @@ impl Handle {
     /// Asks for a reload of the rule and reply files (as SIGHUP does).
     pub fn reload(&self) {
         let _ = self.reload.try_send(());
+    }
+
+    /// How many reloads succeeded and failed so far; changes after each attempt.
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<Reloads> {
+        self.reloads.clone()
     }
 
     /// How many gateways are connected right now.

@@ -140,14 +140,23 @@ pub fn reload(live: &LiveRules, sources: &RuleSources) -> bool {
     }
 }
 
+/// How many reloads succeeded and failed since the start, for `/metrics` and for tests that
+/// wait for a reload to have happened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reloads {
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
 /// Reloads whenever a rule or reply file changes (if `watch`) or `trigger` fires (SIGHUP),
-/// coalescing bursts of edits. Runs until `cancel`.
+/// coalescing bursts of edits, and counts the outcomes in `outcomes`. Runs until `cancel`.
 pub async fn run_reloader(
     live: LiveRules,
     sources: RuleSources,
     watch: bool,
     mut trigger: mpsc::Receiver<()>,
     cancel: CancellationToken,
+    outcomes: tokio::sync::watch::Sender<Reloads>,
 ) {
     let (changed, mut changes) = mpsc::channel::<()>(16);
     // Keep the watcher alive for the life of this task.
@@ -168,9 +177,20 @@ pub async fn run_reloader(
             }
         }
         let (live, sources) = (Arc::clone(&live), sources.clone());
-        if let Err(error) = tokio::task::spawn_blocking(move || reload(&live, &sources)).await {
-            error!(%error, "rule reload task failed");
-        }
+        let loaded = match tokio::task::spawn_blocking(move || reload(&live, &sources)).await {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                error!(%error, "rule reload task failed");
+                false
+            }
+        };
+        outcomes.send_modify(|counts| {
+            if loaded {
+                counts.succeeded += 1;
+            } else {
+                counts.failed += 1;
+            }
+        });
     }
 }
 
