@@ -9,7 +9,7 @@ use tempfile::TempDir;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use xiaoer::config::{Config, GatewaySettings, ShopSettings};
-use xiaoer::gateway::{BotMessage, DevGateway, DevGatewayConfig};
+use xiaoer::devgateway::{BotMessage, DevGateway, DevGatewayConfig};
 use xiaoer::store::Store;
 
 const TOKEN: &str = "secret";
