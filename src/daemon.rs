@@ -25,8 +25,8 @@ use crate::conversation::dispatch::Dispatcher;
 use crate::conversation::worker::{
     ChatCommand, ChatMessage, CommandError, Outbox, SendFailure, SentReply, Shared,
 };
+use crate::gateway::Card;
 use crate::gateway::{self, GatewayEvent, GatewayHandle};
-use crate::gateway::{Card, SendError};
 use crate::model::{ChatEvent, ConversationKey, Part};
 use crate::reload::{LiveRules, Reloads, RuleBook, RuleBookError, RuleSources, run_reloader};
 use crate::rules::Layer;
@@ -111,10 +111,7 @@ impl Outbox for GatewayOutbox {
             .map(|sent| sent.message_id)
             .map_err(|error| SendFailure {
                 reason: format!("gateway {}: {error}", gateway.name()),
-                maybe_delivered: matches!(
-                    error,
-                    SendError::Timeout { .. } | SendError::ConnectionLost
-                ),
+                maybe_delivered: error.may_have_been_delivered(),
             })
     }
 }
@@ -728,5 +725,31 @@ fn part_of(card: &Card) -> Part {
             order_id: order_id.clone(),
             status: status.clone(),
         },
+        Card::Image { file_id } => Part::Image {
+            file_id: file_id.clone(),
+        },
+        Card::Voice { file_id } => Part::Media {
+            kind: "voice".into(),
+            file_id: file_id.clone(),
+        },
+        Card::Audio { file_id } => Part::Media {
+            kind: "audio".into(),
+            file_id: file_id.clone(),
+        },
+        Card::Video { file_id } => Part::Media {
+            kind: "video".into(),
+            file_id: file_id.clone(),
+        },
+        Card::File { file_id, name } => Part::File {
+            file_id: file_id.clone(),
+            name: name.clone().unwrap_or_default(),
+        },
+        Card::Location { .. } => Part::Other {
+            kind: "location".into(),
+        },
+        Card::Reply { message_id } => Part::Other {
+            kind: format!("reply {message_id}"),
+        },
+        Card::Other { kind } => Part::Other { kind: kind.clone() },
     }
 }

@@ -19,8 +19,10 @@
 //!   transfer); the chat worker, the only writer of a chat and the only sender to its buyer; the
 //!   dispatcher that keeps one worker per chat.
 //! - [`escalation`]: the policy around human queues: when the bot gives up, what waits are quoted.
-//! - [`gateway`]: the OneBot 12 codec, the forward-websocket client connection (auth, heartbeat,
-//!   reconnect) and the development gateway used by the demo and the end-to-end tests.
+//! - [`gateway`]: the connection to the chat gateway: codecs (OneBot 12), transports (forward
+//!   websocket), connection supervision (auth, heartbeat, reconnect) and `send_message`.
+//! - [`devgateway`]: a development OneBot 12 gateway with a buyer chat page, for `xiaoer demo`
+//!   and the end-to-end tests.
 //! - [`store`]: durable storage behind one interface: the batching writer, the atomic turn (one
 //!   write per handled message), and the SQLite backend beside which PostgreSQL will go.
 //! - [`config`]: daemon settings, layered defaults < file < `XIAOER_*` environment < flags.
@@ -37,6 +39,7 @@ pub mod config;
 pub mod console;
 pub mod conversation;
 pub mod daemon;
+pub mod devgateway;
 pub mod diagnostics;
 pub mod escalation;
 pub mod gateway;

@@ -549,6 +549,7 @@ impl fmt::Display for Part {
             Part::Other { kind } => match kind.as_str() {
                 "face" | "sticker" | "mface" => f.write_str("[表情]"),
                 "location" => f.write_str("[位置]"),
+                reply if reply.starts_with("reply") => f.write_str("[引用回复]"),
                 other => write!(f, "[消息类型 {other}]"),
             },
         }

@@ -16,7 +16,7 @@ use tempfile::TempDir;
 use xiaoer::config::{Config, GatewaySettings, ShopSettings};
 use xiaoer::console::ConsoleSettings;
 use xiaoer::daemon::Running;
-use xiaoer::gateway::{BotMessage, DevGateway, DevGatewayConfig};
+use xiaoer::devgateway::{BotMessage, DevGateway, DevGatewayConfig};
 use xiaoer::model::{ConversationKey, Role};
 
 const TOKEN: &str = "secret";

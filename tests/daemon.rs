@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use xiaoer::config::{Config, GatewaySettings, ShopSettings, StoreLocation};
 use xiaoer::conversation::commands::AgentAction;
-use xiaoer::gateway::{BotMessage, DevGateway, DevGatewayConfig};
+use xiaoer::devgateway::{BotMessage, DevGateway, DevGatewayConfig};
 use xiaoer::model::{
     ChatEvent, ConversationKey, ConversationState, Delivery, Direction, EscalationEvent, Sender,
 };
@@ -783,6 +783,30 @@ async fn product_cards_without_text_are_recorded_and_count_as_no_fallback() {
         .expect("the card is in the transcript");
     assert_eq!(first.text, "[商品 纯棉短袖T恤 (88)]");
     assert_eq!(first.parts.len(), 1);
+    // Stickers and pictures are no fallbacks either, and the transcript says what they were.
+    let sticker = gateway.buyer_sends(
+        "shop1",
+        "p1",
+        serde_json::json!([{"type": "face", "data": {"id": "14"}}]),
+    );
+    gateway.buyer_sends(
+        "shop1",
+        "p1",
+        serde_json::json!([{"type": "image", "data": {"file_id": "img-1"}}]),
+    );
+    silence(&gateway, &daemon, "p1").await;
+    let transcript = daemon
+        .store()
+        .transcript(&chat("shop1", "p1"), 20)
+        .await
+        .unwrap();
+    let line = transcript
+        .iter()
+        .find(|l| l.message_id.as_deref() == Some(sticker.as_str()))
+        .expect("the sticker is recorded");
+    assert_eq!(line.text, "[表情]");
+    assert!(transcript.iter().any(|l| l.text == "[图片]"));
+    assert!(daemon.store().open_escalations().await.unwrap().is_empty());
     // A question after the card is still answered.
     gateway.buyer_says("shop1", "p1", "什么时候发货");
     assert_eq!(reply(&gateway).await.text, "现货下单后48小时内发出。");

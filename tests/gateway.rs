@@ -2,12 +2,14 @@
 
 use std::time::Duration;
 
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use xiaoer::devgateway::{DevGateway, DevGatewayConfig};
 use xiaoer::gateway::{
-    DevGateway, DevGatewayConfig, GatewayConfig, GatewayError, GatewayEvent, GatewayHandle,
-    PrivateMessage, SendError, check_connect, spawn,
+    Card, GatewayConfig, GatewayError, GatewayEvent, GatewayHandle, PrivateMessage, SendError,
+    check_connect, spawn,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -270,14 +272,14 @@ async fn wrong_token_is_refused_and_retried() {
     assert_eq!(err.to_string(), "gateway rejected the token (http 401)");
 
     let mut client = Client::start(config);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!client.handle.is_connected());
-    assert_eq!(gw.connected_bots(), 0);
+    // A wrong token may be corrected on the gateway's side: the client keeps trying.
     assert!(
-        gw.rejected_handshakes() >= 3,
+        gw.wait_for_rejections(4, WAIT).await,
         "{} attempts",
         gw.rejected_handshakes()
     );
+    assert!(!client.handle.is_connected());
+    assert_eq!(gw.connected_bots(), 0);
     assert!(client.events.try_recv().is_err(), "no events at all");
     client.stop().await;
     gw.shutdown().await;
@@ -320,16 +322,198 @@ async fn shutdown_closes_cleanly_and_pending_sends_fail() {
         client.handle.send_message("dev", "shop1", "b", "x").await,
         Err(SendError::Shutdown)
     );
-    assert!(
-        tokio::time::timeout(WAIT, async {
-            while gw.connected_bots() > 0 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .is_ok()
-    );
+    assert!(gw.wait_for_no_bots(WAIT).await);
     gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_url_without_ws_scheme_is_rejected_not_retried() {
+    let gw = DevGateway::start(dev_config("t")).await.unwrap();
+    // What an operator types after copying the gateway's address.
+    let url = gw.addr().to_string();
+    let err = check_connect(&client_config(url.clone(), "t"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GatewayError::InvalidUrl { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "invalid gateway url {url:?}: a gateway url starts with ws:// or wss://, e.g. ws://127.0.0.1:6700/"
+        )
+    );
+
+    // The client stops by itself, without being cancelled, instead of retrying forever.
+    let mut client = Client::start(client_config(url, "t"));
+    tokio::time::timeout(WAIT, client.handle.join())
+        .await
+        .expect("the client stops on an invalid url");
+    let sent = client.handle.send_message("dev", "shop1", "b", "x").await;
+    let Err(SendError::Stopped { reason }) = sent else {
+        panic!("expected Stopped, got {sent:?}")
+    };
+    assert!(reason.contains("ws://"), "{reason}");
+    assert!(client.events.try_recv().is_err(), "no events at all");
+    assert_eq!(gw.connected_bots() + gw.rejected_handshakes(), 0);
+    client.stop().await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_url_without_a_host_is_rejected_not_retried() {
+    let client = Client::start(client_config("ws:///onebot/v12/ws".into(), "t"));
+    tokio::time::timeout(WAIT, client.handle.join())
+        .await
+        .expect("the client stops on an invalid url");
+    let err = check_connect(&client_config("ws://:6700/".into(), "t"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("names a host"), "{err}");
+    client.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_that_is_not_a_header_value_stops_the_client() {
+    let gw = DevGateway::start(dev_config("t")).await.unwrap();
+    let client = Client::start(client_config(gw.url(), "pasted\nwith a line break"));
+    tokio::time::timeout(WAIT, client.handle.join())
+        .await
+        .expect("the client stops on an invalid token");
+    let sent = client.handle.send_message("dev", "shop1", "b", "x").await;
+    assert!(matches!(sent, Err(SendError::Stopped { .. })), "{sent:?}");
+    assert_eq!(gw.connected_bots() + gw.rejected_handshakes(), 0);
+    client.stop().await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn cards_images_and_stickers_arrive_as_segments() {
+    let gw = DevGateway::start(dev_config("t")).await.unwrap();
+    let mut client = connected(&gw, "t").await;
+    let id = gw.buyer_sends(
+        "shop1",
+        "b",
+        json!([
+            {"type": "shop.item", "data": {"item_id": "i-42", "title": "保温杯"}},
+            {"type": "text", "data": {"text": "这个还有吗"}},
+            {"type": "image", "data": {"file_id": "photo-1"}},
+        ]),
+    );
+    let m = client.next_message().await;
+    assert_eq!(m.message_id, id);
+    assert_eq!(m.text, "这个还有吗");
+    assert_eq!(
+        m.cards,
+        vec![
+            Card::Item {
+                item_id: "i-42".into(),
+                title: "保温杯".into()
+            },
+            Card::Image {
+                file_id: "photo-1".into()
+            },
+        ]
+    );
+    assert_eq!(
+        m.transcript_text(),
+        "这个还有吗 [商品 保温杯 (i-42)] [图片]"
+    );
+
+    gw.buyer_sends(
+        "shop1",
+        "b",
+        json!([{"type": "face", "data": {"id": "14"}}]),
+    );
+    let m = client.next_message().await;
+    assert_eq!(
+        (m.text.as_str(), m.transcript_text().as_str()),
+        ("", "[表情]")
+    );
+    client.stop().await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_refund_request_cut_mid_emoji_by_the_gateway_still_arrives() {
+    let gw = DevGateway::start(dev_config("t")).await.unwrap();
+    let mut client = connected(&gw, "t").await;
+    gw.send_raw_frame(
+        r#"{"id":"e","type":"message","detail_type":"private","sub_type":"","message_id":"m-cut",
+            "user_id":"b","self":{"platform":"dev","user_id":"shop1"},
+            "message":[{"type":"text","data":{"text":"我要退款\ud83d"}}],"alt_message":"我要退款\ud83d"}"#,
+    );
+    let m = client.next_message().await;
+    assert_eq!(
+        (m.message_id.as_str(), m.text.as_str()),
+        ("m-cut", "我要退款\u{FFFD}")
+    );
+    client.stop().await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_huge_integer_user_id_gets_the_reply_at_its_exact_id() {
+    let gw = DevGateway::start(dev_config("t")).await.unwrap();
+    let mut client = connected(&gw, "t").await;
+    gw.send_raw_frame(
+        r#"{"id":"e","type":"message","detail_type":"private","sub_type":"","message_id":184467440737095516161,
+            "user_id":184467440737095516160,"self":{"platform":"dev","user_id":"shop1"},
+            "message":[{"type":"text","data":{"text":"在吗"}}]}"#,
+    );
+    let m = client.next_message().await;
+    assert_eq!(m.user_id, "184467440737095516160");
+    assert_eq!(m.message_id, "184467440737095516161");
+    client
+        .handle
+        .send_message("dev", "shop1", &m.user_id, "在的")
+        .await
+        .unwrap();
+    let bot = gw.next_bot_message(WAIT).await.unwrap();
+    assert_eq!(bot.user_id, "184467440737095516160");
+    client.stop().await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_from_the_gateway_is_closed_with_1007_and_reconnected() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let mut client = Client::start(client_config(url, "t"));
+    let (tcp, _) = listener.accept().await.unwrap();
+    let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    assert!(matches!(
+        client.next().await,
+        GatewayEvent::Connected { .. }
+    ));
+    // A text frame whose payload is not UTF-8: "退" cut after its first byte.
+    let bad = Frame::message(vec![b'{', 0xe9, b'}'], OpCode::Data(Data::Text), true);
+    ws.send(Message::Frame(bad)).await.unwrap();
+    let closed = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("the client answers in time");
+    let Some(Ok(Message::Close(Some(frame)))) = closed else {
+        panic!("expected a close frame, got {closed:?}")
+    };
+    assert_eq!(frame.code, CloseCode::Invalid);
+    let GatewayEvent::Disconnected { reason, .. } = client.next().await else {
+        panic!("expected a disconnect")
+    };
+    assert!(reason.contains("not valid utf-8"), "{reason}");
+    // And it comes back.
+    let (tcp, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .expect("a reconnect in time")
+        .unwrap();
+    let _ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    assert!(matches!(
+        client.next().await,
+        GatewayEvent::Connected { .. }
+    ));
+    client.stop().await;
 }
 
 mod raw {
@@ -445,6 +629,21 @@ mod raw {
         let m = client.next_message().await;
         assert!(m.outgoing);
         assert_eq!(m.text, "我是客服小王");
+        // The page's quick buttons send segments: a product card here.
+        let card = json!({"kind": "buyer", "self_id": "shop1", "user_id": "buyer1",
+            "segments": [{"type": "shop.item", "data": {"item_id": "demo-1001", "title": "保温杯"}}]});
+        page.send(Message::Text(card.to_string().into()))
+            .await
+            .unwrap();
+        let m = client.next_message().await;
+        assert_eq!(m.transcript_text(), "[商品 保温杯 (demo-1001)]");
+        loop {
+            let shown = next_json(&mut page).await;
+            if shown["kind"] == "buyer" && shown["message_id"] == m.message_id.as_str() {
+                assert_eq!(shown["text"], "[商品 保温杯 (demo-1001)]");
+                break;
+            }
+        }
         // Junk from a page is ignored.
         page.send(Message::Text("junk".into())).await.unwrap();
         client.stop().await;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use xiaoer::config::{Config, GatewaySettings};
 use xiaoer::daemon::{DaemonError, Running};
-use xiaoer::gateway::{BotMessage, DevGateway, DevGatewayConfig};
+use xiaoer::devgateway::{BotMessage, DevGateway, DevGatewayConfig};
 use xiaoer::model::ConversationKey;
 use xiaoer::store::{DB_FILE, Fault, Store, StoreError};
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tempfile::TempDir;
-use xiaoer::gateway::{DevGateway, DevGatewayConfig};
+use xiaoer::devgateway::{DevGateway, DevGatewayConfig};
 use xiaoer::model::{ConversationKey, Direction, Sender};
 use xiaoer::store::Store;
 

@@ -140,10 +140,16 @@ async fn our_client_talks_to_walle_core() {
 
     let (tx, mut events) = mpsc::channel(64);
     let cancel = CancellationToken::new();
+    // Our pings are off and the pong deadline is 2 s: only walle's heartbeats (every second)
+    // can keep this connection alive.
     let handle = spawn(
-        GatewayConfig::new(url)
-            .with_token("walle-token")
-            .with_name("walle"),
+        GatewayConfig {
+            ping_interval: Duration::from_secs(3600),
+            pong_timeout: Duration::from_secs(2),
+            ..GatewayConfig::new(url)
+                .with_token("walle-token")
+                .with_name("walle")
+        },
         tx,
         cancel.clone(),
     );
@@ -198,8 +204,26 @@ async fn our_client_talks_to_walle_core() {
     );
     assert_eq!(seen[0]["self"]["user_id"], "shop9");
 
-    // walle's heartbeats (interval in seconds) keep the connection; still connected after 3 s.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // walle's heartbeats (interval given in seconds) keep the connection past several pong
+    // deadlines: seven heartbeats a second apart on the first connection span three deadlines.
+    // Were heartbeats not taken as signs of life, the connection would die after 2 s and the
+    // count would start over on a second one.
+    let mut link = handle.link_stats();
+    let seen = *tokio::time::timeout(
+        2 * WAIT,
+        link.wait_for(|l| l.connections > 1 || l.heartbeats >= 7),
+    )
+    .await
+    .expect("seven heartbeats in time")
+    .expect("the client is running");
+    assert_eq!(seen.connections, 1, "the connection dropped: {seen:?}");
+    assert_eq!(seen.heartbeat_interval, Some(Duration::from_secs(1)));
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(event, GatewayEvent::Disconnected { .. }),
+            "{event:?}"
+        );
+    }
     assert!(handle.is_connected());
 
     cancel.cancel();

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, GatewaySettings, ShopSettings};
-use crate::gateway::{DevGateway, DevGatewayConfig, DevGatewayError};
+use crate::devgateway::{DevGateway, DevGatewayConfig, DevGatewayError};
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {

@@ -1,18 +1,36 @@
-//! The chat gateway: xiaoer's side of the OneBot 12 protocol.
+//! The chat gateway: xiaoer's side of the connection to a OneBot chat gateway.
 //!
-//! - [`onebot`]: the codec (frames ↔ typed events, actions and responses).
-//! - [`client`]: the forward-websocket client connection: auth, heartbeat, pong deadline,
-//!   reconnect with backoff, `send_message` with retries.
-//! - [`dev`]: a development gateway (OneBot 12 server plus a buyer chat page) for `xiaoer demo`
-//!   and the end-to-end tests.
+//! Three parts, kept apart so that each can grow without the others:
+//!
+//! - a **codec** ([`Codec`]) turns frames into typed events ([`Incoming`], [`PrivateMessage`]
+//!   with its [`Card`]s) and builds the `send_message` action; [`onebot::OneBot12`] is the
+//!   first implementation;
+//! - a **transport** ([`Transport`]) yields one websocket connection at a time as a
+//!   `Sink`/`Stream` pair; [`ForwardWs`] dials the gateway (xiaoer is the client), and a
+//!   reverse websocket (xiaoer is the server) fits the same trait;
+//! - the **client** ([`client`]) supervises connections (backoff, stopping on errors retrying
+//!   cannot fix), runs the connection loop (heartbeats, pong deadline, size caps, rate-limited
+//!   warnings) and sends replies ([`GatewayHandle::send_message`]).
+//!
+//! The daemon calls [`spawn`] per configured gateway and reads [`GatewayEvent`]s. The
+//! development gateway used by `xiaoer demo` and the tests is [`crate::devgateway`].
 
 pub mod client;
-pub mod dev;
+pub mod codec;
+mod error;
+mod json;
+mod log_limit;
 pub mod onebot;
+pub mod transport;
 
 pub use client::{
-    GatewayConfig, GatewayError, GatewayEvent, GatewayHandle, SendError, SentMessage,
-    check_connect, spawn,
+    GatewayConfig, GatewayEvent, GatewayHandle, LinkStats, SentMessage, check_connect, spawn,
+    spawn_with,
 };
-pub use dev::{BotMessage, DevGateway, DevGatewayConfig, DevGatewayError};
-pub use onebot::{BotStatus, Card, DecodeError, PrivateMessage, StatusUpdate};
+pub use codec::{
+    ActionResponse, BotStatus, Card, Codec, DecodeError, Incoming, PrivateMessage, ResponseClass,
+    StatusUpdate,
+};
+pub use error::{GatewayError, SendError};
+pub use onebot::OneBot12;
+pub use transport::{ForwardWs, Transport, validate_url};

@@ -1,159 +1,65 @@
-//! The OneBot 12 codec: turns websocket text frames from the gateway into typed [`Incoming`]
-//! values and builds the frames xiaoer sends (the `send_message` action).
+//! The OneBot 12 codec ([`OneBot12`]): websocket text frames from the gateway to typed
+//! [`Incoming`] values, and the `send_message` action xiaoer sends.
 //!
 //! Only what xiaoer needs is typed: the meta events (`connect`, `heartbeat`, `status_update`),
 //! private `message` events (including the shop extensions: `sub_type: "outgoing"` and the
 //! `shop.item` / `shop.order` segments) and action responses. Every other well-formed event is
-//! [`Incoming::Other`], which callers log and skip; it is never an error.
+//! [`Incoming::Other`], which callers log and skip; it is never an error. Every segment of a
+//! message other than text and mentions becomes a [`Card`], so a sticker or an image is not an
+//! empty message.
+//!
+//! Frames are read leniently where real gateways are sloppy (see [`super::json`]): lone
+//! surrogate escapes become U+FFFD, ids beyond 64 bits keep their digits.
 //!
 //! The gateway side of the protocol (events out, actions in) is here too, for the development
-//! gateway in [`super::dev`].
+//! gateway in [`crate::devgateway`].
 
-use std::fmt;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-/// A frame the gateway sent, decoded.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Incoming {
-    /// `meta.connect`: the first event on a connection.
-    Connect(ConnectInfo),
-    /// `meta.heartbeat`.
-    Heartbeat(Heartbeat),
-    /// `meta.status_update`: which bots (shop accounts) the gateway serves and whether they are
-    /// online.
-    StatusUpdate(StatusUpdate),
-    /// A private `message` event: a buyer's message, or with `outgoing` one the shop sent.
-    Message(PrivateMessage),
-    /// The response to an action we sent, matched by `echo`.
-    Response(ActionResponse),
-    /// Any other well-formed event (group messages, notices, requests, unknown meta events).
-    Other(OtherEvent),
-}
+use super::codec::{
+    ActionResponse, BotStatus, Card, Codec, ConnectInfo, DecodeError, Heartbeat, Incoming,
+    OtherEvent, PrivateMessage, ResponseClass, StatusUpdate,
+};
+use super::json;
 
-/// What `meta.connect` says about the implementation on the other end.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ConnectInfo {
-    /// `version.impl`, e.g. `walle-core`; empty when absent.
-    pub implementation: String,
-    /// `version.version`; empty when absent.
-    pub version: String,
-    /// `version.onebot_version`; empty when absent.
-    pub onebot_version: String,
-}
+/// The OneBot 12 protocol.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OneBot12;
 
-/// `meta.heartbeat`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Heartbeat {
-    /// Time to the next heartbeat. The spec says milliseconds; values below 1000 are taken as
-    /// seconds because some implementations send seconds.
-    pub interval: Duration,
-}
-
-/// `meta.status_update` (also the `status` of a heartbeat).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct StatusUpdate {
-    /// `status.good`; `true` when absent.
-    pub good: bool,
-    /// The bots the gateway serves.
-    pub bots: Vec<BotStatus>,
-}
-
-/// One bot (shop account) in a status update.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BotStatus {
-    /// `self.platform`.
-    pub platform: String,
-    /// `self.user_id`: the shop account.
-    pub self_id: String,
-    /// Whether the account is online.
-    pub online: bool,
-}
-
-/// A private chat message between a buyer and a shop account.
-///
-/// The conversation key is (`platform`, `self_id`, `user_id`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PrivateMessage {
-    /// `self.platform`.
-    pub platform: String,
-    /// `self.user_id`: the shop account.
-    pub self_id: String,
-    /// The buyer.
-    pub user_id: String,
-    /// The platform's id of this message.
-    pub message_id: String,
-    /// The `text` segments concatenated (or `alt_message` when there is no `message` field).
-    pub text: String,
-    /// Product and order cards (`shop.item`, `shop.order` segments), in message order.
-    pub cards: Vec<Card>,
-    /// `sub_type: "outgoing"`: the shop account sent this to the buyer from some client.
-    pub outgoing: bool,
-    /// Event time in seconds since the Unix epoch (0 when absent).
-    pub time: f64,
-}
-
-/// A structured card carried by a shop extension segment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Card {
-    /// `shop.item`: a product card.
-    Item { item_id: String, title: String },
-    /// `shop.order`: an order card.
-    Order { order_id: String, status: String },
-}
-
-/// The response to an action.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ActionResponse {
-    /// `ok` or `failed`.
-    pub status: String,
-    /// 0 on success; 1xxxx request errors (ours), 2xxxx handler errors, 3xxxx execution errors
-    /// (34xxx: platform errors, worth a retry).
-    pub retcode: i64,
-    /// Response data (`null` when absent).
-    pub data: Value,
-    /// Human-readable error message (empty on success).
-    pub message: String,
-    /// The `echo` of the action this answers; non-string echoes are given as their JSON text.
-    pub echo: Option<String>,
-}
-
-impl ActionResponse {
-    /// True when the gateway accepted the action (`status: "ok"`).
-    pub fn is_ok(&self) -> bool {
-        self.status == "ok"
+impl Codec for OneBot12 {
+    fn name(&self) -> &'static str {
+        "onebot12"
     }
 
-    /// True for retcodes 34xxx: platform errors that may go away when retried.
-    pub fn is_retryable(&self) -> bool {
-        (34000..35000).contains(&self.retcode)
+    fn decode(&self, frame: &str) -> Result<Incoming, DecodeError> {
+        decode(frame)
     }
 
-    /// True for retcodes 1xxxx: the request itself was wrong.
-    pub fn is_request_error(&self) -> bool {
-        (10000..20000).contains(&self.retcode)
+    fn encode_send_message(
+        &self,
+        platform: &str,
+        self_id: &str,
+        user_id: &str,
+        text: &str,
+        echo: &str,
+    ) -> String {
+        encode_send_message(platform, self_id, user_id, text, echo)
     }
-}
 
-/// A well-formed event xiaoer does not handle.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OtherEvent {
-    /// `type.detail_type[.sub_type]`, for the log.
-    pub kind: String,
-}
-
-/// Why a frame could not be decoded. The message is lowercase and says what was wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct DecodeError {
-    message: String,
-}
-
-impl DecodeError {
-    fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
+    /// `status: "ok"` is success whatever the retcode; 34xxx are platform errors worth a
+    /// retry, 1xxxx request errors (ours); everything else (2xxxx handler errors, other 3xxxx
+    /// execution errors, 6xxxx–9xxxx implementation-defined) is a failure.
+    fn classify(&self, response: &ActionResponse) -> ResponseClass {
+        if response.status == "ok" {
+            ResponseClass::Ok
+        } else if (34000..35000).contains(&response.retcode) {
+            ResponseClass::Retryable
+        } else if (10000..20000).contains(&response.retcode) {
+            ResponseClass::OurMistake
+        } else {
+            ResponseClass::Failed
         }
     }
 }
@@ -165,8 +71,9 @@ impl DecodeError {
 /// A [`DecodeError`] when the frame is not JSON, not an object, or lacks a field xiaoer needs
 /// (e.g. "message event without user_id"). Unknown but well-formed events are not errors.
 pub fn decode(frame: &str) -> Result<Incoming, DecodeError> {
-    let value: Value = serde_json::from_str(frame)
+    let (mut value, text) = json::parse_lenient(frame)
         .map_err(|e| DecodeError::new(format!("frame is not valid json: {e}")))?;
+    json::exact_ids(&mut value, &text)?;
     let Value::Object(obj) = value else {
         return Err(DecodeError::new("frame is not a json object"));
     };
@@ -197,14 +104,27 @@ fn decode_event(obj: &Map<String, Value>) -> Result<Incoming, DecodeError> {
         }
         ("message", "private") => decode_private(obj).map(Incoming::Message),
         _ => {
-            let mut kind = format!("{ty}.{detail}");
+            let mut kind = format!("{}.{}", bounded(ty), bounded(detail));
             if !sub.is_empty() {
                 kind.push('.');
-                kind.push_str(sub);
+                kind.push_str(bounded(sub));
             }
             Ok(Incoming::Other(OtherEvent { kind }))
         }
     }
+}
+
+/// At most 64 bytes of a name the peer chose, for logs and transcripts: a name is a name, not
+/// a place to put a 60 KiB string.
+fn bounded(s: &str) -> &str {
+    if s.len() <= 64 {
+        return s;
+    }
+    let mut end = 64;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 fn decode_connect(obj: &Map<String, Value>) -> ConnectInfo {
@@ -310,7 +230,12 @@ fn decode_private(obj: &Map<String, Value>) -> Result<PrivateMessage, DecodeErro
     })
 }
 
-fn decode_segments(segments: &[Value]) -> Result<(String, Vec<Card>), DecodeError> {
+/// The joined text of the `text` segments and every other segment (but mentions) as a card.
+///
+/// # Errors
+///
+/// A segment that is not an object or has no `type`, and a `text` segment without its text.
+pub fn decode_segments(segments: &[Value]) -> Result<(String, Vec<Card>), DecodeError> {
     let mut text = String::new();
     let mut cards = Vec::new();
     for (i, segment) in segments.iter().enumerate() {
@@ -319,41 +244,65 @@ fn decode_segments(segments: &[Value]) -> Result<(String, Vec<Card>), DecodeErro
             .ok_or_else(|| DecodeError::new(format!("message segment {i} is not an object")))?;
         let ty = str_field(seg, "type")
             .ok_or_else(|| DecodeError::new(format!("message segment {i} without type")))?;
-        let data = seg.get("data").and_then(Value::as_object);
-        match ty {
-            "text" => match data.and_then(|d| str_field(d, "text")) {
-                Some(t) => text.push_str(t),
+        let empty = Map::new();
+        let data = seg.get("data").and_then(Value::as_object).unwrap_or(&empty);
+        let id = |key: &str| id_field(data, key).unwrap_or_default();
+        let string = |key: &str| str_field(data, key).unwrap_or_default().to_owned();
+        let card = match ty {
+            "text" => match str_field(data, "text") {
+                Some(t) => {
+                    text.push_str(t);
+                    continue;
+                }
                 None => {
                     return Err(DecodeError::new(format!(
                         "text segment {i} without data.text"
                     )));
                 }
             },
-            "shop.item" => match data.and_then(|d| id_field(d, "item_id")) {
-                Some(item_id) => cards.push(Card::Item {
-                    item_id,
-                    title: data
-                        .and_then(|d| str_field(d, "title"))
-                        .unwrap_or_default()
-                        .to_owned(),
-                }),
-                None => tracing::warn!(segment = i, "skipping shop.item segment without item_id"),
+            // In a private chat a mention can only name the shop: nothing to record.
+            "mention" | "mention_all" => continue,
+            "shop.item" => Card::Item {
+                item_id: id("item_id"),
+                title: string("title"),
             },
-            "shop.order" => match data.and_then(|d| id_field(d, "order_id")) {
-                Some(order_id) => cards.push(Card::Order {
-                    order_id,
-                    status: data
-                        .and_then(|d| str_field(d, "status"))
-                        .unwrap_or_default()
-                        .to_owned(),
-                }),
-                None => {
-                    tracing::warn!(segment = i, "skipping shop.order segment without order_id")
-                }
+            "shop.order" => Card::Order {
+                order_id: id("order_id"),
+                status: string("status"),
             },
-            // mention, image, reply, ...: not part of the text the rules see.
-            _ => {}
-        }
+            "image" => Card::Image {
+                file_id: id("file_id"),
+            },
+            "voice" => Card::Voice {
+                file_id: id("file_id"),
+            },
+            "audio" => Card::Audio {
+                file_id: id("file_id"),
+            },
+            "video" => Card::Video {
+                file_id: id("file_id"),
+            },
+            "file" => Card::File {
+                file_id: id("file_id"),
+                name: str_field(data, "name")
+                    .or_else(|| str_field(data, "file_name"))
+                    .filter(|n| !n.is_empty())
+                    .map(|n| bounded(n).to_owned()),
+            },
+            "location" => Card::Location {
+                latitude: data.get("latitude").and_then(Value::as_f64),
+                longitude: data.get("longitude").and_then(Value::as_f64),
+                title: string("title"),
+                content: string("content"),
+            },
+            "reply" => Card::Reply {
+                message_id: id("message_id"),
+            },
+            other => Card::Other {
+                kind: bounded(other).to_owned(),
+            },
+        };
+        cards.push(card);
     }
     Ok((text, cards))
 }
@@ -384,7 +333,8 @@ fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     obj.get(key).and_then(Value::as_str)
 }
 
-/// An id that peers send as a string or (OneBot 11 habit) as a number.
+/// An id that peers send as a string or (OneBot 11 habit) as a number. Integers beyond 64 bits
+/// are strings by now (see [`json::exact_ids`]), so the number case is exact.
 fn id_field(obj: &Map<String, Value>, key: &str) -> Option<String> {
     match obj.get(key)? {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
@@ -540,26 +490,57 @@ pub fn encode_heartbeat(id: &str, interval: Duration, good: bool, bots: &[BotSta
     .to_string()
 }
 
-/// Builds a private `message` event carrying plain text (and `alt_message`).
+/// The OneBot 12 segment of a card.
+pub fn encode_card(card: &Card) -> Value {
+    match card {
+        Card::Item { item_id, title } => {
+            json!({"type": "shop.item", "data": {"item_id": item_id, "title": title}})
+        }
+        Card::Order { order_id, status } => {
+            json!({"type": "shop.order", "data": {"order_id": order_id, "status": status}})
+        }
+        Card::Image { file_id } => json!({"type": "image", "data": {"file_id": file_id}}),
+        Card::Voice { file_id } => json!({"type": "voice", "data": {"file_id": file_id}}),
+        Card::Audio { file_id } => json!({"type": "audio", "data": {"file_id": file_id}}),
+        Card::Video { file_id } => json!({"type": "video", "data": {"file_id": file_id}}),
+        Card::File { file_id, name } => {
+            json!({"type": "file", "data": {"file_id": file_id, "name": name}})
+        }
+        Card::Location {
+            latitude,
+            longitude,
+            title,
+            content,
+        } => json!({"type": "location", "data": {
+            "latitude": latitude, "longitude": longitude, "title": title, "content": content,
+        }}),
+        Card::Reply { message_id } => json!({"type": "reply", "data": {"message_id": message_id}}),
+        Card::Other { kind } => json!({"type": kind, "data": {}}),
+    }
+}
+
+/// Builds a private `message` event from a message's text and cards (and `alt_message`).
 pub fn encode_private_message(id: &str, msg: &PrivateMessage) -> String {
     let mut segments = Vec::new();
     if !msg.text.is_empty() {
         segments.push(json!({"type": "text", "data": {"text": msg.text}}));
     }
-    for card in &msg.cards {
-        segments.push(match card {
-            Card::Item { item_id, title } => {
-                json!({"type": "shop.item", "data": {"item_id": item_id, "title": title}})
-            }
-            Card::Order { order_id, status } => {
-                json!({"type": "shop.order", "data": {"order_id": order_id, "status": status}})
-            }
-        });
-    }
+    segments.extend(msg.cards.iter().map(encode_card));
+    encode_private_message_with_segments(id, msg, Value::Array(segments))
+}
+
+/// Builds a private `message` event carrying `segments` as they are (they need not be valid);
+/// `msg` gives the ids, the time and `outgoing`, and its [`PrivateMessage::transcript_text`]
+/// becomes `alt_message`. Its text and cards are not looked at otherwise.
+pub fn encode_private_message_with_segments(
+    id: &str,
+    msg: &PrivateMessage,
+    segments: Value,
+) -> String {
     json!({
         "id": id, "time": msg.time, "type": "message", "detail_type": "private",
         "sub_type": if msg.outgoing { "outgoing" } else { "" },
-        "message_id": msg.message_id, "message": segments, "alt_message": msg.text,
+        "message_id": msg.message_id, "message": segments, "alt_message": msg.transcript_text(),
         "user_id": msg.user_id,
         "self": {"platform": msg.platform, "user_id": msg.self_id},
     })
@@ -576,15 +557,6 @@ pub fn encode_response(
 ) -> String {
     json!({"status": status, "retcode": retcode, "data": data, "message": message, "echo": echo})
         .to_string()
-}
-
-impl fmt::Display for Card {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Card::Item { item_id, title } => write!(f, "[item {item_id}: {title}]"),
-            Card::Order { order_id, status } => write!(f, "[order {order_id}: {status}]"),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -684,7 +656,7 @@ mod tests {
                    "message":[{"type":"shop.item","data":{"item_id":"i9","title":"保温杯"}},
                               {"type":"text","data":{"text":"这个有货吗"}},
                               {"type":"shop.order","data":{"order_id":"o1","status":"shipped"}},
-                              {"type":"shop.item","data":{"title":"no id: skipped"}}]}"#,
+                              {"type":"shop.item","data":{"title":"no id: kept"}}]}"#,
                 Incoming::Message(PrivateMessage {
                     cards: vec![
                         Card::Item {
@@ -694,6 +666,10 @@ mod tests {
                         Card::Order {
                             order_id: "o1".into(),
                             status: "shipped".into(),
+                        },
+                        Card::Item {
+                            item_id: String::new(),
+                            title: "no id: kept".into(),
                         },
                     ],
                     ..msg("dev", "s", "b", "m2", "这个有货吗")
@@ -851,5 +827,217 @@ mod tests {
             decode(&encode_connect("c", "xiaoer-dev", "0.1.0")),
             Ok(Incoming::Connect(_))
         ));
+    }
+
+    /// A private message event around `segments`, as a gateway would send it.
+    fn with_segments(segments: &str) -> String {
+        format!(
+            r#"{{"type":"message","detail_type":"private","sub_type":"","message_id":"m","user_id":"b",
+                "self":{{"platform":"dev","user_id":"s"}},"message":{segments}}}"#
+        )
+    }
+
+    fn decoded(frame: &str) -> PrivateMessage {
+        match decode(frame) {
+            Ok(Incoming::Message(m)) => m,
+            other => panic!("{frame}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_sticker_is_decoded_as_a_segment_not_an_empty_text() {
+        let m = decoded(&with_segments(
+            r#"[{"type":"qq.face","data":{"id":"178"}}]"#,
+        ));
+        assert_eq!(m.text, "");
+        assert_eq!(
+            m.cards,
+            vec![Card::Other {
+                kind: "qq.face".into()
+            }]
+        );
+        assert_eq!(m.transcript_text(), "[表情]");
+    }
+
+    #[test]
+    fn every_standard_segment_is_decoded_in_order() {
+        let m = decoded(&with_segments(
+            r#"[{"type":"reply","data":{"message_id":"m0","user_id":"b"}},
+                {"type":"text","data":{"text":"看下"}},
+                {"type":"image","data":{"file_id":"img1"}},
+                {"type":"voice","data":{"file_id":"v1"}},
+                {"type":"audio","data":{"file_id":"a1"}},
+                {"type":"video","data":{"file_id":"vid1"}},
+                {"type":"file","data":{"file_id":"f1","name":"发票.pdf"}},
+                {"type":"file","data":{"file_id":"f2","file_name":"单号.xlsx"}},
+                {"type":"file","data":{"file_id":3}},
+                {"type":"location","data":{"latitude":31.23,"longitude":121.47,"title":"上海","content":"仓库"}},
+                {"type":"mention","data":{"user_id":"s"}},
+                {"type":"mention_all","data":{}},
+                {"type":"shop.item","data":{"item_id":42,"title":"茶具"}},
+                {"type":"image"},
+                {"type":"douyin.sticker","data":{"url":"x"}},
+                {"type":"text","data":{"text":"这个"}}]"#,
+        ));
+        assert_eq!(m.text, "看下这个");
+        let s = |v: &str| v.to_owned();
+        assert_eq!(
+            m.cards,
+            vec![
+                Card::Reply {
+                    message_id: s("m0")
+                },
+                Card::Image { file_id: s("img1") },
+                Card::Voice { file_id: s("v1") },
+                Card::Audio { file_id: s("a1") },
+                Card::Video { file_id: s("vid1") },
+                Card::File {
+                    file_id: s("f1"),
+                    name: Some(s("发票.pdf"))
+                },
+                Card::File {
+                    file_id: s("f2"),
+                    name: Some(s("单号.xlsx"))
+                },
+                Card::File {
+                    file_id: s("3"),
+                    name: None
+                },
+                Card::Location {
+                    latitude: Some(31.23),
+                    longitude: Some(121.47),
+                    title: s("上海"),
+                    content: s("仓库")
+                },
+                Card::Item {
+                    item_id: s("42"),
+                    title: s("茶具")
+                },
+                Card::Image {
+                    file_id: String::new()
+                },
+                Card::Other {
+                    kind: s("douyin.sticker")
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn cards_round_trip_through_the_gateway_side() {
+        let cards = vec![
+            Card::Item {
+                item_id: "i".into(),
+                title: "t".into(),
+            },
+            Card::Image {
+                file_id: "f".into(),
+            },
+            Card::File {
+                file_id: "f".into(),
+                name: None,
+            },
+            Card::Location {
+                latitude: Some(1.5),
+                longitude: None,
+                title: String::new(),
+                content: "c".into(),
+            },
+            Card::Reply {
+                message_id: "r".into(),
+            },
+            Card::Other {
+                kind: "face".into(),
+            },
+        ];
+        let m = PrivateMessage {
+            cards,
+            ..msg("dev", "s", "b", "m", "")
+        };
+        assert_eq!(
+            decode(&encode_private_message("e", &m)),
+            Ok(Incoming::Message(m))
+        );
+    }
+
+    #[test]
+    fn a_text_ending_in_a_lone_surrogate_is_decoded_not_dropped() {
+        // What a JavaScript gateway sends after cutting "我要退款😭" in the middle of the emoji.
+        let m = decoded(&with_segments(
+            r#"[{"type":"text","data":{"text":"我要退款\ud83d"}}]"#,
+        ));
+        assert_eq!(m.text, "我要退款\u{FFFD}");
+    }
+
+    #[test]
+    fn a_huge_integer_user_id_keeps_its_digits() {
+        let m = decoded(
+            r#"{"type":"message","detail_type":"private","message_id":184467440737095516161,
+                "user_id":184467440737095516160,"self":{"platform":"qq","user_id":99999999999999999999999},
+                "message":[{"type":"text","data":{"text":"在吗"}}]}"#,
+        );
+        assert_eq!(m.user_id, "184467440737095516160");
+        assert_eq!(m.message_id, "184467440737095516161");
+        assert_eq!(m.self_id, "99999999999999999999999");
+        // Ids that fit 64 bits were always exact; still are.
+        let m = decoded(
+            r#"{"type":"message","detail_type":"private","message_id":-5,"user_id":18446744073709551615,
+                "self":{"platform":"qq","user_id":"s"},"message":[]}"#,
+        );
+        assert_eq!(
+            (m.user_id.as_str(), m.message_id.as_str()),
+            ("18446744073709551615", "-5")
+        );
+    }
+
+    #[test]
+    fn a_fractional_user_id_is_a_decode_error() {
+        let err = decode(
+            r#"{"type":"message","detail_type":"private","message_id":"m","user_id":10001.5,
+                "self":{"platform":"qq","user_id":"s"},"message":[]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "user_id is not an integer: 10001.5");
+    }
+
+    #[test]
+    fn retcodes_are_classified() {
+        let resp = |status: &str, retcode: i64| ActionResponse {
+            status: status.into(),
+            retcode,
+            data: Value::Null,
+            message: String::new(),
+            echo: None,
+        };
+        let cases = [
+            ("ok", 0, ResponseClass::Ok),
+            ("ok", 1, ResponseClass::Ok),
+            ("failed", 34000, ResponseClass::Retryable),
+            ("failed", 34999, ResponseClass::Retryable),
+            ("failed", 10003, ResponseClass::OurMistake),
+            ("failed", 19999, ResponseClass::OurMistake),
+            ("failed", 20001, ResponseClass::Failed),
+            ("failed", 35000, ResponseClass::Failed),
+            ("failed", 0, ResponseClass::Failed),
+        ];
+        for (status, retcode, want) in cases {
+            assert_eq!(
+                OneBot12.classify(&resp(status, retcode)),
+                want,
+                "{status} {retcode}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_kinds_are_cut_to_a_name() {
+        let kind = "x".repeat(1000);
+        let m = decoded(&with_segments(&format!(r#"[{{"type":"{kind}"}}]"#)));
+        assert_eq!(
+            m.cards,
+            vec![Card::Other {
+                kind: "x".repeat(64)
+            }]
+        );
     }
 }

@@ -1,15 +1,19 @@
 //! The development gateway: a small OneBot 12 implementation for `xiaoer demo` and the
-//! end-to-end tests.
+//! end-to-end tests. Not for production: it keeps nothing and trusts its buyer page.
 //!
 //! It is the websocket SERVER of the forward-websocket mode (xiaoer connects to it): it checks
 //! the bearer token (401 when wrong), sends `meta.connect`, `meta.status_update` and periodic
 //! `meta.heartbeat`, relays buyers' messages as private `message` events for its shop accounts,
 //! and answers `send_message` with `{status: "ok", retcode: 0, data: {message_id, time}}`.
+//! Tests push text ([`DevGateway::buyer_says`]) or any OneBot 12 segments — product cards,
+//! images, stickers — ([`DevGateway::buyer_sends`]), inject failures and raw frames, and read
+//! what the bot sent.
 //!
-//! It also serves a buyer chat page at `/` (inline HTML and JS, no assets): three buyers side
-//! by side, each able to write as the buyer or "as the shop from another client" (an `outgoing`
-//! event); the bot's replies appear in the buyer's pane. The page talks to the gateway over its
-//! own websocket at `/page/ws` (no token: the dev gateway listens on 127.0.0.1 by default).
+//! It also serves a buyer chat page at `/` (`buyer.html`, embedded; no assets): three buyers
+//! side by side, each able to write as the buyer (text, or a product card, image or sticker) or
+//! "as the shop from another client" (an `outgoing` event); the bot's replies appear in the
+//! buyer's pane. The page talks to the gateway over its own websocket at `/page/ws` (no token:
+//! the dev gateway listens on 127.0.0.1 by default).
 //!
 //! Paths: the OneBot 12 spec says a forward-websocket server accepts `/`; `/` serves the page to
 //! plain GETs and the bot websocket to upgrade requests. `/onebot/v12/ws` is accepted too.
@@ -18,7 +22,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex as StdMutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -29,12 +33,13 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::{Mutex, broadcast, mpsc};
+use tokio::sync::{Mutex, broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::onebot::{self, BotStatus, PrivateMessage};
+use crate::gateway::onebot;
+use crate::gateway::{BotStatus, PrivateMessage};
 
 /// Settings for [`DevGateway::start`].
 #[derive(Debug, Clone)]
@@ -93,8 +98,8 @@ struct Inner {
     to_pages: broadcast::Sender<String>,
     bot_messages: mpsc::Sender<BotMessage>,
     bot_messages_rx: Mutex<mpsc::Receiver<BotMessage>>,
-    connected: AtomicUsize,
-    rejected: AtomicUsize,
+    connected: watch::Sender<usize>,
+    rejected: watch::Sender<usize>,
     seq: AtomicU64,
     retcodes: StdMutex<VecDeque<i64>>,
     cancel: CancellationToken,
@@ -136,8 +141,8 @@ impl DevGateway {
             to_pages,
             bot_messages,
             bot_messages_rx: Mutex::new(bot_messages_rx),
-            connected: AtomicUsize::new(0),
-            rejected: AtomicUsize::new(0),
+            connected: watch::Sender::new(0),
+            rejected: watch::Sender::new(0),
             seq: AtomicU64::new(0),
             retcodes: StdMutex::new(VecDeque::new()),
             cancel: cancel.clone(),
@@ -184,6 +189,17 @@ impl DevGateway {
         self.inner.buyer_says(self_id, user_id, text)
     }
 
+    /// A buyer sends a message made of OneBot 12 `segments` (a JSON array such as
+    /// `[{"type": "shop.item", "data": {"item_id": "i1", "title": "保温杯"}}]`) to shop `self_id`;
+    /// returns the new message's id. The segments are sent as given, valid or not, so tests
+    /// can send what real platforms send.
+    pub fn buyer_sends(&self, self_id: &str, user_id: &str, segments: Value) -> String {
+        let message_id = format!("buyer-{}", self.inner.next());
+        self.inner
+            .relay_segments(self_id, user_id, segments, &message_id, false);
+        message_id
+    }
+
     /// Sends a buyer message event with a given `message_id` again (a gateway redelivery).
     pub fn redeliver(&self, self_id: &str, user_id: &str, text: &str, message_id: &str) {
         self.inner.relay(self_id, user_id, text, message_id, false);
@@ -209,24 +225,27 @@ impl DevGateway {
 
     /// How many bot connections are open.
     pub fn connected_bots(&self) -> usize {
-        self.inner.connected.load(Ordering::SeqCst)
+        *self.inner.connected.borrow()
     }
 
     /// How many handshakes were refused for a wrong or missing token.
     pub fn rejected_handshakes(&self) -> usize {
-        self.inner.rejected.load(Ordering::SeqCst)
+        *self.inner.rejected.borrow()
     }
 
     /// Waits up to `wait` until at least `n` bots are connected.
     pub async fn wait_for_bots(&self, n: usize, wait: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + wait;
-        while self.connected_bots() < n {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        true
+        wait_until(&self.inner.connected, wait, |bots| bots >= n).await
+    }
+
+    /// Waits up to `wait` until no bot is connected.
+    pub async fn wait_for_no_bots(&self, wait: Duration) -> bool {
+        wait_until(&self.inner.connected, wait, |bots| bots == 0).await
+    }
+
+    /// Waits up to `wait` until at least `n` handshakes were refused for their token.
+    pub async fn wait_for_rejections(&self, n: usize, wait: Duration) -> bool {
+        wait_until(&self.inner.rejected, wait, |refused| refused >= n).await
     }
 
     /// The next `send_message` actions get these retcodes, in order (0: succeed as usual);
@@ -249,6 +268,16 @@ impl DevGateway {
             warn!("dev gateway did not stop within 5 s");
         }
     }
+}
+
+async fn wait_until(
+    count: &watch::Sender<usize>,
+    wait: Duration,
+    done: impl Fn(usize) -> bool,
+) -> bool {
+    let mut rx = count.subscribe();
+    let reached = rx.wait_for(|n| done(*n));
+    matches!(tokio::time::timeout(wait, reached).await, Ok(Ok(_)))
 }
 
 impl Drop for DevGateway {
@@ -281,26 +310,43 @@ impl Inner {
     }
 
     fn relay(&self, self_id: &str, user_id: &str, text: &str, message_id: &str, outgoing: bool) {
+        let segments = json!([{"type": "text", "data": {"text": text}}]);
+        self.relay_segments(self_id, user_id, segments, message_id, outgoing);
+    }
+
+    /// Sends a private message event with `segments` as they are to every bot, and shows it
+    /// on the buyer pages.
+    fn relay_segments(
+        &self,
+        self_id: &str,
+        user_id: &str,
+        segments: Value,
+        message_id: &str,
+        outgoing: bool,
+    ) {
+        // What the page and `alt_message` show; segments that do not decode show as nothing.
+        let (text, cards) = segments
+            .as_array()
+            .and_then(|s| onebot::decode_segments(s).ok())
+            .unwrap_or_default();
         let message = PrivateMessage {
             platform: self.config.platform.clone(),
             self_id: self_id.to_owned(),
             user_id: user_id.to_owned(),
             message_id: message_id.to_owned(),
-            text: text.to_owned(),
-            cards: Vec::new(),
+            text,
+            cards,
             outgoing,
             time: onebot::now_seconds(),
         };
         let id = format!("event-{}", self.next());
-        if self
-            .to_bots
-            .send(onebot::encode_private_message(&id, &message))
-            .is_err()
-        {
+        let event = onebot::encode_private_message_with_segments(&id, &message, segments);
+        if self.to_bots.send(event).is_err() {
             warn!(%user_id, "no bot connected; the message reaches nobody");
         }
         let kind = if outgoing { "outgoing" } else { "buyer" };
-        self.show_on_pages(kind, self_id, user_id, text, message_id);
+        let shown = message.transcript_text();
+        self.show_on_pages(kind, self_id, user_id, &shown, message_id);
     }
 
     fn show_on_pages(&self, kind: &str, self_id: &str, user_id: &str, text: &str, id: &str) {
@@ -421,7 +467,7 @@ fn upgrade_bot(
     ws: WebSocketUpgrade,
 ) -> Response {
     if !token_ok(&inner, headers, uri) {
-        inner.rejected.fetch_add(1, Ordering::SeqCst);
+        inner.rejected.send_modify(|n| *n += 1);
         warn!("dev gateway refused a bot: missing or wrong token");
         return (StatusCode::UNAUTHORIZED, "missing or wrong access token").into_response();
     }
@@ -430,11 +476,12 @@ fn upgrade_bot(
         .on_upgrade(move |socket| bot_session(inner, socket))
 }
 
-struct Connected<'a>(&'a AtomicUsize);
+/// Counts an open bot connection until dropped.
+struct Connected<'a>(&'a watch::Sender<usize>);
 
 impl Drop for Connected<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 
@@ -454,7 +501,7 @@ async fn bot_session(inner: Arc<Inner>, socket: WebSocket) {
             return;
         }
     }
-    inner.connected.fetch_add(1, Ordering::SeqCst);
+    inner.connected.send_modify(|n| *n += 1);
     let _connected = Connected(&inner.connected);
     info!("bot connected to the dev gateway");
     let period = inner
@@ -540,7 +587,8 @@ async fn page_session(inner: Arc<Inner>, socket: WebSocket) {
     }
 }
 
-/// `{"kind": "buyer" | "outgoing", "self_id", "user_id", "text"}` from the page.
+/// `{"kind": "buyer" | "outgoing", "self_id", "user_id", "text"}` from the page; a buyer's
+/// message may carry `"segments"` (a OneBot 12 segment array) instead of `text`.
 fn page_says(inner: &Inner, text: &str) {
     let Ok(v) = serde_json::from_str::<Value>(text) else {
         warn!("page sent something that is not json");
@@ -553,15 +601,25 @@ fn page_says(inner: &Inner, text: &str) {
         field("user_id"),
         field("text"),
     );
-    if user_id.is_empty() || said.is_empty() || !inner.config.shops.iter().any(|s| s == self_id) {
-        warn!("page message without buyer, text or a known shop");
+    let segments = v
+        .get("segments")
+        .filter(|s| s.as_array().is_some_and(|s| !s.is_empty()));
+    if user_id.is_empty()
+        || (said.is_empty() && segments.is_none())
+        || !inner.config.shops.iter().any(|s| s == self_id)
+    {
+        warn!("page message without buyer, content or a known shop");
         return;
     }
-    match kind {
-        "buyer" => {
+    match (kind, segments) {
+        ("buyer", Some(segments)) => {
+            let id = format!("buyer-{}", inner.next());
+            inner.relay_segments(self_id, user_id, segments.clone(), &id, false);
+        }
+        ("buyer", None) => {
             inner.buyer_says(self_id, user_id, said);
         }
-        "outgoing" => {
+        ("outgoing", _) if !said.is_empty() => {
             let id = format!("shop-{}", inner.next());
             inner.relay(self_id, user_id, said, &id, true);
         }
@@ -569,120 +627,5 @@ fn page_says(inner: &Inner, text: &str) {
     }
 }
 
-const PAGE: &str = r#"<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="icon" href="data:,">
-<title>xiaoer demo · 买家聊天 buyer chat</title>
-<style>
-*{box-sizing:border-box}
-body{font-family:system-ui,"PingFang SC","Microsoft YaHei","Noto Sans CJK SC","WenQuanYi Zen Hei",sans-serif;margin:0;background:#f4f4f4;color:#222}
-header{padding:8px 16px;background:#c33;color:#fff;display:flex;flex-wrap:wrap;align-items:center;gap:8px 16px}
-header h1{font-size:16px;margin:0;font-weight:600}
-#status{font-size:13px;padding:2px 10px;border-radius:10px;background:#fff3;white-space:nowrap}
-#status::before{content:"";display:inline-block;width:8px;height:8px;border-radius:50%;margin-right:6px;background:#fc3;vertical-align:middle}
-#status.up::before{background:#4c4}
-#status.down::before{background:#222}
-.intro{margin:0;padding:8px 16px;font-size:13px;color:#555;background:#fff;border-bottom:1px solid #e4e4e4;line-height:1.5}
-.intro b{color:#333}
-main{display:flex;flex-wrap:wrap;gap:12px;padding:12px}
-.pane{flex:1 1 300px;min-width:0;background:#fff;border-radius:6px;display:flex;flex-direction:column;height:calc(100vh - 150px);min-height:400px;box-shadow:0 1px 3px #0002}
-.pane .top{padding:8px;border-bottom:1px solid #eee;display:flex;flex-wrap:wrap;align-items:center;gap:6px 12px;font-size:13px}
-.pane .top label{display:flex;align-items:center;gap:4px;white-space:nowrap}
-.pane .top input{width:9em}
-.log{flex:1;overflow-y:auto;padding:8px;min-height:0}
-.msg{margin:6px 0;padding:6px 10px;border-radius:8px;max-width:85%;width:fit-content;white-space:pre-wrap;overflow-wrap:anywhere;line-height:1.45}
-.buyer{background:#dff0d8;margin-left:auto}
-.bot{background:#e8e8fb}
-.outgoing{background:#fde9c9}
-.meta{font-size:11px;color:#777;margin-bottom:2px}
-.note,.empty{font-size:12px;color:#888;text-align:center;margin:8px 4px;overflow-wrap:anywhere}
-.empty{margin-top:30%}
-form{display:flex;flex-direction:column;gap:3px;padding:6px 8px;border-top:1px solid #eee}
-form .hint{font-size:11px;color:#777}
-form .row{display:flex;gap:6px}
-form input[type=text]{flex:1;min-width:0;padding:5px 6px;font:inherit;font-size:14px}
-form button{white-space:nowrap;padding:4px 10px;font:inherit;font-size:13px;cursor:pointer}
-form button:disabled{cursor:not-allowed}
-.as-shop{background:#fffaf1}
-</style></head><body>
-<header><h1>xiaoer demo · 买家聊天 buyer chat</h1><span id="status">正在连接… connecting</span></header>
-<p class="intro">每一栏是一位买家在和店铺聊天；小二 (xiaoer) 会自动回复。Each column is one buyer chatting with the shop; xiaoer answers automatically.
- <b>店铺人工回复</b>一栏模拟店员从其他客户端（如千牛）回复：之后小二会对该买家暂停一段时间（默认 30 分钟）。
- The <b>shop</b> box simulates a human agent replying from another client; xiaoer then pauses for that buyer (30 min by default).</p>
-<main id="panes"></main>
-<script>
-const panes = document.getElementById('panes');
-const statusEl = document.getElementById('status');
-let ws, shops = ['shop1'];
-function setStatus(text, cls) {
-  statusEl.textContent = text; statusEl.className = cls;
-  for (const b of document.querySelectorAll('form button')) b.disabled = cls !== 'up';
-}
-function addNote(p, text) {
-  const log = p.querySelector('.log'); const e = log.querySelector('.empty'); if (e) e.remove();
-  const d = document.createElement('div'); d.className = 'note'; d.textContent = text;
-  log.appendChild(d); log.scrollTop = log.scrollHeight;
-}
-function clearLog(p) {
-  const log = p.querySelector('.log'); log.innerHTML = '';
-  const e = document.createElement('div'); e.className = 'empty';
-  e.textContent = '在下方输入买家的消息开始对话 · type a message as the buyer below to start';
-  log.appendChild(e);
-}
-function pane(i) {
-  const p = document.createElement('section'); p.className = 'pane';
-  p.innerHTML = `<div class="top">
-    <label>买家 buyer <input class="uid" value="buyer${i}" title="买家 id (user_id)"></label>
-    <label>店铺 shop <select class="shop" title="店铺账号 (self_id)"></select></label></div>
-    <div class="log" aria-live="polite"></div>
-    <form class="as-buyer"><span class="hint">买家发消息 · as the buyer</span>
-      <div class="row"><input type="text" placeholder="例如：这件衣服什么时候发货？" autocomplete="off"><button>发送 send</button></div></form>
-    <form class="as-shop"><span class="hint">店铺人工回复（其他客户端）· as the shop, from another client</span>
-      <div class="row"><input type="text" placeholder="例如：亲，我来为您处理" autocomplete="off"><button>店铺发送 send as shop</button></div></form>`;
-  const say = (form, kind) => form.addEventListener('submit', e => {
-    e.preventDefault(); const input = form.querySelector('input');
-    const text = input.value.trim(), uid = p.querySelector('.uid').value.trim();
-    if (!text || !uid || !ws || ws.readyState !== 1) return;
-    ws.send(JSON.stringify({kind, self_id: p.querySelector('.shop').value, user_id: uid, text}));
-    input.value = '';
-  });
-  say(p.querySelector('.as-buyer'), 'buyer'); say(p.querySelector('.as-shop'), 'outgoing');
-  const switched = () => { clearLog(p); addNote(p, '现在是 ' + p.querySelector('.uid').value.trim() + ' → ' + p.querySelector('.shop').value + ' 的对话 · now chatting as this buyer'); };
-  p.querySelector('.uid').addEventListener('change', switched);
-  p.querySelector('.shop').addEventListener('change', switched);
-  clearLog(p); panes.appendChild(p); return p;
-}
-const all = [1, 2, 3].map(pane);
-function fillShops() {
-  for (const p of all) {
-    const sel = p.querySelector('.shop'), keep = sel.value; sel.innerHTML = '';
-    for (const s of shops) { const o = document.createElement('option'); o.textContent = s; sel.appendChild(o); }
-    if (shops.includes(keep)) sel.value = keep;
-  }
-}
-function show(m) {
-  for (const p of all) {
-    if (p.querySelector('.uid').value.trim() !== m.user_id || p.querySelector('.shop').value !== m.self_id) continue;
-    const log = p.querySelector('.log'); const e = log.querySelector('.empty'); if (e) e.remove();
-    const d = document.createElement('div'); d.className = 'msg ' + m.kind;
-    const who = {buyer: '买家 ' + m.user_id, bot: '小二 xiaoer（自动回复）', outgoing: '店铺人工（其他客户端）shop'}[m.kind] || m.kind;
-    d.innerHTML = '<div class="meta"></div><div class="t"></div>';
-    d.querySelector('.meta').textContent = who + ' · ' + new Date().toLocaleTimeString('zh-CN', {hour12: false});
-    d.title = m.message_id;
-    d.querySelector('.t').textContent = m.text;
-    log.appendChild(d); log.scrollTop = log.scrollHeight;
-    if (m.kind === 'outgoing') addNote(p, '店铺已人工回复：小二会对该买家暂停 · xiaoer now pauses for this buyer');
-  }
-}
-function connect() {
-  setStatus('正在连接… connecting', '');
-  ws = new WebSocket(location.origin.replace(/^http/, 'ws') + '/page/ws');
-  ws.onopen = () => setStatus('页面已连接网关 · page connected to the gateway', 'up');
-  ws.onclose = () => { setStatus('与网关断开，重试中… disconnected, retrying', 'down'); setTimeout(connect, 1000); };
-  ws.onmessage = e => { const m = JSON.parse(e.data);
-    if (m.kind === 'hello') { shops = m.shops; fillShops(); } else show(m); };
-}
-fillShops(); connect();
-</script></body></html>
-"#;
+/// The buyer chat page: one file of HTML, CSS and JS, no assets to serve.
+const PAGE: &str = include_str!("buyer.html");
