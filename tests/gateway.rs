@@ -589,6 +589,46 @@ mod raw {
     }
 
     #[tokio::test]
+    async fn a_reloaded_buyer_page_gets_the_history_and_the_chat_state_back() {
+        let gw = DevGateway::start(dev_config("t")).await.unwrap();
+        let mut client = connected(&gw, "t").await;
+        gw.buyer_says("shop1", "buyer1", "在吗");
+        client.next_message().await;
+        client
+            .handle
+            .send_message("dev", "shop1", "buyer1", "在的")
+            .await
+            .unwrap();
+        gw.show_chat_state("shop1", "buyer1", "queued");
+        // A page opened (or reloaded) afterwards sees what happened before it.
+        let page_url = format!("ws://{}/page/ws", gw.addr());
+        let (mut page, _) = tokio_tungstenite::connect_async(page_url).await.unwrap();
+        assert_eq!(next_json(&mut page).await["kind"], "hello");
+        let replayed: Vec<(String, String)> = [
+            next_json(&mut page).await,
+            next_json(&mut page).await,
+            next_json(&mut page).await,
+        ]
+        .iter()
+        .map(|m| {
+            (
+                m["kind"].as_str().unwrap_or_default().to_owned(),
+                m["text"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+        assert_eq!(
+            replayed,
+            [
+                ("buyer".to_owned(), "在吗".to_owned()),
+                ("bot".to_owned(), "在的".to_owned()),
+                ("state".to_owned(), "queued".to_owned()),
+            ]
+        );
+        client.stop().await;
+    }
+
+    #[tokio::test]
     async fn the_buyer_page_socket_relays_both_ways() {
         let gw = DevGateway::start(dev_config("t")).await.unwrap();
         let mut client = connected(&gw, "t").await;

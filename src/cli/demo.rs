@@ -134,7 +134,41 @@ pub async fn run(
     );
     println!("  edit rules/ or replies/ and the daemon reloads them; Ctrl-C stops.");
     println!();
-    let result = crate::daemon::run(config, shutdown, reload).await;
-    gateway.shutdown().await;
-    result.map_err(DemoError::from)
+    let running = crate::daemon::start(config).await?;
+    let gateway = std::sync::Arc::new(gateway);
+    let feed = tokio::spawn(show_chat_states(running.subscribe(), gateway.clone()));
+    let mut reload = reload;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            request = reload.recv() => match request {
+                Some(()) => running.reload(),
+                None => { shutdown.cancelled().await; break; }
+            },
+        }
+    }
+    running.stop().await;
+    feed.abort();
+    let _ = feed.await;
+    if let Ok(gateway) = std::sync::Arc::try_unwrap(gateway) {
+        gateway.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Shows on the buyer page who is answering each buyer, as the daemon changes it.
+async fn show_chat_states(
+    mut events: tokio::sync::broadcast::Receiver<crate::model::ChatEvent>,
+    gateway: std::sync::Arc<DevGateway>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(crate::model::ChatEvent::StateChanged { key, to, .. }) => {
+                gateway.show_chat_state(&key.self_id, &key.user_id, to.as_str());
+            }
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
+        }
+    }
 }

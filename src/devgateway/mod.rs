@@ -102,8 +102,13 @@ struct Inner {
     rejected: watch::Sender<usize>,
     seq: AtomicU64,
     retcodes: StdMutex<VecDeque<i64>>,
+    /// What the pages were shown, so a reloaded page gets each buyer's history back.
+    history: StdMutex<VecDeque<String>>,
     cancel: CancellationToken,
 }
+
+/// How many shown messages a page gets back when it (re)connects.
+const PAGE_HISTORY: usize = 1000;
 
 /// A running development gateway. Dropping it without [`DevGateway::shutdown`] also stops it.
 pub struct DevGateway {
@@ -145,6 +150,7 @@ impl DevGateway {
             rejected: watch::Sender::new(0),
             seq: AtomicU64::new(0),
             retcodes: StdMutex::new(VecDeque::new()),
+            history: StdMutex::new(VecDeque::new()),
             cancel: cancel.clone(),
         });
         let app = Router::new()
@@ -203,6 +209,13 @@ impl DevGateway {
     /// Sends a buyer message event with a given `message_id` again (a gateway redelivery).
     pub fn redeliver(&self, self_id: &str, user_id: &str, text: &str, message_id: &str) {
         self.inner.relay(self_id, user_id, text, message_id, false);
+    }
+
+    /// Shows on the buyer page who is answering a buyer now (`bot`, `queued`, `human`,
+    /// `paused`); the demo feeds it from the daemon's chat events.
+    pub fn show_chat_state(&self, self_id: &str, user_id: &str, state: &str) {
+        self.inner
+            .show_on_pages("state", self_id, user_id, state, "");
     }
 
     /// The shop account wrote to the buyer from another client (an `outgoing` event).
@@ -350,8 +363,14 @@ impl Inner {
     }
 
     fn show_on_pages(&self, kind: &str, self_id: &str, user_id: &str, text: &str, id: &str) {
-        let shown = json!({"kind": kind, "self_id": self_id, "user_id": user_id, "text": text, "message_id": id});
-        let _ = self.to_pages.send(shown.to_string());
+        let shown = json!({"kind": kind, "self_id": self_id, "user_id": user_id, "text": text, "message_id": id, "at": onebot::now_seconds()}).to_string();
+        if let Ok(mut history) = self.history.lock() {
+            history.push_back(shown.clone());
+            if history.len() > PAGE_HISTORY {
+                history.pop_front();
+            }
+        }
+        let _ = self.to_pages.send(shown);
     }
 
     /// Answers one action frame from a bot.
@@ -559,12 +578,15 @@ async fn page_session(inner: Arc<Inner>, socket: WebSocket) {
     let (mut tx, mut rx) = socket.split();
     let hello =
         json!({"kind": "hello", "shops": inner.config.shops, "platform": inner.config.platform});
-    if tx
-        .send(Message::Text(hello.to_string().into()))
-        .await
-        .is_err()
-    {
-        return;
+    let history: Vec<String> = inner
+        .history
+        .lock()
+        .map(|h| h.iter().cloned().collect())
+        .unwrap_or_default();
+    for frame in std::iter::once(hello.to_string()).chain(history) {
+        if tx.send(Message::Text(frame.into())).await.is_err() {
+            return;
+        }
     }
     loop {
         tokio::select! {
