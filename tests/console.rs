@@ -12,7 +12,7 @@ use xiaoer::config::{Config, GatewaySettings, ShopSettings};
 use xiaoer::console::ConsoleSettings;
 use xiaoer::daemon::Running;
 use xiaoer::devgateway::{BotMessage, DevGateway, DevGatewayConfig};
-use xiaoer::model::{EscalationEvent, EscalationState, Role, Sender};
+use xiaoer::model::{ConversationKey, EscalationEvent, EscalationState, Role, Sender};
 
 const TOKEN: &str = "secret";
 const WAIT: Duration = Duration::from_secs(10);
@@ -688,5 +688,41 @@ async fn resolve_transfer_and_supervisor_only_actions() {
     // The bot answers that buyer again.
     env.gateway.buyer_says("shop1", "t1", "什么时候发货");
     assert_eq!(env.reply().await.text, "现货下单后48小时内发出。");
+    env.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_updates_carry_only_the_shops_the_agent_serves() {
+    let env = env().await;
+    let carol = env.agent("carol", Role::Agent, &["shop2"]).await;
+    let mut response = carol
+        .request(carol.client.get(format!("{}/events", env.base)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // Something in a shop carol does not serve, then something in hers.
+    env.refund("shop1", "other-shop", "我要退款").await;
+    env.refund("shop2", "her-shop", "我要退款").await;
+    let theirs =
+        xiaoer::console::pages::chat_tag(&ConversationKey::new("dev", "shop1", "other-shop"));
+    let hers = xiaoer::console::pages::chat_tag(&ConversationKey::new("dev", "shop2", "her-shop"));
+    let mut seen = String::new();
+    let deadline = Instant::now() + WAIT;
+    while !seen.contains(&hers) {
+        assert!(Instant::now() < deadline, "no event for her shop: {seen}");
+        let chunk = tokio::time::timeout(WAIT, response.chunk())
+            .await
+            .expect("the stream goes on")
+            .unwrap()
+            .expect("the stream is open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // Events are in commit order: had the other shop's been forwarded, it would be here first.
+    assert!(
+        !seen.contains(&theirs),
+        "an event of another shop leaked: {seen}"
+    );
+    assert!(!seen.contains("退款"), "events carry no buyer text");
     env.running.stop().await;
 }
