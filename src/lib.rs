@@ -29,6 +29,8 @@
 //! - [`daemon`]: `start(config) -> Running`: gateways, chat workers, store, reload, chat events,
 //!   agents' commands; phased shutdown.
 //! - [`reload`]: the live rule sets (shared and per-shop overlays) and their hot reload.
+//! - [`console`]: the agent console (axum, maud, htmx, server-sent events): logins and sessions,
+//!   the queue, a chat, replies and actions through the chat's worker, shift handover.
 //! - [`accounts`]: console accounts: argon2id password hashes, add, passwords, disabling.
 //! - [`cli`]: one file per command (`run`, `demo`, `check`, `route`, `explain`, `eval`, `queue`,
 //!   `agent`).

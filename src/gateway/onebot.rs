@@ -8,7 +8,7 @@
 //! message other than text and mentions becomes a [`Card`], so a sticker or an image is not an
 //! empty message.
 //!
-//! Frames are read leniently where real gateways are sloppy (see [`super::json`]): lone
+//! Frames are read leniently where real gateways are sloppy (see the private `json` module): lone
 //! surrogate escapes become U+FFFD, ids beyond 64 bits keep their digits.
 //!
 //! The gateway side of the protocol (events out, actions in) is here too, for the development

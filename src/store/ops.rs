@@ -131,7 +131,7 @@ pub enum TurnOutcome {
         version: i64,
         /// The escalation the turn opened or acted on.
         escalation: Option<i64>,
-        /// Ids of the recorded outbound lines, in order, for [`Op::MarkDelivery`].
+        /// Ids of the recorded outbound lines, in order, for [`Store::mark_delivery`](super::Store::mark_delivery).
         outbound: Vec<i64>,
     },
     /// The inbound message was handled before (a redelivery): nothing was written.
