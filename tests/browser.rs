@@ -243,6 +243,27 @@ async fn login(client: &Client, base: &str) {
         .expect("the queue page after logging in");
 }
 
+/// Does `work` on the element `css` finds, finding it again when live updates replaced it
+/// meanwhile (the queue rows are swapped whenever something changes).
+async fn fresh<T>(
+    client: &Client,
+    css: &str,
+    mut work: impl AsyncFnMut(fantoccini::elements::Element) -> Result<T, fantoccini::error::CmdError>,
+) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let error = match client.find(Locator::Css(css)).await {
+            Ok(element) => match work(element).await {
+                Ok(value) => return value,
+                Err(error) => error,
+            },
+            Err(error) => error,
+        };
+        assert!(Instant::now() < deadline, "{css}: {error}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn screenshot(client: &Client, name: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     let _ = std::fs::create_dir_all(&dir);
@@ -297,7 +318,7 @@ async fn an_agent_picks_up_a_refund_answers_the_buyer_and_hands_back() {
     let asked = xiaoer::store::now_ms();
     env.gateway
         .buyer_says("shop1", "b1", "东西不要了，我要退款");
-    let row = client
+    client
         .wait()
         .at_most(WAIT)
         .for_element(Locator::Css("tr[data-escalation-id]"))
@@ -314,15 +335,18 @@ async fn an_agent_picks_up_a_refund_answers_the_buyer_and_hands_back() {
         );
     }
     assert!(env.reply().await.text.contains("退款专员"));
-    assert!(row.text().await.unwrap().contains("退款"));
+    let row_text = fresh(client, "tr[data-escalation-id]", async |row| {
+        row.text().await
+    })
+    .await;
+    assert!(row_text.contains("退款"), "{row_text}");
     screenshot(client, "queue.png").await;
-
-    row.find(Locator::Css("button[data-action=claim]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fresh(
+        client,
+        "tr[data-escalation-id] button[data-action=claim]",
+        async |button| button.click().await,
+    )
+    .await;
     let reply_box = client
         .wait()
         .at_most(WAIT)

@@ -45,6 +45,15 @@
     }
   });
 
+  // Events that happened while the page was loading or reconnecting were not seen: refresh
+  // every live part once the event stream is (re)opened.
+  document.addEventListener("htmx:sseOpen", function () {
+    var live = document.querySelectorAll("[hx-get][hx-trigger*='sse:']");
+    for (var i = 0; i < live.length; i++) {
+      window.htmx.ajax("GET", live[i].getAttribute("hx-get"), { target: live[i], swap: "innerHTML" });
+    }
+  });
+
   // Keep the newest message in view when the transcript refreshes.
   document.addEventListener("htmx:afterSwap", function (event) {
     if (event.target && event.target.id === "transcript") {
