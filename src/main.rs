@@ -129,13 +129,13 @@ where
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => {
-            cli::run::init_logging();
+            cli::run::init_logging(args.log_format);
             let settings = args.settings()?;
             serve(|shutdown, reload| xiaoer::daemon::run(settings, shutdown, reload))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
-            cli::run::init_logging();
+            cli::run::init_logging(cli::run::LogFormat::Text);
             serve(|shutdown, reload| cli::demo::run(args, shutdown, reload))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -990,3 +990,56 @@ async fn the_store_setting_picks_the_database_file_and_postgres_is_refused_clear
         "the password is not shown: {message}"
     );
 }
+
+/// Starts the binary with `args`, reads its first log lines, stops it.
+fn first_log_lines(extra: &[&str]) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    let (_dir, rules, replies) = rule_dirs();
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xiaoer"))
+        .args(["run", "--gateway", "ws://127.0.0.1:9/", "--data"])
+        .arg(data.path())
+        .arg("--rules")
+        .arg(&rules)
+        .arg("--replies")
+        .arg(&replies)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines: Vec<String> = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .take_while(|line| !line.contains("xiaoer started"))
+        .chain(std::iter::once(String::new()))
+        .take(50)
+        .collect();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    lines.into_iter().filter(|l| !l.is_empty()).collect()
+}
+
+#[test]
+fn logs_are_json_for_shippers_and_plain_text_without_a_terminal() {
+    let json = first_log_lines(&["--log-format", "json"]);
+    assert!(!json.is_empty());
+    for line in &json {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            value.get("level").is_some() && value.get("fields").is_some(),
+            "{line}"
+        );
+    }
+    let text = first_log_lines(&[]);
+    assert!(!text.is_empty());
+    assert!(
+        text.iter().all(|line| !line.contains('\u{1b}')),
+        "no colour codes when stderr is not a terminal: {text:?}"
+    );
+}

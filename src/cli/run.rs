@@ -41,6 +41,9 @@ pub struct RunArgs {
     /// Serve the agent console at this address, e.g. 127.0.0.1:8781 (off unless set).
     #[arg(long, value_name = "ADDR")]
     pub console: Option<String>,
+    /// `text` for people, `json` (one object a line) for log shippers.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 impl RunArgs {
@@ -107,11 +110,28 @@ pub fn handle_signals(shutdown: CancellationToken, reload: mpsc::Sender<()>) {
 }
 
 /// Installs the log subscriber: `RUST_LOG` (default `info`) to stderr.
-pub fn init_logging() {
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+        // Colour codes only for a person at a terminal, never in a journal or a file.
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .try_init(),
+    };
+}
+
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people: one line per event, coloured at a terminal.
+    #[default]
+    Text,
+    /// For log shippers: one JSON object per line.
+    Json,
 }
