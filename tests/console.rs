@@ -726,3 +726,36 @@ async fn live_updates_carry_only_the_shops_the_agent_serves() {
     assert!(!seen.contains("退款"), "events carry no buyer text");
     env.running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness_need_no_login_and_tell_what_is_wrong() {
+    let env = env().await;
+    let anyone = Browser::new(&env.base);
+    let alive = anyone.get("/healthz").await;
+    assert_eq!(
+        (alive.status, alive.body.as_str()),
+        (StatusCode::OK, "ok\n")
+    );
+    let ready = anyone.get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+    env.running
+        .store()
+        .inject_fault(xiaoer::store::Fault::FailCommits(u32::MAX));
+    env.gateway.buyer_says("shop1", "r1", "我要退款");
+    let deadline = Instant::now() + WAIT;
+    let not_ready = loop {
+        let page = anyone.get("/readyz").await;
+        if page.status != StatusCode::OK {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "readiness never dropped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(not_ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(not_ready.body.contains("store:"), "{}", not_ready.body);
+    assert!(!not_ready.body.contains("退款"), "no buyer text");
+    env.running
+        .store()
+        .inject_fault(xiaoer::store::Fault::FailCommits(0));
+    env.running.stop().await;
+}
