@@ -6,6 +6,9 @@
 //! fonts-noto-cjk`). Screenshots of the queue, a chat and the handover page are written to
 //! `target/screenshots/` for `docs/console.md`.
 
+mod common;
+
+use common::rule_dirs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -118,14 +121,6 @@ struct Env {
     _dirs: (TempDir, TempDir),
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
-
 async fn env() -> Env {
     let gateway = DevGateway::start(DevGatewayConfig {
         token: Some(TOKEN.into()),
@@ -133,14 +128,7 @@ async fn env() -> Env {
     })
     .await
     .unwrap();
-    let rules_dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good");
-    let (rules, replies) = (
-        rules_dir.path().join("rules"),
-        rules_dir.path().join("replies"),
-    );
-    copy_dir(&root.join("rules"), &rules);
-    copy_dir(&root.join("replies"), &replies);
+    let (rules_dir, rules, replies) = rule_dirs();
     let data = tempfile::tempdir().unwrap();
     let config = Config {
         data: data.path().to_path_buf(),

@@ -2,7 +2,9 @@
 //! development gateway, a real SQLite file. Every route's access rules, CSRF, shop isolation,
 //! concurrent claims, leases, replies through the gateway, hostile buyer text.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::rule_dirs;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -17,14 +19,6 @@ use xiaoer::model::{ConversationKey, EscalationEvent, EscalationState, Role, Sen
 const TOKEN: &str = "secret";
 const WAIT: Duration = Duration::from_secs(10);
 const PASSWORD: &str = "a-long-password";
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
 
 struct Env {
     gateway: DevGateway,
@@ -42,14 +36,7 @@ async fn env() -> Env {
     })
     .await
     .unwrap();
-    let rules_dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good");
-    let (rules, replies): (PathBuf, PathBuf) = (
-        rules_dir.path().join("rules"),
-        rules_dir.path().join("replies"),
-    );
-    copy_dir(&root.join("rules"), &rules);
-    copy_dir(&root.join("replies"), &replies);
+    let (rules_dir, rules, replies) = rule_dirs();
     let data = tempfile::tempdir().unwrap();
     let config = Config {
         data: data.path().to_path_buf(),

@@ -1,6 +1,9 @@
 //! End to end: the daemon against the development gateway over real websockets on 127.0.0.1,
 //! with a real SQLite file. The process-level tests (kill -9, SIGTERM) run the `xiaoer` binary.
 
+mod common;
+
+use common::rule_dirs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,24 +19,6 @@ use xiaoer::store::{Fault, Store};
 
 const TOKEN: &str = "secret";
 const WAIT: Duration = Duration::from_secs(10);
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
-
-/// A rule set of our own in a temp dir (copied from the fixtures, so tests may edit it).
-fn rule_dirs() -> (TempDir, PathBuf, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good");
-    let (rules, replies) = (dir.path().join("rules"), dir.path().join("replies"));
-    copy_dir(&root.join("rules"), &rules);
-    copy_dir(&root.join("replies"), &replies);
-    (dir, rules, replies)
-}
 
 async fn gateway() -> DevGateway {
     DevGateway::start(DevGatewayConfig {

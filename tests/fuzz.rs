@@ -7,6 +7,9 @@
 //! Short runs go with every `cargo test`. A long run of every target:
 //! `PROPTEST_CASES=200000 cargo test --release --test fuzz` (see docs/reliability.md).
 
+mod common;
+
+use common::copy_dir;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -159,8 +162,8 @@ proptest! {
     fn reply_templates_render_or_are_refused(template in "[^\"\\\\\n]{0,80}", key in "[a-z_]{1,10}") {
         let dir = tempfile::tempdir().unwrap();
         let (rules, replies) = (dir.path().join("rules"), dir.path().join("replies"));
-        copy(&root().join("tests/fixtures/good/rules"), &rules);
-        copy(&root().join("tests/fixtures/good/replies"), &replies);
+        copy_dir(&root().join("tests/fixtures/good/rules"), &rules);
+        copy_dir(&root().join("tests/fixtures/good/replies"), &replies);
         std::fs::write(
             replies.join("zz-fuzz.toml"),
             format!("[[reply]]\nkey = \"fuzz_{key}\"\ntext = \"{template}\"\n"),
@@ -189,13 +192,5 @@ proptest! {
         if let Err(error) = xiaoer::config::Config::load(Some(&path), no_env, &Default::default()) {
             prop_assert!(!error.to_string().is_empty());
         }
-    }
-}
-
-fn copy(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
 }

@@ -2,6 +2,9 @@
 //! file, two daemons on one store. Nothing is acknowledged that is not stored, the failure is
 //! loud, and the daemon recovers by itself where it can.
 
+mod common;
+
+use common::rule_dirs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,23 +18,6 @@ use xiaoer::store::{DB_FILE, Fault, Store, StoreError};
 
 const TOKEN: &str = "secret";
 const WAIT: Duration = Duration::from_secs(10);
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
-
-fn rule_dirs() -> (TempDir, PathBuf, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good");
-    let (rules, replies) = (dir.path().join("rules"), dir.path().join("replies"));
-    copy_dir(&root.join("rules"), &rules);
-    copy_dir(&root.join("replies"), &replies);
-    (dir, rules, replies)
-}
 
 async fn gateway() -> DevGateway {
     DevGateway::start(DevGatewayConfig {

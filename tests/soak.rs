@@ -6,14 +6,16 @@
 //! `XIAOER_SOAK_KILLS=200 cargo test --release --test soak -- --nocapture`
 //! (`XIAOER_SOAK_SEED` repeats a run).
 
+mod common;
+
+use common::rule_dirs;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tempfile::TempDir;
 use xiaoer::devgateway::{DevGateway, DevGatewayConfig};
 use xiaoer::model::{ConversationKey, Direction, Sender};
 use xiaoer::store::Store;
@@ -22,23 +24,6 @@ const TOKEN: &str = "soak";
 const WAIT: Duration = Duration::from_secs(15);
 const REFUND: &str = "东西不要了，我要退款";
 const QUESTION: &str = "什么时候发货";
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
-
-fn rule_dirs() -> (TempDir, PathBuf, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good");
-    let (rules, replies) = (dir.path().join("rules"), dir.path().join("replies"));
-    copy_dir(&root.join("rules"), &rules);
-    copy_dir(&root.join("replies"), &replies);
-    (dir, rules, replies)
-}
 
 fn spawn(gateway: &str, data: &Path, rules: &Path, replies: &Path, fault: Option<&str>) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_xiaoer"));
