@@ -554,6 +554,14 @@ impl Config {
         self.worker_idle.max(Duration::from_secs(1))
     }
 
+    /// How each shop account is named to buyers and agents, for the shops that have a name.
+    pub fn shop_names(&self) -> HashMap<String, String> {
+        self.shops
+            .iter()
+            .filter_map(|s| s.name.clone().map(|name| (s.id.clone(), name)))
+            .collect()
+    }
+
     pub fn shop(&self, id: &str) -> Option<&ShopSettings> {
         self.shops.iter().find(|s| s.id == id)
     }

@@ -271,11 +271,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         rules: Arc::clone(&rules),
         policy: config.conversation.clone(),
         escalation: config.escalation.clone(),
-        shop_names: config
-            .shops
-            .iter()
-            .filter_map(|s| s.name.clone().map(|name| (s.id.clone(), name)))
-            .collect(),
+        shop_names: config.shop_names(),
         events: chat_events.clone(),
     });
     let workers = TaskTracker::new();
@@ -325,15 +321,10 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
                 .await
                 .map_err(|source| DaemonError::Console { addr, source })?;
             let stop = CancellationToken::new();
-            let shop_names = config
-                .shops
-                .iter()
-                .filter_map(|s| s.name.clone().map(|name| (s.id.clone(), name)))
-                .collect();
             let state = ConsoleState::new(
                 handle.clone(),
                 config.console.clone(),
-                shop_names,
+                config.shop_names(),
                 stop.clone(),
             );
             let server = Console::serve(listener, state, stop.clone());
