@@ -253,15 +253,7 @@ impl<O: Outbox> Worker<O> {
             let result = self.try_message(&message, &rules, now).await;
             match result {
                 Ok(()) => return Ok(()),
-                Err(error) if attempt < COMMIT_ATTEMPTS && retryable(&error) => {
-                    if error.is_database_failure() {
-                        let pause = COMMIT_RETRY_PAUSE * 4u32.pow(attempt - 1);
-                        warn!(chat = %self.key, message_id = %message.message_id, %error, "could not store the message; retrying in {pause:?}");
-                        tokio::time::sleep(pause).await;
-                    } else {
-                        debug!(chat = %self.key, %error, "chat changed meanwhile; planning again");
-                    }
-                }
+                Err(error) if retry_after(attempt, &error, &self.key).await => {}
                 Err(source) => {
                     return Err(WorkerError::NotStored {
                         key: self.key.clone(),
@@ -588,11 +580,7 @@ impl<O: Outbox> Worker<O> {
             attempt += 1;
             match self.try_outgoing(&message, now).await {
                 Ok(()) => return Ok(()),
-                Err(error) if attempt < COMMIT_ATTEMPTS && retryable(&error) => {
-                    if error.is_database_failure() {
-                        tokio::time::sleep(COMMIT_RETRY_PAUSE * 4u32.pow(attempt - 1)).await;
-                    }
-                }
+                Err(error) if retry_after(attempt, &error, &self.key).await => {}
                 Err(source) => {
                     return Err(WorkerError::NotStored {
                         key: self.key.clone(),
@@ -675,7 +663,7 @@ impl<O: Outbox> Worker<O> {
             match self.shared.store.commit_turn(turn).await {
                 Ok(TurnOutcome::Applied { outbound, .. }) => break outbound.first().copied(),
                 Ok(TurnOutcome::Duplicate) => return Err(CommandError::NoEscalation),
-                Err(error) if attempt < COMMIT_ATTEMPTS && retryable(&error) => continue,
+                Err(error) if retry_after(attempt, &error, &self.key).await => continue,
                 Err(error) => return Err(error.into()),
             }
         };
@@ -743,11 +731,7 @@ impl<O: Outbox> Worker<O> {
                     return Ok(());
                 }
                 Ok(TurnOutcome::Duplicate) => return Ok(()),
-                Err(error) if attempt < COMMIT_ATTEMPTS && retryable(&error) => {
-                    if error.is_database_failure() {
-                        tokio::time::sleep(COMMIT_RETRY_PAUSE * 4u32.pow(attempt - 1)).await;
-                    }
-                }
+                Err(error) if retry_after(attempt, &error, &self.key).await => {}
                 Err(error) => return Err(error.into()),
             }
         }
@@ -762,6 +746,22 @@ impl<O: Outbox> Worker<O> {
         rules.replies().get(key)?;
         self.render(rules, key, queue)
     }
+}
+
+/// Whether to plan and commit again after the `attempt`-th try failed with `error`: a stale
+/// read is planned again at once, a database failure after a pause that grows fourfold.
+async fn retry_after(attempt: u32, error: &StoreError, chat: &ConversationKey) -> bool {
+    if attempt >= COMMIT_ATTEMPTS || !retryable(error) {
+        return false;
+    }
+    if error.is_database_failure() {
+        let pause = COMMIT_RETRY_PAUSE * 4u32.pow(attempt - 1);
+        warn!(%chat, %error, "could not store the chat; retrying in {pause:?}");
+        tokio::time::sleep(pause).await;
+    } else {
+        debug!(%chat, %error, "chat changed meanwhile; planning again");
+    }
+    true
 }
 
 /// Whether a turn that failed this way may succeed when planned and tried again.
