@@ -11,6 +11,8 @@
 //!   normalisation; the pure, synchronous decision.
 //! - [`routing`]: `route(rules, text)`, the one call that turns a buyer message into what to do
 //!   and what decided it; the chat worker and the `route`, `explain` and `eval` commands share it.
+//! - [`classifier`]: the learned model behind the rules: hashed character n-grams, a linear
+//!   softmax layer, SGD training on the project's own text, the model file and its thresholds.
 //! - [`replies`]: reply templates with variants and variables.
 //! - [`diagnostics`]: errors and warnings about rule and reply files, with file:line:col.
 //! - [`conversation`]: the per-chat state machine (greeting, quiet while queued, raising a waiting
@@ -36,6 +38,7 @@
 //!   `agent`).
 
 pub mod accounts;
+pub mod classifier;
 pub mod cli;
 pub mod config;
 pub mod console;

@@ -1,6 +1,6 @@
 //! The `xiaoer` binary: parses the command line and calls into the library.
 
-use std::io::{BufReader, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -54,6 +54,25 @@ enum Command {
         /// Print the scores as JSON instead of the report.
         #[arg(long)]
         json: bool,
+        /// Use another model threshold, e.g. `--threshold answer=0.6` (repeatable).
+        #[arg(long, value_name = "NAME=VALUE")]
+        threshold: Vec<String>,
+        /// Score at every threshold from 0.30 to 0.99 for one threshold (`answer`, `escalate`,
+        /// `quiet`, `overrule_weak`, `overrule_answer`, or `unmatched` for the first three) and
+        /// print the curve.
+        #[arg(long, value_name = "NAME")]
+        sweep: Option<String>,
+        /// Decide by the model alone (no rules, no thresholds), to see how far it carries.
+        #[arg(long)]
+        model_only: bool,
+    },
+    /// Build the learned model from rules/training/*.tsv and every rule's examples.
+    Train {
+        #[command(flatten)]
+        dirs: RuleDirs,
+        /// Where to write the model (default: the `file` in rules/model/model.toml).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Look at the human queues.
     Queue(cli::queue::QueueArgs),
@@ -164,6 +183,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", cli::explain::explain(&rules, &text));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Train { dirs, out } => {
+            cli::train::run(&dirs, out, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Queue(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -190,15 +213,65 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             worst,
             misses,
             json,
+            threshold,
+            sweep,
+            model_only,
         } => {
             let rules = load(&dirs)?;
-            let input = std::fs::File::open(&file)
-                .with_context(|| format!("cannot open {}", file.display()))?;
+            let mut thresholds = rules.model().map(|m| *m.thresholds());
+            for setting in &threshold {
+                let Some((name, value)) = setting.split_once('=') else {
+                    anyhow::bail!("--threshold {setting}: write NAME=VALUE, e.g. answer=0.6");
+                };
+                let value: f32 = value
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("--threshold {setting}: the value is not a number"))?;
+                let Some(thresholds) = thresholds.as_mut() else {
+                    anyhow::bail!(
+                        "--threshold: these rules have no model (rules/model/model.toml)"
+                    );
+                };
+                if !cli::eval::set_threshold(thresholds, name.trim(), value) {
+                    anyhow::bail!(
+                        "--threshold {setting}: no threshold {name}; the names are answer, escalate, quiet, overrule_weak, overrule_answer, unmatched"
+                    );
+                }
+            }
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            if let Some(name) = sweep {
+                let Some(base) = thresholds else {
+                    anyhow::bail!("--sweep: these rules have no model (rules/model/model.toml)");
+                };
+                let mut out = std::io::stdout().lock();
+                cli::eval::sweep_header(&name, &mut out)?;
+                for value in cli::eval::sweep_values() {
+                    let mut tried = base;
+                    if !cli::eval::set_threshold(&mut tried, &name, value) {
+                        anyhow::bail!("--sweep {name}: no such threshold");
+                    }
+                    let scores = cli::eval::score(
+                        &rules,
+                        cli::eval::How::Routing(Some(&tried)),
+                        text.as_bytes(),
+                        |_| {},
+                        |_| {},
+                    )?;
+                    cli::eval::sweep_row(value, &scores, &mut out)?;
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let show_progress = std::io::stderr().is_terminal();
             let stdout = std::io::stdout();
             let scores = cli::eval::score(
                 &rules,
-                BufReader::new(input),
+                if model_only {
+                    cli::eval::How::ModelOnly
+                } else {
+                    cli::eval::How::Routing(thresholds.as_ref())
+                },
+                text.as_bytes(),
                 |done| {
                     if show_progress {
                         eprint!("\r{done} messages scored…");

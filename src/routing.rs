@@ -1,12 +1,30 @@
 //! Routing: what to do with one buyer message, and what decided it.
 //!
 //! [`route`] is the one place a message becomes a [`Decided`]: the chat worker, `xiaoer route`,
-//! `explain` and `eval` all call it, so they cannot disagree. Today the rules decide alone; a
-//! learned model will be consulted here when no rule matches, and will say so through
-//! [`DecidedBy`]. Pure and synchronous: text in, decision out, no I/O.
+//! `explain` and `eval` all call it, so they cannot disagree. Pure and synchronous: text in,
+//! decision out, no I/O.
+//!
+//! Rules decide first. When the rule set has a learned model ([`crate::classifier`]), it is
+//! asked in three cases, each with its own threshold in `rules/model/model.toml`:
+//!
+//! 1. no rule matched: the model answers, escalates or stays quiet if its top probability
+//!    reaches `answer`, `escalate` or `quiet`; otherwise the fallback applies as before;
+//! 2. a rule marked `weak = true` escalated: a model sure (`overrule_weak`) that the message
+//!    is an answer or needs nothing replaces the escalation (a worry before buying that names
+//!    an alarm word);
+//! 3. a rule answered: a model sure (`overrule_answer`, kept high) that the message needs a
+//!    person escalates instead — unless the rule answers the same subject (a refund-topic answer
+//!    such as the return address is not overruled by a refund escalation).
+//!
+//! When an escalation rule was vetoed by one of its `none` terms (a negation such as 不会给差评),
+//! the rule writer said no on purpose: the model never escalates to that rule's queue, and to
+//! another queue only above the `overrule_answer` bar.
+//!
+//! Every other rule decision stands, and the model is not run for it.
 
 use std::fmt::Write as _;
 
+use crate::classifier::{Label, Prediction, Thresholds};
 use crate::model::{Queue, Topic};
 use crate::rules::{Action, Decision, RuleSet};
 
@@ -35,15 +53,17 @@ impl OutcomeKind {
     }
 }
 
-/// What made the decision. A learned model will be one more variant.
+/// What made the decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum DecidedBy {
-    /// Nothing did: no rule matched and the fallback applies.
+    /// Nothing did: no rule matched, the model (if any) was unsure, the fallback applies.
     #[default]
     Nothing,
     /// A rule matched and won.
     Rule,
+    /// The learned model.
+    Model,
 }
 
 impl DecidedBy {
@@ -52,13 +72,14 @@ impl DecidedBy {
         match self {
             DecidedBy::Nothing => "none",
             DecidedBy::Rule => "rule",
+            DecidedBy::Model => "model",
         }
     }
 }
 
 /// What to do with a message, and why. The default is the fallback with nothing matched, so
 /// tests can build values with `..Default::default()`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Decided {
     pub kind: OutcomeKind,
     /// What the message is about; `None` when nothing matched (shown as `fallback`).
@@ -71,8 +92,11 @@ pub struct Decided {
     /// none when staying silent.
     pub reply_key: Option<String>,
     pub by: DecidedBy,
-    /// What the deciding rule matched on, normalised: its keywords, then what its regex matched.
+    /// What the deciding rule matched on, normalised: its keywords, then what its regex matched;
+    /// for the model, the n-grams that pushed hardest.
     pub terms: Vec<String>,
+    /// The model's probability for its top decision, when the model was asked.
+    pub confidence: Option<f32>,
     /// One line for people, e.g. `rule refund.request: 退款`.
     pub why: String,
 }
@@ -82,6 +106,16 @@ impl Decided {
     pub fn topic_name(&self) -> &'static str {
         self.topic.map_or("fallback", Topic::as_str)
     }
+}
+
+/// Everything routing looked at for one message, for callers that show it.
+#[derive(Debug, Clone)]
+pub struct Explained {
+    pub decided: Decided,
+    /// Every matching rule and every exclusion.
+    pub decision: Decision,
+    /// What the model thought, whether or not it decided; `None` without a model.
+    pub prediction: Option<Prediction>,
 }
 
 /// Decides what to do with one buyer message.
@@ -94,14 +128,188 @@ impl Decided {
 /// println!("{} ({}): {}", decided.kind.as_str(), decided.topic_name(), decided.why);
 /// ```
 pub fn route(rules: &RuleSet, text: &str) -> Decided {
-    route_explained(rules, text).0
+    route_with(rules, text, None)
 }
 
-/// [`route`], with the rule decision it came from: every matching rule and every exclusion, for
-/// callers that show how a message was decided.
-pub fn route_explained(rules: &RuleSet, text: &str) -> (Decided, Decision) {
+/// [`route`] with other thresholds than the rule set's (for `eval --threshold` and sweeps).
+pub fn route_with(rules: &RuleSet, text: &str, thresholds: Option<&Thresholds>) -> Decided {
     let decision = rules.decide(text);
-    (decided_by_rules(rules, &decision), decision)
+    let by_rules = decided_by_rules(rules, &decision);
+    let Some(model) = rules.model() else {
+        return by_rules;
+    };
+    if !model_is_asked(rules, &by_rules) {
+        return by_rules;
+    }
+    let prediction = model.classifier.predict(&decision.normalised);
+    combine(
+        rules,
+        by_rules,
+        &decision,
+        &prediction,
+        thresholds.unwrap_or(model.thresholds()),
+    )
+}
+
+/// [`route`], with everything it looked at: every matching rule and exclusion, and the model's
+/// prediction (always run here, even where routing would not ask it).
+pub fn route_explained(rules: &RuleSet, text: &str) -> Explained {
+    let decision = rules.decide(text);
+    let by_rules = decided_by_rules(rules, &decision);
+    let Some(model) = rules.model() else {
+        return Explained {
+            decided: by_rules,
+            decision,
+            prediction: None,
+        };
+    };
+    let prediction = model.classifier.predict(&decision.normalised);
+    let decided = if model_is_asked(rules, &by_rules) {
+        combine(rules, by_rules, &decision, &prediction, model.thresholds())
+    } else {
+        by_rules
+    };
+    Explained {
+        decided,
+        decision,
+        prediction: Some(prediction),
+    }
+}
+
+/// What the model alone would decide, ignoring every rule and threshold: for measuring the
+/// model by itself (`xiaoer eval --model-only`). The fallback when the set has no model.
+pub fn route_by_model_only(rules: &RuleSet, text: &str) -> Decided {
+    let decision = rules.decide(text);
+    let Some(model) = rules.model() else {
+        return decided_by_rules(rules, &decision);
+    };
+    let prediction = model.classifier.predict(&decision.normalised);
+    let every = Thresholds {
+        answer: 0.0,
+        escalate: 0.0,
+        quiet: 0.0,
+        overrule_weak: 0.0,
+        overrule_answer: 0.0,
+    };
+    combine(rules, Decided::default(), &decision, &prediction, &every)
+}
+
+/// Whether routing consults the model about what the rules decided.
+fn model_is_asked(rules: &RuleSet, by_rules: &Decided) -> bool {
+    match by_rules.kind {
+        OutcomeKind::Fallback | OutcomeKind::Reply => true,
+        OutcomeKind::Escalate => by_rules
+            .rule
+            .as_deref()
+            .and_then(|id| rules.rule_by_id(id))
+            .is_some_and(|rule| rule.weak),
+        OutcomeKind::Ignore => false,
+    }
+}
+
+fn combine(
+    rules: &RuleSet,
+    by_rules: Decided,
+    decision: &Decision,
+    prediction: &Prediction,
+    thresholds: &Thresholds,
+) -> Decided {
+    let (label, probability) = prediction.best();
+    if let Label::Escalate(queue) = label
+        && vetoed_queue(rules, decision, queue)
+    {
+        // A rule writer's `none` term said this phrase does not go to this queue ("不会给差评的",
+        // "投诉都没理由投诉"); the model does not put it back.
+        let mut by_rules = by_rules;
+        by_rules.confidence = Some(probability);
+        let _ = write!(
+            by_rules.why,
+            "; model said {label} {probability:.2}, but a rule for that queue was vetoed here"
+        );
+        return by_rules;
+    }
+    let takes_over = match by_rules.kind {
+        OutcomeKind::Fallback => {
+            let needed = match label {
+                // A rule writer's `none` term vetoed an escalation to another queue here: the
+                // model needs the bar it needs to overrule a rule to escalate anyway.
+                Label::Escalate(_) if vetoed_escalation(rules, decision) => {
+                    thresholds.overrule_answer.max(thresholds.escalate)
+                }
+                Label::Escalate(_) => thresholds.escalate,
+                Label::Answer(_) => thresholds.answer,
+                Label::Quiet => thresholds.quiet,
+            };
+            probability >= needed
+        }
+        OutcomeKind::Escalate => !label.escalates() && probability >= thresholds.overrule_weak,
+        // A rule that answers a refund question on purpose ("退货地址是哪里") is not overruled by
+        // a model that has only learned that the subject is refunds.
+        OutcomeKind::Reply => {
+            label.escalates()
+                && by_rules.topic != Some(label.topic())
+                && probability >= thresholds.overrule_answer
+        }
+        OutcomeKind::Ignore => false,
+    };
+    if !takes_over {
+        let mut by_rules = by_rules;
+        by_rules.confidence = Some(probability);
+        if by_rules.kind == OutcomeKind::Fallback {
+            let _ = write!(by_rules.why, "; model unsure ({label} {probability:.2})");
+        }
+        return by_rules;
+    }
+    let terms: Vec<String> = rules
+        .model()
+        .map(|model| {
+            model
+                .classifier
+                .pushes(&decision.normalised, label, 3)
+                .into_iter()
+                .filter(|push| push.weight > 0.0)
+                .map(|push| push.ngram)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut why = format!("model {label} {probability:.2}: {}", terms.join(", "));
+    if let Some(rule) = &by_rules.rule {
+        let _ = write!(why, " (over rule {rule})");
+    }
+    Decided {
+        kind: match label {
+            Label::Escalate(_) => OutcomeKind::Escalate,
+            Label::Answer(_) => OutcomeKind::Reply,
+            Label::Quiet => OutcomeKind::Ignore,
+        },
+        topic: Some(label.topic()),
+        rule: None,
+        queue: match label {
+            Label::Escalate(queue) => Some(queue),
+            _ => None,
+        },
+        reply_key: label.reply_key(),
+        by: DecidedBy::Model,
+        terms,
+        confidence: Some(probability),
+        why,
+    }
+}
+
+/// Whether an escalation rule to `queue` would have matched but for one of its `none` terms.
+fn vetoed_queue(rules: &RuleSet, decision: &Decision, queue: Queue) -> bool {
+    decision
+        .excluded
+        .iter()
+        .any(|exclusion| rules.rule(exclusion.rule).action.queue() == Some(queue))
+}
+
+/// Whether an escalation rule would have matched but for one of its `none` terms.
+fn vetoed_escalation(rules: &RuleSet, decision: &Decision) -> bool {
+    decision
+        .excluded
+        .iter()
+        .any(|exclusion| rules.rule(exclusion.rule).escalates())
 }
 
 fn decided_by_rules(rules: &RuleSet, decision: &Decision) -> Decided {
@@ -141,6 +349,7 @@ fn decided_by_rules(rules: &RuleSet, decision: &Decision) -> Decided {
         by: DecidedBy::Rule,
         why: format!("rule {}: {}", rule.id, terms.join(", ")),
         terms,
+        confidence: None,
     }
 }
 
@@ -174,6 +383,7 @@ mod tests {
                     by: DecidedBy::Rule,
                     terms: vec!["退货".into()],
                     why: "rule refund.request: 退货".into(),
+                    confidence: None,
                 },
             ),
             (
@@ -187,6 +397,7 @@ mod tests {
                     by: DecidedBy::Rule,
                     terms: vec!["质量".into(), "差".into()],
                     why: "rule after_sale.quality: 质量, 差".into(),
+                    confidence: None,
                 },
             ),
             (
@@ -200,6 +411,7 @@ mod tests {
                     by: DecidedBy::Rule,
                     terms: vec!["破损了单号".into()],
                     why: "rule after_sale.order_number: 破损了单号".into(),
+                    confidence: None,
                 },
             ),
             (

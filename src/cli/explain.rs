@@ -8,7 +8,8 @@ use crate::rules::{Criterion, RuleSet};
 
 /// The explanation of one message as text.
 pub fn explain(rules: &RuleSet, text: &str) -> String {
-    let (outcome, decision) = route_explained(rules, text);
+    let explained = route_explained(rules, text);
+    let (outcome, decision) = (&explained.decided, &explained.decision);
     let mut out = String::new();
     let _ = writeln!(out, "message:    {text}");
     let _ = writeln!(out, "normalised: {}", decision.normalised);
@@ -80,8 +81,28 @@ pub fn explain(rules: &RuleSet, text: &str) -> String {
     let _ = writeln!(
         out,
         "winner:     {} — {why}",
-        outcome.rule.as_deref().unwrap_or("(fallback)")
+        decision
+            .winner()
+            .map_or("(fallback)", |winner| rules.rule(winner.rule).id.as_str())
     );
+    if let (Some(prediction), Some(model)) = (&explained.prediction, rules.model()) {
+        let top: Vec<String> = prediction
+            .ranked
+            .iter()
+            .take(3)
+            .map(|(label, p)| format!("{label} {p:.2}"))
+            .collect();
+        let _ = writeln!(out, "model:      {}", top.join(", "));
+        let (best, _) = prediction.best();
+        let pushes: Vec<String> = model
+            .classifier
+            .pushes(&decision.normalised, best, 6)
+            .iter()
+            .map(|push| format!("{} {:+.2}", push.ngram, push.weight))
+            .collect();
+        let _ = writeln!(out, "  pushed towards {best} by: {}", pushes.join(", "));
+    }
+    let _ = writeln!(out, "decided by: {} — {}", outcome.by.as_str(), outcome.why);
     let topic = outcome.topic_name();
     let action = match (outcome.kind, outcome.queue) {
         (OutcomeKind::Escalate, Some(queue)) => {

@@ -8,6 +8,7 @@ pub mod explain;
 pub mod queue;
 pub mod route;
 pub mod run;
+pub mod train;
 
 use std::path::PathBuf;
 

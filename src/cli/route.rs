@@ -19,8 +19,12 @@ pub struct RouteLine {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<&'static str>,
     pub reply: Option<String>,
-    /// What decided: `rule`, or `none` for the fallback.
+    /// What decided: `rule`, `model`, or `none` for the fallback.
     pub by: &'static str,
+    /// The model's probability for its top decision, when the model was asked (rounded to
+    /// three places).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
 }
 
 /// Routes `text` and describes it the way `route` prints it. Replies use their first variant
@@ -36,6 +40,9 @@ pub fn route_line(rules: &RuleSet, text: &str) -> RouteLine {
             .as_deref()
             .and_then(|key| rules.replies().render(key, 0, &RenderContext::default())),
         by: decided.by.as_str(),
+        confidence: decided
+            .confidence
+            .map(|p| (f64::from(p) * 1000.0).round() / 1000.0),
         rule: decided.rule,
     }
 }

@@ -501,6 +501,20 @@ fn compile_rule(
         );
     }
 
+    let weak = raw.weak.as_ref().is_some_and(|w| *w.get_ref());
+    if let Some(flag) = &raw.weak
+        && *flag.get_ref()
+        && raw.escalate.is_none()
+    {
+        diagnostics.push(
+            Diagnostic::error(
+                file,
+                flag.span(),
+                "`weak = true` only means something on an escalation: it lets the model overrule it",
+            )
+            .about(&id),
+        );
+    }
     let examples = raw
         .examples
         .iter()
@@ -521,6 +535,7 @@ fn compile_rule(
         topic: topic?,
         action: action?,
         priority,
+        weak,
         any,
         all_groups,
         all,

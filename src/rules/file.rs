@@ -27,6 +27,8 @@ pub struct RawRule {
     pub escalate: Option<Spanned<String>>,
     pub ignore: Option<Spanned<bool>>,
     pub priority: Option<Spanned<i64>>,
+    /// An escalation on alarm words a worry before buying may also use: the model may overrule it.
+    pub weak: Option<Spanned<bool>>,
     #[serde(default)]
     pub any: Vec<Spanned<String>>,
     /// Each element is a term (that must appear) or a list of terms (one of which must appear).

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use super::RuleSet;
 use super::compile::{RuleCollector, compile};
 use super::lint::Findings;
+use crate::classifier::serving;
 use crate::diagnostics::{Diagnostic, FileId, Severity, Sources};
 use crate::replies::RepliesBuilder;
 
@@ -114,12 +115,22 @@ pub fn load(layers: &[Layer]) -> Result<Loaded, LoadError> {
     };
     // A broken shared set is still compiled as far as it goes, so the overlays' problems are
     // reported in the same round.
-    let shared = build_shared(shared)?;
+    let shared = build_shared(shared, true)?;
     if overlays.is_empty() {
         shared.into_loaded()
     } else {
         shared.with_overlays(overlays)
     }
+}
+
+/// Loads one layer's rules and replies without its learned model: what `xiaoer train` needs,
+/// since the model may not exist yet.
+///
+/// # Errors
+///
+/// A [`LoadError`] listing every problem, as for [`load`].
+pub fn load_without_model(layer: &Layer) -> Result<Loaded, LoadError> {
+    build_shared(layer, false)?.into_loaded()
 }
 
 /// Loads the shared set alone, ready to have shop overlays put on it.
@@ -128,7 +139,7 @@ pub fn load(layers: &[Layer]) -> Result<Loaded, LoadError> {
 ///
 /// A [`LoadError`] listing every problem, as for [`load`].
 pub fn load_shared(layer: &Layer) -> Result<SharedRules, LoadError> {
-    let shared = build_shared(layer)?;
+    let shared = build_shared(layer, true)?;
     if shared.compiled.iter().any(is_error) || shared.findings.diagnostics().any(is_error) {
         return Err(LoadError {
             diagnostics: shared.diagnostics(),
@@ -326,7 +337,7 @@ impl SharedRules {
 /// Reads, validates, compiles and checks a shared set. Only a set that could not be compiled at
 /// all is an error here; one with errors comes back with them, for [`load`] to report together
 /// with its overlays'.
-fn build_shared(layer: &Layer) -> Result<SharedRules, LoadError> {
+fn build_shared(layer: &Layer, with_model: bool) -> Result<SharedRules, LoadError> {
     let started = Instant::now();
     let mut sources = Sources::default();
     let mut diagnostics = Vec::new();
@@ -355,7 +366,23 @@ fn build_shared(layer: &Layer) -> Result<SharedRules, LoadError> {
             sources,
         });
     };
-    let rules = RuleSet::single(table, replies);
+    let mut rules = RuleSet::single(table, replies);
+    let model = with_model
+        .then(|| {
+            serving::load(
+                &layer.rules,
+                rules.replies(),
+                &mut sources,
+                &mut diagnostics,
+            )
+        })
+        .flatten();
+    if let Some(model) = &model
+        && let Some(stale) = serving::staleness(&layer.rules, model, &rules)
+    {
+        diagnostics.push(Diagnostic::warning(model.settings_file, 0..0, stale));
+    }
+    rules.set_model(model.map(std::sync::Arc::new));
     let compiled_at = Instant::now();
     let findings = Findings::check(&rules);
     let timings = LoadTimings {

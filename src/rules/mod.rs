@@ -25,9 +25,12 @@ use regex::Regex;
 
 pub use crate::model::{Queue, Topic};
 pub use decide::{Criterion, Decision, Exclusion, RuleMatch};
-pub use load::{Layer, LoadError, LoadTimings, Loaded, SharedRules, load, load_shared};
+pub use load::{
+    Layer, LoadError, LoadTimings, Loaded, SharedRules, load, load_shared, load_without_model,
+};
 pub use normalise::normalise;
 
+use crate::classifier::serving::ServingModel;
 use crate::diagnostics::{FileId, Location};
 use crate::replies::Replies;
 
@@ -82,6 +85,9 @@ pub struct Rule {
     pub topic: Topic,
     pub action: Action,
     pub priority: u16,
+    /// `weak = true`: an escalation the model may overrule when it is sure the message is a
+    /// worry before buying or needs no one (see [`crate::routing`]).
+    pub weak: bool,
     /// Term numbers of the `any` terms, in the rule's own layer (see [`RuleSet::term_of_rule`]).
     pub(crate) any: Vec<u32>,
     pub(crate) all_groups: u16,
@@ -163,6 +169,8 @@ pub struct RuleSet {
     masked: Vec<bool>,
     masked_count: usize,
     replies: Replies,
+    /// The learned model behind the rules, shared by a shop's set with the shared set.
+    model: Option<Arc<ServingModel>>,
 }
 
 impl RuleSet {
@@ -174,6 +182,7 @@ impl RuleSet {
             masked: Vec::new(),
             masked_count: 0,
             replies,
+            model: None,
         }
     }
 
@@ -187,7 +196,18 @@ impl RuleSet {
             masked,
             masked_count,
             replies,
+            model: base.model.clone(),
         }
+    }
+
+    /// The learned model consulted when rules do not settle a message, if the rules directory
+    /// has one.
+    pub fn model(&self) -> Option<&ServingModel> {
+        self.model.as_deref()
+    }
+
+    pub(crate) fn set_model(&mut self, model: Option<Arc<ServingModel>>) {
+        self.model = model;
     }
 
     /// Every rule in force: the shared ones not switched off, then the overlay's.

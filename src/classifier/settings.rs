@@ -1,0 +1,107 @@
+//! `rules/model/model.toml`: how the model is trained, and how sure it must be before routing
+//! lets it decide. Thresholds live beside the model, not in the daemon's config, because `route`,
+//! `explain` and `eval` must decide exactly as the daemon does, and they read only the rules
+//! directory; a reload picks up an edited threshold like an edited rule.
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    /// The trained model, relative to `rules/model/`.
+    #[serde(default = "default_file")]
+    pub file: String,
+    #[serde(default)]
+    pub training: TrainingSettings,
+    #[serde(default)]
+    pub thresholds: Thresholds,
+}
+
+fn default_file() -> String {
+    "xiaoer.model".into()
+}
+
+/// How `xiaoer train` trains. Changing any of these changes the model.
+#[derive(Debug, Clone, Deserialize, PartialEq, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingSettings {
+    /// log2 of the number of hashed n-gram buckets.
+    pub buckets_log2: u8,
+    /// Passes over the training text.
+    pub epochs: u32,
+    /// Starting SGD step, decaying linearly to zero.
+    pub learning_rate: f32,
+    /// The order the examples are visited in comes from this.
+    pub seed: u64,
+    /// How many times each rule's own examples count.
+    pub rule_example_weight: u32,
+}
+
+impl Default for TrainingSettings {
+    fn default() -> Self {
+        TrainingSettings {
+            buckets_log2: 20,
+            epochs: 10,
+            learning_rate: 0.5,
+            seed: 2026,
+            rule_example_weight: 3,
+        }
+    }
+}
+
+/// How sure the model must be (its top probability) before it decides. Chosen on a labelled
+/// set with `xiaoer eval --sweep`; docs/rules.md has the curve.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Thresholds {
+    /// No rule matched: answer with the model's topic reply.
+    pub answer: f32,
+    /// No rule matched: escalate to the model's queue.
+    pub escalate: f32,
+    /// No rule matched: stay quiet.
+    pub quiet: f32,
+    /// A rule marked `weak = true` escalated: a confident answer or quiet decision replaces it.
+    pub overrule_weak: f32,
+    /// A rule answered: a confident escalation replaces the answer.
+    pub overrule_answer: f32,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            answer: 0.5,
+            escalate: 0.6,
+            quiet: 0.5,
+            overrule_weak: 0.8,
+            overrule_answer: 0.95,
+        }
+    }
+}
+
+impl Thresholds {
+    /// Every threshold with its name, for checks and reports.
+    pub fn named(&self) -> [(&'static str, f32); 5] {
+        [
+            ("answer", self.answer),
+            ("escalate", self.escalate),
+            ("quiet", self.quiet),
+            ("overrule_weak", self.overrule_weak),
+            ("overrule_answer", self.overrule_answer),
+        ]
+    }
+
+    /// Sets one threshold by name (for `eval --threshold name=value`).
+    pub fn set(&mut self, name: &str, value: f32) -> bool {
+        let slot = match name {
+            "answer" => &mut self.answer,
+            "escalate" => &mut self.escalate,
+            "quiet" => &mut self.quiet,
+            "overrule_weak" => &mut self.overrule_weak,
+            "overrule_answer" => &mut self.overrule_answer,
+            _ => return false,
+        };
+        *slot = value;
+        true
+    }
+}
