@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use xiaoer::reload::{RuleBook, RuleSources};
+use xiaoer::routing::route;
 use xiaoer::rules::{Layer, LoadTimings, RuleSet, load, load_shared, normalise};
 
 const KEYWORD_RULES: usize = 50_000;
 const REGEX_RULES: usize = 500;
 const MESSAGES: usize = 200_000;
-const ROUTE_MESSAGES: usize = 20_000;
+const ROUTE_MESSAGES: usize = 100_000;
 const SHOPS: usize = 20;
 
 /// A random common CJK character (the first few thousand of the unified block are frequent).
@@ -63,6 +64,38 @@ fn write_synthetic_rules(dir: &Path, rng: &mut StdRng) -> Vec<String> {
             replies,
             "[[reply]]\nkey = \"{key}\"\ntext = [\"{key} 一\", \"{key} 二\"]\n"
         );
+    }
+    // The shipped model rides along, so decisions are measured with the model consulted.
+    let shipped_model = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/model");
+    if shipped_model.join("model.toml").exists() {
+        let model_dir = rules_dir.join("model");
+        std::fs::create_dir_all(&model_dir).expect("create model dir");
+        for entry in std::fs::read_dir(&shipped_model).expect("read rules/model") {
+            let entry = entry.expect("model dir entry");
+            std::fs::copy(entry.path(), model_dir.join(entry.file_name())).expect("copy model");
+        }
+        for kind in ["escalate", "answer"] {
+            for what in [
+                "refund",
+                "after_sale",
+                "complaint",
+                "bad_review",
+                "human",
+                "greeting",
+                "product",
+                "price",
+                "order",
+                "payment",
+                "shipping",
+                "logistics",
+                "invoice",
+            ] {
+                let _ = writeln!(
+                    replies,
+                    "[[reply]]\nkey = \"model.{kind}.{what}\"\ntext = \"model {kind} {what}\"\n"
+                );
+            }
+        }
     }
     std::fs::write(replies_dir.join("replies.toml"), replies).expect("write replies");
 
@@ -245,6 +278,66 @@ fn bench_decisions(rules: &RuleSet, messages: &[String]) {
     );
 }
 
+/// Whole routing decisions, the way the daemon makes them: rules, then the model where routing
+/// asks it (these synthetic messages mostly match no rule or an answer, so it is asked for most).
+fn bench_routing(rules: &RuleSet, messages: &[String]) {
+    let Some(model) = rules.model() else {
+        println!("routing bench skipped: the synthetic set has no model");
+        return;
+    };
+    for message in messages.iter().take(10_000) {
+        std::hint::black_box(route(rules, message));
+    }
+    let mut latencies = Vec::with_capacity(messages.len());
+    let mut by_model = 0usize;
+    for message in messages {
+        let start = Instant::now();
+        let decided = route(rules, message);
+        latencies.push(start.elapsed());
+        by_model += usize::from(decided.confidence.is_some());
+        std::hint::black_box(decided);
+    }
+    latencies.sort_unstable();
+    println!(
+        "routing with the model ({} n-gram rows): p50 {:.2} µs, p99 {:.2} µs, max {:.1} µs ({:.0}% asked the model)",
+        model.classifier.row_count(),
+        percentile(&latencies, 0.50).as_secs_f64() * 1e6,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e6,
+        latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
+        by_model as f64 * 100.0 / messages.len() as f64,
+    );
+}
+
+/// Loading the shipped model file alone: read, checksum, dequantise, probes.
+fn bench_model_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join("rules/model/xiaoer.model");
+    let Ok(size) = std::fs::metadata(&path).map(|m| m.len()) else {
+        println!("model load bench skipped: no {}", path.display());
+        return;
+    };
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let start = Instant::now();
+        match xiaoer::classifier::file::load(&path) {
+            Ok(model) => {
+                best = best.min(start.elapsed());
+                std::hint::black_box(model);
+            }
+            Err(error) => {
+                println!("model load failed: {error}");
+                return;
+            }
+        }
+    }
+    println!(
+        "model load {}: {:.1} MB file in {:.0} ms (best of 3)",
+        path.display(),
+        size as f64 / 1e6,
+        best.as_secs_f64() * 1e3
+    );
+}
+
 /// Runs the release `xiaoer route` binary as a whole process over messages made from the
 /// shipped rules' own examples.
 fn bench_route_process(rng: &mut StdRng) {
@@ -364,5 +457,7 @@ fn main() {
     let count = if quick { 20_000 } else { MESSAGES };
     let messages = messages(&mut rng, &keywords, count);
     bench_decisions(&rules, &messages);
+    bench_routing(&rules, &messages);
+    bench_model_load();
     bench_route_process(&mut rng);
 }

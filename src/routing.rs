@@ -18,7 +18,9 @@
 //!
 //! When an escalation rule was vetoed by one of its `none` terms (a negation such as 不会给差评),
 //! the rule writer said no on purpose: the model never escalates to that rule's queue, and to
-//! another queue only above the `overrule_answer` bar.
+//! another queue only above the `overrule_answer` bar. If the model would have escalated to the
+//! vetoed queue and no rule answered, the message is a reassurance or praise naming a problem
+//! ("完全没有差评里讲的那股异味") and routing stays quiet instead of falling back.
 //!
 //! Every other rule decision stands, and the model is not run for it.
 
@@ -219,9 +221,24 @@ fn combine(
         && vetoed_queue(rules, decision, queue)
     {
         // A rule writer's `none` term said this phrase does not go to this queue ("不会给差评的",
-        // "投诉都没理由投诉"); the model does not put it back.
+        // "投诉都没理由投诉"); the model does not put it back. With nothing else to say, the
+        // message is a reassurance or praise that names a problem: it needs no answer.
         let mut by_rules = by_rules;
         by_rules.confidence = Some(probability);
+        if by_rules.kind == OutcomeKind::Fallback {
+            return Decided {
+                kind: OutcomeKind::Ignore,
+                topic: Some(Topic::Thanks),
+                by: DecidedBy::Model,
+                confidence: Some(probability),
+                why: format!(
+                    "{}; the model sees {label} {probability:.2} but a rule for that queue was vetoed: \
+                     a negation or praise, staying quiet",
+                    by_rules.why
+                ),
+                ..Decided::default()
+            };
+        }
         let _ = write!(
             by_rules.why,
             "; model said {label} {probability:.2}, but a rule for that queue was vetoed here"

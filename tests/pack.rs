@@ -71,6 +71,13 @@ fn shipped_pack_routes_every_regression_case() {
                 outcome.kind == OutcomeKind::Reply
                     && first.is_none_or(|t| outcome.topic_name() == t)
             }
+            "either" => match outcome.kind {
+                OutcomeKind::Escalate => outcome.queue.map(|q| q.as_str()) == first,
+                OutcomeKind::Reply => {
+                    Some(outcome.topic_name()) == case.accept.get(1).map(String::as_str)
+                }
+                _ => false,
+            },
             // Stricter than `eval`: a quiet message must not fall back either, since every
             // fallback counts towards handing the chat to a person.
             "quiet" => !matches!(outcome.kind, OutcomeKind::Escalate | OutcomeKind::Fallback),
@@ -113,5 +120,22 @@ fn shipped_pack_covers_every_queue_and_the_daemon_replies() {
     assert!(
         rules.rules().all(|r| !r.examples.is_empty()),
         "every rule has examples"
+    );
+}
+
+#[test]
+fn the_shipped_model_is_what_training_the_shipped_text_gives_byte_for_byte() {
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("retrained.model");
+    let dirs = xiaoer::cli::RuleDirs {
+        rules: root().join("rules"),
+        replies: root().join("replies"),
+        shop: None,
+    };
+    xiaoer::cli::train::run(&dirs, Some(path.clone()), &mut Vec::new()).expect("train");
+    let shipped = std::fs::read(root().join("rules/model/xiaoer.model")).unwrap();
+    assert!(
+        std::fs::read(&path).unwrap() == shipped,
+        "rules/model/xiaoer.model is not what `xiaoer train` makes of rules/training now: run it"
     );
 }

@@ -115,10 +115,9 @@ pub fn to_bytes(model: &Classifier) -> Vec<u8> {
     buckets.sort_unstable();
     for (bucket, row) in buckets {
         let weights = &model.weights[row as usize * classes..][..classes];
-        let (scale, bytes) = quantise(weights);
         out.extend_from_slice(&bucket.to_le_bytes());
-        out.extend_from_slice(&scale.to_le_bytes());
-        out.extend(bytes.iter().map(|&b| b as u8));
+        out.extend_from_slice(&model.scales[row as usize].to_le_bytes());
+        out.extend(weights.iter().map(|&b| b as u8));
     }
     let checksum = Sha256::digest(&out);
     out.extend_from_slice(&checksum);
@@ -211,8 +210,11 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Classifier, ModelFileErro
         .iter()
         .map(|name| Label::parse(name).ok_or_else(|| invalid(format!("unknown decision {name:?}"))))
         .collect::<Result<_, _>>()?;
-    if labels.len() < 2 {
-        return Err(invalid("a model needs at least two decisions".into()));
+    if labels.len() < 2 || labels.len() > 64 {
+        return Err(invalid(format!(
+            "{} decisions; a model has between 2 and 64",
+            labels.len()
+        )));
     }
     if !(8..=24).contains(&meta.buckets_log2) {
         return Err(invalid(format!(
@@ -230,6 +232,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Classifier, ModelFileErro
     }
     let mut row_buckets = Vec::with_capacity(rows);
     let mut weights = Vec::with_capacity(rows * classes);
+    let mut scales = Vec::with_capacity(rows);
     let mut previous: Option<u32> = None;
     for _ in 0..rows {
         let (Some(bucket), Some(scale), Some(bytes)) =
@@ -244,9 +247,10 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Classifier, ModelFileErro
         }
         previous = Some(bucket);
         row_buckets.push(bucket);
-        weights.extend(bytes.iter().map(|&b| f32::from(b as i8) * scale));
+        scales.push(scale);
+        weights.extend(bytes.iter().map(|&b| b as i8));
     }
-    let model = Classifier::from_rows(labels, buckets, &row_buckets, weights, meta);
+    let model = Classifier::from_rows(labels, buckets, &row_buckets, scales, weights, meta);
     for probe in &model.meta.probes {
         let (got, _) = model.predict(&normalise(&probe.text)).best();
         if got.to_string() != probe.label {

@@ -102,10 +102,13 @@ impl fmt::Display for Label {
 pub struct Classifier {
     labels: Vec<Label>,
     buckets: u32,
-    /// Bucket → row number in `weights`, or [`NO_ROW`]: only buckets seen in training have rows.
+    /// Bucket → row number, or [`NO_ROW`]: only buckets seen in training have rows.
     row_of_bucket: Vec<u32>,
+    /// One scale per row: a weight is `weights[i] as f32 * scale` (kept as bytes in memory
+    /// too, so the rows a message touches stay in cache).
+    scales: Vec<f32>,
     /// Row-major, `labels.len()` weights per row.
-    weights: Vec<f32>,
+    weights: Vec<i8>,
     /// What it was trained on (a digest of the settings and every example) and how.
     pub meta: file::ModelMeta,
 }
@@ -162,12 +165,13 @@ impl fmt::Debug for Classifier {
 
 impl Classifier {
     /// Builds a classifier from its parts; `weights` has one row of `labels.len()` per entry of
-    /// `row_buckets`, which must be distinct and below `buckets` (a power of two).
+    /// `row_buckets` (and `scales`), which must be distinct and below `buckets` (a power of two).
     fn from_rows(
         labels: Vec<Label>,
         buckets: u32,
         row_buckets: &[u32],
-        weights: Vec<f32>,
+        scales: Vec<f32>,
+        weights: Vec<i8>,
         meta: file::ModelMeta,
     ) -> Classifier {
         let mut row_of_bucket = vec![NO_ROW; buckets as usize];
@@ -178,6 +182,7 @@ impl Classifier {
             labels,
             buckets,
             row_of_bucket,
+            scales,
             weights,
             meta,
         }
@@ -188,20 +193,20 @@ impl Classifier {
     }
 
     pub fn row_count(&self) -> usize {
-        self.weights.len() / self.labels.len().max(1)
+        self.scales.len()
     }
 
     /// Predicts normalised text (see [`crate::rules::normalise`]).
     pub fn predict(&self, normalised: &str) -> Prediction {
-        let units = features::units(normalised);
+        let hashes = features::unit_hashes(normalised);
         let classes = self.labels.len();
         let mut scores = vec![0f32; classes];
         let mut count = 0u32;
-        features::for_each_bucket(&units, self.buckets, |bucket| {
+        features::for_each_bucket(&hashes, self.buckets, |bucket| {
             count += 1;
-            if let Some(row) = self.row(bucket) {
-                for (score, weight) in scores.iter_mut().zip(row) {
-                    *score += weight;
+            if let Some((scale, row)) = self.row(bucket) {
+                for (score, &weight) in scores.iter_mut().zip(row) {
+                    *score += f32::from(weight) * scale;
                 }
             }
         });
@@ -216,43 +221,57 @@ impl Classifier {
     }
 
     /// The n-grams of `normalised` that pushed hardest towards `label` (positive first), at most
-    /// `limit` of them; repeated n-grams are summed.
+    /// `limit` of them; repeated n-grams are summed. Only the n-grams shown are turned into text,
+    /// since routing names them for every decision the model makes.
     pub fn pushes(&self, normalised: &str, label: Label, limit: usize) -> Vec<Push> {
         let Some(class) = self.labels.iter().position(|&l| l == label) else {
             return Vec::new();
         };
         let units = features::units(normalised);
-        let texts = features::ngram_texts(&units);
-        let mut buckets = Vec::with_capacity(texts.len());
-        features::for_each_bucket(&units, self.buckets, |b| buckets.push(b));
-        let count = buckets.len().max(1) as f32;
-        let mut pushes: Vec<Push> = Vec::new();
-        for (text, bucket) in texts.into_iter().zip(buckets) {
-            let Some(row) = self.row(bucket) else {
+        let hashes = features::unit_hashes(normalised);
+        // (bucket, n, start) of every n-gram, in the order `for_each_bucket` visits them.
+        let mut grams: Vec<(u32, usize, usize)> = Vec::with_capacity(hashes.len() * 3);
+        let mut visited = 0usize;
+        features::for_each_bucket(&hashes, self.buckets, |bucket| {
+            let (n, start) = features::ngram_at(hashes.len(), visited);
+            grams.push((bucket, n, start));
+            visited += 1;
+        });
+        let count = grams.len().max(1) as f32;
+        let mut summed: Vec<(f32, usize, usize, u32)> = Vec::new();
+        grams.sort_by_key(|&(bucket, n, start)| (bucket, n, start));
+        for (bucket, n, start) in grams {
+            let Some((scale, row)) = self.row(bucket) else {
                 continue;
             };
-            let weight = row[class] / count;
-            match pushes.iter_mut().find(|p| p.ngram == text) {
-                Some(push) => push.weight += weight,
-                None => pushes.push(Push {
-                    ngram: text,
-                    weight,
-                }),
+            let weight = f32::from(row[class]) * scale / count;
+            match summed.last_mut() {
+                Some(last) if last.3 == bucket => last.0 += weight,
+                _ => summed.push((weight, n, start, bucket)),
             }
         }
-        pushes.sort_by(|a, b| b.weight.total_cmp(&a.weight).then(a.ngram.cmp(&b.ngram)));
-        pushes.truncate(limit);
-        pushes
+        summed.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+        summed
+            .into_iter()
+            .take(limit)
+            .map(|(weight, n, start, _)| Push {
+                ngram: features::ngram_text(&units[start..start + n]),
+                weight,
+            })
+            .collect()
     }
 
-    fn row(&self, bucket: u32) -> Option<&[f32]> {
+    fn row(&self, bucket: u32) -> Option<(f32, &[i8])> {
         let row = *self.row_of_bucket.get(bucket as usize)?;
         if row == NO_ROW {
             return None;
         }
         let classes = self.labels.len();
         let start = row as usize * classes;
-        self.weights.get(start..start + classes)
+        Some((
+            *self.scales.get(row as usize)?,
+            self.weights.get(start..start + classes)?,
+        ))
     }
 }
 

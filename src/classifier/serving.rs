@@ -170,3 +170,52 @@ fn key_span(text: &str, key: &str) -> Range<usize> {
     }
     0..0
 }
+
+/// What the model makes of the rules' own examples, for `xiaoer check`.
+#[derive(Debug, Default)]
+pub struct ExamplesReport {
+    /// Examples checked against the model.
+    pub checked: usize,
+    /// Examples the model alone decides differently from their rule (the rule still decides
+    /// them), one line each.
+    pub wrong_alone: Vec<String>,
+    /// Examples routing hands to the model instead of their rule (a weak escalation or an
+    /// answer overruled), one line each: what the daemon will really do with them.
+    pub overruled: Vec<String>,
+}
+
+/// Runs the model over every rule example.
+pub fn check_examples(rules: &crate::rules::RuleSet) -> ExamplesReport {
+    let mut report = ExamplesReport::default();
+    let Some(model) = rules.model() else {
+        return report;
+    };
+    for rule in rules.rules() {
+        let want = super::train::rule_label(&rule.action, rule.topic);
+        let model_knows = model.classifier.labels().contains(&want);
+        for (example, _) in &rule.examples {
+            let routed = crate::routing::route(rules, example);
+            if routed.by == crate::routing::DecidedBy::Model {
+                report.overruled.push(format!(
+                    "{} ({}): {example:?} — {}",
+                    rule.id, rule.location, routed.why
+                ));
+            }
+            if !model_knows {
+                continue;
+            }
+            report.checked += 1;
+            let (got, p) = model
+                .classifier
+                .predict(&crate::rules::normalise(example))
+                .best();
+            if got != want {
+                report.wrong_alone.push(format!(
+                    "{} ({}): {example:?} is {want}; the model alone says {got} {p:.2}",
+                    rule.id, rule.location
+                ));
+            }
+        }
+    }
+    report
+}

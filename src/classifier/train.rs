@@ -264,10 +264,9 @@ pub fn train(corpus: &Corpus, settings: &TrainingSettings) -> Classifier {
         let Some(class) = class_of(example.label) else {
             continue;
         };
-        let normalised = normalise(&example.text);
-        let units = features::units(&normalised);
+        let hashes = features::unit_hashes(&normalise(&example.text));
         let mut buckets_of_example = Vec::new();
-        features::for_each_bucket(&units, buckets, |b| buckets_of_example.push(b));
+        features::for_each_bucket(&hashes, buckets, |b| buckets_of_example.push(b));
         for _ in 0..example.weight.max(1) {
             order.push(samples.len());
         }
@@ -316,14 +315,19 @@ pub fn train(corpus: &Corpus, settings: &TrainingSettings) -> Classifier {
     // Keep only the buckets training touched, quantised exactly as the model file stores them,
     // so the model `train` reports on is the model a daemon loads.
     let mut row_buckets = Vec::new();
+    let mut scales = Vec::new();
     let mut kept = Vec::new();
     for (bucket, row) in weights.chunks_exact(classes).enumerate() {
         if row.iter().all(|&w| w == 0.0) {
             continue;
         }
-        row_buckets.push(bucket as u32);
         let (scale, quantised) = super::file::quantise(row);
-        kept.extend(quantised.iter().map(|&q| f32::from(q) * scale));
+        if quantised.iter().all(|&q| q == 0) {
+            continue;
+        }
+        row_buckets.push(bucket as u32);
+        scales.push(scale);
+        kept.extend(quantised);
     }
     let meta = ModelMeta {
         format: super::file::FORMAT,
@@ -333,8 +337,14 @@ pub fn train(corpus: &Corpus, settings: &TrainingSettings) -> Classifier {
         examples: corpus.examples.len(),
         probes: Vec::new(),
     };
-    let mut classifier =
-        Classifier::from_rows(corpus.labels.clone(), buckets, &row_buckets, kept, meta);
+    let mut classifier = Classifier::from_rows(
+        corpus.labels.clone(),
+        buckets,
+        &row_buckets,
+        scales,
+        kept,
+        meta,
+    );
     classifier.meta.probes = probes(&classifier, corpus);
     classifier
 }

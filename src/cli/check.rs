@@ -37,6 +37,7 @@ pub fn run(
                 )
             })()
             .map_err(write_failed)?;
+            report_model(&loaded.rules, out)?;
             Ok(true)
         }
         Err(failure) => {
@@ -67,4 +68,43 @@ pub fn run(
             Ok(false)
         }
     }
+}
+
+/// What the model makes of the rules' examples: informational, never a failure (rules decide
+/// their examples), but an overruled example is what the daemon will really do.
+fn report_model(rules: &crate::rules::RuleSet, out: &mut impl Write) -> Result<(), CliError> {
+    let Some(model) = rules.model() else {
+        return Ok(());
+    };
+    let report = crate::classifier::serving::check_examples(rules);
+    let write = |out: &mut dyn Write, line: &str| {
+        writeln!(out, "{line}").map_err(CliError::io("write the report"))
+    };
+    write(
+        out,
+        &format!(
+            "model {}: {} decisions, trained on {} examples; alone it gets {} of the {} rule examples wrong",
+            model.path.display(),
+            model.classifier.labels().len(),
+            model.classifier.meta.examples,
+            report.wrong_alone.len(),
+            report.checked
+        ),
+    )?;
+    for line in &report.wrong_alone {
+        write(out, &format!("  {line}"))?;
+    }
+    if !report.overruled.is_empty() {
+        write(
+            out,
+            &format!(
+                "{} rule examples are decided by the model, not their rule (weak escalations and answers it overrules):",
+                report.overruled.len()
+            ),
+        )?;
+        for line in &report.overruled {
+            write(out, &format!("  {line}"))?;
+        }
+    }
+    Ok(())
 }
