@@ -36,6 +36,10 @@ pub struct TrainingSettings {
     pub seed: u64,
     /// How many times each rule's own examples count.
     pub rule_example_weight: u32,
+    /// How much smaller decisions are weighted up: each example's step is multiplied by
+    /// (average examples per decision / its decision's examples) to this power; 0 trains on the
+    /// text as written, 1 gives every decision the same total weight.
+    pub balance: f32,
 }
 
 impl Default for TrainingSettings {
@@ -46,6 +50,7 @@ impl Default for TrainingSettings {
             learning_rate: 0.5,
             seed: 2026,
             rule_example_weight: 3,
+            balance: 0.0,
         }
     }
 }

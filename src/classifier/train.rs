@@ -273,6 +273,15 @@ pub fn train(corpus: &Corpus, settings: &TrainingSettings) -> Classifier {
         samples.push((class, buckets_of_example));
     }
 
+    let mut per_class = vec![0f64; classes];
+    for &sample in &order {
+        per_class[samples[sample].0] += 1.0;
+    }
+    let average = order.len() as f64 / classes.max(1) as f64;
+    let class_weight: Vec<f32> = per_class
+        .iter()
+        .map(|&n| (average / n.max(1.0)).powf(f64::from(settings.balance)) as f32)
+        .collect();
     let mut weights = vec![0f32; buckets as usize * classes];
     let mut rng = SplitMix64(settings.seed);
     let total_steps = (order.len() as u64 * u64::from(settings.epochs)).max(1) as f64;
@@ -282,7 +291,9 @@ pub fn train(corpus: &Corpus, settings: &TrainingSettings) -> Classifier {
         rng.shuffle(&mut order);
         for &sample in &order {
             let (class, example_buckets) = &samples[sample];
-            let rate = settings.learning_rate * (1.0 - step as f64 / total_steps) as f32;
+            let rate = settings.learning_rate
+                * (1.0 - step as f64 / total_steps) as f32
+                * class_weight[*class];
             step += 1;
             if example_buckets.is_empty() {
                 continue;

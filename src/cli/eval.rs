@@ -19,7 +19,10 @@ use crate::classifier::Thresholds;
 use crate::routing::{DecidedBy, OutcomeKind, route_by_model_only, route_with};
 use crate::rules::RuleSet;
 
+/// Unknown fields are refused, so a file in another shape (`"queue": …` instead of `"accept"`)
+/// is reported rather than scored as if it accepted nothing.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Labelled {
     text: String,
     expect: Expect,
@@ -27,6 +30,9 @@ struct Labelled {
     accept: Vec<String>,
     #[serde(default)]
     label: String,
+    /// Where the message came from; kept for people, not scored.
+    #[serde(default, rename = "source")]
+    _source: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
