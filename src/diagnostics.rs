@@ -139,7 +139,12 @@ impl Sources {
 
     /// `path:line:col: error[subject]: message`, for logs and for tests.
     pub fn one_line(&self, diagnostic: &Diagnostic) -> String {
-        let location = self.location(diagnostic.file, diagnostic.span.start);
+        let location = if self.is_about_whole(diagnostic) {
+            self.path(diagnostic.file).display().to_string()
+        } else {
+            self.location(diagnostic.file, diagnostic.span.start)
+                .to_string()
+        };
         let subject = diagnostic
             .subject
             .as_deref()
@@ -149,6 +154,11 @@ impl Sources {
             "{location}: {}{subject}: {}",
             diagnostic.severity, diagnostic.message
         )
+    }
+
+    /// Whether `diagnostic` is about a whole file or directory with no text to point into.
+    fn is_about_whole(&self, diagnostic: &Diagnostic) -> bool {
+        diagnostic.span.is_empty() && self.text(diagnostic.file).is_empty()
     }
 
     /// Renders diagnostics the way rustc does, with the offending lines quoted.
@@ -169,12 +179,24 @@ impl Sources {
                 .as_deref()
                 .map(|s| format!("in `{s}`"))
                 .unwrap_or_default();
+            // A problem with a whole file or directory that has no text (one that cannot be
+            // read) has no line to quote: the message names it instead.
+            let (message, labels) = if self.is_about_whole(diagnostic) {
+                let path = self.path(diagnostic.file).display().to_string();
+                let message = if diagnostic.message.contains(&path) {
+                    diagnostic.message.clone()
+                } else {
+                    format!("{path}: {}", diagnostic.message)
+                };
+                (message, Vec::new())
+            } else {
+                let label = Label::primary(diagnostic.file, diagnostic.span.clone())
+                    .with_message(label_text);
+                (diagnostic.message.clone(), vec![label])
+            };
             let report = report
-                .with_message(&diagnostic.message)
-                .with_labels(vec![
-                    Label::primary(diagnostic.file, diagnostic.span.clone())
-                        .with_message(label_text),
-                ])
+                .with_message(message)
+                .with_labels(labels)
                 .with_notes(diagnostic.notes.clone());
             if term::emit(&mut buffer, &config, &self.files, &report).is_err() {
                 // The span is out of range (it should not be); fall back to the plain form.

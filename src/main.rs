@@ -58,7 +58,7 @@ enum Command {
         #[arg(long, value_name = "NAME=VALUE")]
         threshold: Vec<String>,
         /// Score at every threshold from 0.30 to 0.99 for one threshold (`answer`, `escalate`,
-        /// `quiet`, `overrule_weak`, `overrule_answer`, or `unmatched` for the first three) and
+        /// `quiet`, `overrule_weak`, `overrule_weak_quiet`, `overrule_answer`, or `unmatched` for the first three) and
         /// print the curve.
         #[arg(long, value_name = "NAME")]
         sweep: Option<String>,
@@ -234,7 +234,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 };
                 if !cli::eval::set_threshold(thresholds, name.trim(), value) {
                     anyhow::bail!(
-                        "--threshold {setting}: no threshold {name}; the names are answer, escalate, quiet, overrule_weak, overrule_answer, unmatched"
+                        "--threshold {setting}: no threshold {name}; the names are answer, escalate, quiet, overrule_weak, overrule_weak_quiet, overrule_answer, unmatched"
                     );
                 }
             }

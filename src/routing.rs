@@ -10,8 +10,8 @@
 //! 1. no rule matched: the model answers, escalates or stays quiet if its top probability
 //!    reaches `answer`, `escalate` or `quiet`; otherwise the fallback applies as before;
 //! 2. a rule marked `weak = true` escalated: a model sure (`overrule_weak`) that the message
-//!    is an answer or needs nothing replaces the escalation (a worry before buying that names
-//!    an alarm word);
+//!    is an answer replaces the escalation (a worry before buying that names an alarm word), and
+//!    one surer still (`overrule_weak_quiet`) that it needs nothing silences it (a re-order);
 //! 3. a rule answered: a model sure (`overrule_answer`, kept high) that the message needs a
 //!    person escalates instead — unless the rule answers the same subject (a refund-topic answer
 //!    such as the return address is not overruled by a refund escalation).
@@ -191,6 +191,7 @@ pub fn route_by_model_only(rules: &RuleSet, text: &str) -> Decided {
         escalate: 0.0,
         quiet: 0.0,
         overrule_weak: 0.0,
+        overrule_weak_quiet: 0.0,
         overrule_answer: 0.0,
     };
     combine(rules, Decided::default(), &decision, &prediction, &every)
@@ -259,7 +260,11 @@ fn combine(
             };
             probability >= needed
         }
-        OutcomeKind::Escalate => !label.escalates() && probability >= thresholds.overrule_weak,
+        OutcomeKind::Escalate => match label {
+            Label::Escalate(_) => false,
+            Label::Answer(_) => probability >= thresholds.overrule_weak,
+            Label::Quiet => probability >= thresholds.overrule_weak_quiet,
+        },
         // A rule that answers a refund question on purpose ("退货地址是哪里") is not overruled by
         // a model that has only learned that the subject is refunds.
         OutcomeKind::Reply => {

@@ -131,10 +131,59 @@ fn check_on_a_missing_directory_says_which() {
         "",
     );
     assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
     assert!(
-        text(&output.stderr).contains("error: cannot read directory tests/fixtures/none:"),
-        "{}",
-        text(&output.stderr)
+        stderr.starts_with(
+            "error: the rules directory tests/fixtures/none does not exist (set --rules or XIAOER_RULES)\n"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.ends_with("check failed: 1 error, 0 warnings\n"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_replies_directory_is_one_error_not_one_per_reply_key() {
+    let output = xiaoer(
+        &[
+            "check",
+            "--rules",
+            "tests/fixtures/good/rules",
+            "--replies",
+            "/nonexistent",
+        ],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert_eq!(
+        stderr,
+        "error: the replies directory /nonexistent does not exist (set --replies or XIAOER_REPLIES)\n\n\
+         check failed: 1 error, 0 warnings\n"
+    );
+
+    // The same from the environment, and for a directory with no reply files in it.
+    let empty = tempfile::tempdir().unwrap();
+    let empty = empty.path().to_string_lossy().into_owned();
+    let output = Command::new(env!("CARGO_BIN_EXE_xiaoer"))
+        .args(["check", "--rules", "tests/fixtures/good/rules"])
+        .env("XIAOER_REPLIES", &empty)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run xiaoer");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "error: the replies directory {empty} has no *.toml files\n"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("reply key"), "{stderr}");
+    assert!(
+        stderr.ends_with("check failed: 1 error, 0 warnings\n"),
+        "{stderr}"
     );
 }
 

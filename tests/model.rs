@@ -132,6 +132,7 @@ fn never() -> Thresholds {
         escalate: 1.01,
         quiet: 1.01,
         overrule_weak: 1.01,
+        overrule_weak_quiet: 1.01,
         overrule_answer: 1.01,
     }
 }
@@ -142,6 +143,7 @@ fn always() -> Thresholds {
         escalate: 0.0,
         quiet: 0.0,
         overrule_weak: 0.0,
+        overrule_weak_quiet: 0.0,
         overrule_answer: 0.0,
     }
 }

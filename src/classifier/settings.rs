@@ -66,8 +66,12 @@ pub struct Thresholds {
     pub escalate: f32,
     /// No rule matched: stay quiet.
     pub quiet: f32,
-    /// A rule marked `weak = true` escalated: a confident answer or quiet decision replaces it.
+    /// A rule marked `weak = true` escalated: an answer this sure replaces it (a worry before
+    /// buying).
     pub overrule_weak: f32,
+    /// A rule marked `weak = true` escalated: quiet this sure replaces it (a re-order). Kept
+    /// higher than `overrule_weak`, because silence on a real problem is the worst outcome.
+    pub overrule_weak_quiet: f32,
     /// A rule answered: a confident escalation replaces the answer.
     pub overrule_answer: f32,
 }
@@ -75,10 +79,11 @@ pub struct Thresholds {
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
-            answer: 0.5,
-            escalate: 0.6,
+            answer: 0.45,
+            escalate: 0.5,
             quiet: 0.5,
-            overrule_weak: 0.8,
+            overrule_weak: 0.6,
+            overrule_weak_quiet: 0.9,
             overrule_answer: 0.95,
         }
     }
@@ -86,12 +91,13 @@ impl Default for Thresholds {
 
 impl Thresholds {
     /// Every threshold with its name, for checks and reports.
-    pub fn named(&self) -> [(&'static str, f32); 5] {
+    pub fn named(&self) -> [(&'static str, f32); 6] {
         [
             ("answer", self.answer),
             ("escalate", self.escalate),
             ("quiet", self.quiet),
             ("overrule_weak", self.overrule_weak),
+            ("overrule_weak_quiet", self.overrule_weak_quiet),
             ("overrule_answer", self.overrule_answer),
         ]
     }
@@ -103,6 +109,7 @@ impl Thresholds {
             "escalate" => &mut self.escalate,
             "quiet" => &mut self.quiet,
             "overrule_weak" => &mut self.overrule_weak,
+            "overrule_weak_quiet" => &mut self.overrule_weak_quiet,
             "overrule_answer" => &mut self.overrule_answer,
             _ => return false,
         };

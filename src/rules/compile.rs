@@ -366,6 +366,8 @@ fn compile_rule(
     let action = rule_action(&raw, file, &span, &id, replies, diagnostics);
 
     let mut any = Vec::new();
+    let mut any_spans = Vec::new();
+    let mut any_texts = Vec::new();
     for term in &raw.any {
         if let Some(t) = keyword(term, file, &id, "any", diagnostics) {
             any.push(terms.add(
@@ -375,6 +377,30 @@ fn compile_rule(
                     role: Role::Any,
                 },
             ));
+            any_spans.push(term.span());
+            any_texts.push(t);
+        }
+    }
+    let mut shared_keywords: Vec<(String, Range<usize>)> = Vec::new();
+    for entry in &raw.shared_keywords {
+        let Some(text) = keyword(entry, file, &id, "shared_keywords", diagnostics) else {
+            continue;
+        };
+        if !any_texts.contains(&text) {
+            diagnostics.push(
+                Diagnostic::warning(
+                    file,
+                    entry.span(),
+                    format!(
+                        "`shared_keywords` names `{}`, which is not one of this rule's `any` keywords",
+                        entry.get_ref()
+                    ),
+                )
+                .about(&id)
+                .note("only `any` keywords are checked for use by other topics; remove the entry"),
+            );
+        } else if !shared_keywords.iter().any(|(k, _)| *k == text) {
+            shared_keywords.push((text, entry.span()));
         }
     }
     if raw.all.len() > MAX_ALL_GROUPS {
@@ -537,6 +563,8 @@ fn compile_rule(
         priority,
         weak,
         any,
+        any_spans,
+        shared_keywords,
         all_groups,
         all,
         none,

@@ -31,6 +31,10 @@ pub struct RawRule {
     pub weak: Option<Spanned<bool>>,
     #[serde(default)]
     pub any: Vec<Spanned<String>>,
+    /// `any` keywords this rule shares with rules of other topics on purpose: the lint about a
+    /// keyword used by rules of different topics stays quiet for them.
+    #[serde(default)]
+    pub shared_keywords: Vec<Spanned<String>>,
     /// Each element is a term (that must appear) or a list of terms (one of which must appear).
     #[serde(default)]
     pub all: Vec<Spanned<toml::Value>>,

@@ -32,8 +32,9 @@ pub(crate) struct Findings {
     example_errors: Vec<(usize, Diagnostic)>,
     /// `can never win` warnings: the rule, the rule that shadows it, the warning.
     shadowed: Vec<(usize, usize, Diagnostic)>,
-    /// Warnings about keywords used by rules of different topics, with the keyword.
-    shared_keywords: Vec<(String, Diagnostic)>,
+    /// Warnings about keywords used by rules of different topics, and about `shared_keywords`
+    /// entries no other topic uses, with the keyword.
+    keyword_overlaps: Vec<(String, Diagnostic)>,
     shared_terms: TermLines,
 }
 
@@ -81,14 +82,19 @@ impl Findings {
         }
         for term in 0..rules.term_total() {
             // Two topics need two users: most keywords have one, and are settled without a
-            // lookup.
-            let users = rules.term_uses(term).filter(|u| u.role == Role::Any);
-            if users.take(2).count() < 2 {
+            // lookup unless that one marks it shared.
+            let text = rules.term(term);
+            let mut users = rules.term_uses(term).filter(|u| u.role == Role::Any);
+            let lone_unmarked = match (users.next(), users.next()) {
+                (None, _) => true,
+                (Some(only), None) => !rules.rule(only.rule as usize).shares_keyword(text),
+                (Some(_), Some(_)) => false,
+            };
+            if lone_unmarked {
                 continue;
             }
-            let text = rules.term(term);
-            if let Some(warning) = keyword_warning(rules, text) {
-                findings.shared_keywords.push((text.to_string(), warning));
+            for warning in keyword_warnings(rules, text) {
+                findings.keyword_overlaps.push((text.to_string(), warning));
             }
         }
         findings
@@ -99,7 +105,7 @@ impl Findings {
             .iter()
             .map(|(_, d)| d)
             .chain(self.shadowed.iter().map(|(_, _, d)| d))
-            .chain(self.shared_keywords.iter().map(|(_, d)| d))
+            .chain(self.keyword_overlaps.iter().map(|(_, d)| d))
     }
 
     /// Checks `rules`, a shop's set built on the shared set these findings are about, looking
@@ -218,18 +224,21 @@ impl Findings {
             let rule = rules.rule(index);
             touched.extend(rule.any.iter().map(|&t| rules.term_of_rule(index, t)));
         }
-        let mut before: BTreeMap<&str, &Diagnostic> = BTreeMap::new();
-        for (text, warning) in &self.shared_keywords {
+        let mut before: BTreeMap<&str, Vec<&Diagnostic>> = BTreeMap::new();
+        for (text, warning) in &self.keyword_overlaps {
             if touched.contains(text.as_str()) {
-                before.insert(text, warning);
+                before.entry(text).or_default().push(warning);
             } else {
                 kept.push(warning.clone());
             }
         }
         let mut fresh = Vec::new();
         for text in touched {
-            if let Some(warning) = keyword_warning(rules, text) {
-                if before.get(text).is_some_and(|&old| *old == warning) {
+            for warning in keyword_warnings(rules, text) {
+                let held_before = before
+                    .get(text)
+                    .is_some_and(|old| old.iter().any(|&old| *old == warning));
+                if held_before {
                     kept.push(warning);
                 } else {
                     fresh.push(warning);
@@ -403,38 +412,205 @@ fn shadow_warning(rules: &RuleSet, index: usize, shadower: usize) -> Diagnostic 
     ))
 }
 
-/// A warning when `any` keyword `text` triggers rules in force of different topics. Each topic is
-/// named by its lowest rule id; the warning points at the rule defined last.
-fn keyword_warning(rules: &RuleSet, text: &str) -> Option<Diagnostic> {
+/// The warnings about `any` keyword `text`: one when it triggers rules in force of different
+/// topics and none of them lists it in `shared_keywords`, pointing at the keyword in the rule
+/// defined last (each topic is named by its lowest rule id); and one for each `shared_keywords`
+/// entry naming it when only one topic uses it, since the entry then marks nothing.
+fn keyword_warnings(rules: &RuleSet, text: &str) -> Vec<Diagnostic> {
     let mut by_topic: BTreeMap<&str, &str> = BTreeMap::new();
-    let mut last: Option<&Rule> = None;
+    let mut last: Option<(usize, &Rule)> = None;
+    let mut markers: Vec<&Rule> = Vec::new();
     for term in rules.terms_named(text) {
         for use_ in rules.term_uses(term).filter(|u| u.role == Role::Any) {
-            let rule = rules.rule(use_.rule as usize);
+            let index = use_.rule as usize;
+            let rule = rules.rule(index);
             let id = by_topic.entry(rule.topic.as_str()).or_insert(&rule.id);
             if rule.id.as_str() < *id {
                 *id = &rule.id;
             }
-            if last.is_none_or(|l| (l.file, l.span.start) < (rule.file, rule.span.start)) {
-                last = Some(rule);
+            if last.is_none_or(|(_, l)| (l.file, l.span.start) < (rule.file, rule.span.start)) {
+                last = Some((index, rule));
+            }
+            if rule.shares_keyword(text) && !markers.iter().any(|m| m.id == rule.id) {
+                markers.push(rule);
             }
         }
     }
-    let last = last.filter(|_| by_topic.len() >= 2)?;
+    if by_topic.len() < 2 {
+        return markers
+            .into_iter()
+            .filter_map(|rule| {
+                let (_, span) = rule.shared_keywords.iter().find(|(k, _)| k == text)?;
+                Some(
+                    Diagnostic::warning(
+                        rule.file,
+                        span.clone(),
+                        format!(
+                            "`shared_keywords` lists `{text}`, but no rule of another topic uses it"
+                        ),
+                    )
+                    .about(&rule.id)
+                    .note("remove it from `shared_keywords`"),
+                )
+            })
+            .collect();
+    }
+    let Some((index, last)) = last.filter(|_| markers.is_empty()) else {
+        return Vec::new();
+    };
+    let span = last
+        .any
+        .iter()
+        .zip(&last.any_spans)
+        .find(|&(&term, _)| rules.term_of_rule(index, term) == text)
+        .map_or_else(|| last.span.clone(), |(_, span)| span.clone());
     let users: Vec<String> = by_topic
         .iter()
         .map(|(topic, id)| format!("`{id}` ({topic})"))
         .collect();
-    Some(
+    vec![
         Diagnostic::warning(
             last.file,
-            last.span.clone(),
+            span,
             format!(
                 "keyword `{text}` is used by rules of different topics: {}",
                 users.join(", ")
             ),
         )
         .about(&last.id)
-        .note("the higher-ranked rule always wins it; check that is what you want"),
-    )
+        .note("the higher-ranked rule always wins it; check that is what you want")
+        .note(format!(
+            "if it is, list it in `shared_keywords = [\"{text}\"]` of one of these rules"
+        )),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::{Layer, Loaded, load};
+    use crate::diagnostics::Diagnostic;
+
+    const SHIPPING: &str = r#"
+[[rule]]
+id = "ship.when"
+topic = "shipping"
+reply = "ship_when"
+any = ["发货", "几时发"]
+"#;
+
+    /// Loads `rules` (one file) over the fixture replies, with `overlay` rules as a shop on top.
+    fn loaded(rules: &str, overlay: Option<&str>) -> Loaded {
+        let dir = tempfile::tempdir().unwrap();
+        let rules_dir = dir.path().join("rules");
+        std::fs::create_dir_all(&rules_dir).unwrap();
+        std::fs::write(rules_dir.join("r.toml"), rules).unwrap();
+        let replies = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good/replies");
+        let mut layers = vec![Layer::new(&rules_dir, &replies)];
+        if let Some(overlay) = overlay {
+            let shop = dir.path().join("shop");
+            std::fs::create_dir_all(shop.join("rules")).unwrap();
+            std::fs::write(shop.join("rules/shop.toml"), overlay).unwrap();
+            layers.push(Layer::overlay(&shop));
+        }
+        load(&layers).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The text each warning points at, with its message.
+    fn pointed_at(loaded: &Loaded, warnings: &[Diagnostic]) -> Vec<(String, String)> {
+        warnings
+            .iter()
+            .map(|d| {
+                let text = &loaded.sources.text(d.file)[d.span.clone()];
+                (text.to_string(), d.message.clone())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_keyword_of_two_topics_is_pointed_at_in_the_any_list_of_the_later_rule() {
+        let rules = format!(
+            "{SHIPPING}\n[[rule]]\nid = \"thanks.ship\"\ntopic = \"thanks\"\nreply = \"thanks\"\nany = [\"谢谢\", \"发貨\"]\n"
+        );
+        let loaded = loaded(&rules, None);
+        let found = pointed_at(&loaded, &loaded.warnings);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let (text, message) = &found[0];
+        // The keyword as written (traditional 貨), in the rule defined last.
+        assert_eq!(text, "\"发貨\"");
+        assert_eq!(
+            message,
+            "keyword `发货` is used by rules of different topics: `ship.when` (shipping), `thanks.ship` (thanks)"
+        );
+        assert_eq!(loaded.warnings[0].subject.as_deref(), Some("thanks.ship"));
+    }
+
+    #[test]
+    fn shared_keywords_marks_an_intended_overlap_so_it_is_not_warned_about() {
+        let rules = format!(
+            "{SHIPPING}\n[[rule]]\nid = \"thanks.ship\"\ntopic = \"thanks\"\nreply = \"thanks\"\nany = [\"谢谢\", \"发货\"]\nshared_keywords = [\"發貨\"]\n"
+        );
+        let loaded = loaded(&rules, None);
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let rule = loaded.rules.rule_by_id("thanks.ship").unwrap();
+        assert!(rule.shares_keyword("发货"));
+    }
+
+    #[test]
+    fn a_shared_keywords_entry_that_is_not_an_any_keyword_is_a_warning() {
+        let rules = format!("{SHIPPING}shared_keywords = [\"快递\"]\n");
+        let loaded = loaded(&rules, None);
+        let found = pointed_at(&loaded, &loaded.warnings);
+        assert_eq!(
+            found,
+            [(
+                "\"快递\"".to_string(),
+                "`shared_keywords` names `快递`, which is not one of this rule's `any` keywords"
+                    .to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_shared_keywords_entry_no_other_topic_uses_is_a_warning() {
+        let rules = format!("{SHIPPING}shared_keywords = [\"几时发\"]\n");
+        let loaded = loaded(&rules, None);
+        let found = pointed_at(&loaded, &loaded.warnings);
+        assert_eq!(
+            found,
+            [(
+                "\"几时发\"".to_string(),
+                "`shared_keywords` lists `几时发`, but no rule of another topic uses it"
+                    .to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn an_overlay_can_make_a_shared_keywords_entry_needed_or_unused() {
+        let rules = format!(
+            "{SHIPPING}shared_keywords = [\"发货\"]\n\n[[rule]]\nid = \"thanks.ship\"\ntopic = \"thanks\"\nreply = \"thanks\"\nany = [\"谢谢\", \"发货\"]\n"
+        );
+        assert!(loaded(&rules, None).warnings.is_empty());
+
+        // Switching off the other topic's rule leaves the mark marking nothing, for this shop.
+        let shop = loaded(&rules, Some("disable = [\"thanks.ship\"]\n"));
+        let found = pointed_at(&shop, &shop.overlay_warnings);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "\"发货\"");
+        assert!(found[0].1.contains("no rule of another topic uses it"));
+
+        // A third topic using the keyword is covered by the mark; an unmarked keyword is not.
+        let overlay = "[[rule]]\nid = \"shop.order\"\ntopic = \"order\"\nreply = \"thanks\"\nany = [\"发货\", \"几时发\"]\n";
+        let shop = loaded(&rules, Some(overlay));
+        let found = pointed_at(&shop, &shop.overlay_warnings);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "\"几时发\"");
+        assert!(
+            found[0]
+                .1
+                .starts_with("keyword `几时发` is used by rules of different topics")
+        );
+    }
 }

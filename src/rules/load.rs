@@ -243,15 +243,37 @@ impl SharedRules {
             replies.add_file(file, sources.text(file), false, &mut reported_already);
         }
         let mut collector = RuleCollector::default();
+        let mut unreadable = false;
         for (layer_index, layer) in overlays.iter().enumerate() {
-            for (path, text) in read_toml_dir(&layer.replies, true, &mut sources, &mut fresh) {
-                let file = sources.add(&path, text);
-                replies.add_file(file, sources.text(file), true, &mut fresh);
+            let dirs = [
+                (&layer.replies, DirKind::Replies),
+                (&layer.rules, DirKind::Rules),
+            ];
+            for (dir, kind) in dirs {
+                let Some(texts) = read_toml_dir(dir, kind, true, &mut sources, &mut fresh) else {
+                    unreadable = true;
+                    continue;
+                };
+                for (path, text) in texts {
+                    let file = sources.add(&path, text);
+                    match kind {
+                        DirKind::Replies => {
+                            replies.add_file(file, sources.text(file), true, &mut fresh);
+                        }
+                        DirKind::Rules => {
+                            let text = sources.text(file);
+                            collector.add_file(layer_index, file, text, &sources, &mut fresh);
+                        }
+                    }
+                }
             }
-            for (path, text) in read_toml_dir(&layer.rules, true, &mut sources, &mut fresh) {
-                let file = sources.add(&path, text);
-                collector.add_file(layer_index, file, sources.text(file), &sources, &mut fresh);
-            }
+        }
+        // As for the shared set: an unreadable directory is the one error, not what follows.
+        if unreadable {
+            return Err(LoadError {
+                diagnostics: fresh,
+                sources,
+            });
         }
         let parsed_at = Instant::now();
         let anchor = self.reply_files.first().map(|&file| (file, 0..0));
@@ -341,16 +363,38 @@ fn build_shared(layer: &Layer, with_model: bool) -> Result<SharedRules, LoadErro
     let started = Instant::now();
     let mut sources = Sources::default();
     let mut diagnostics = Vec::new();
+    let reply_texts = read_toml_dir(
+        &layer.replies,
+        DirKind::Replies,
+        false,
+        &mut sources,
+        &mut diagnostics,
+    );
+    let rule_texts = read_toml_dir(
+        &layer.rules,
+        DirKind::Rules,
+        false,
+        &mut sources,
+        &mut diagnostics,
+    );
+    // Without one of the directories every rule and reply key would be reported missing: the
+    // directory is the one error worth reading.
+    let (Some(reply_texts), Some(rule_texts)) = (reply_texts, rule_texts) else {
+        return Err(LoadError {
+            diagnostics,
+            sources,
+        });
+    };
     let mut replies = RepliesBuilder::default();
     let mut reply_files = Vec::new();
-    for (path, text) in read_toml_dir(&layer.replies, false, &mut sources, &mut diagnostics) {
+    for (path, text) in reply_texts {
         let file = sources.add(&path, text);
         reply_files.push(file);
         replies.add_file(file, sources.text(file), false, &mut diagnostics);
     }
     let mut collector = RuleCollector::default();
     let mut rule_files = Vec::new();
-    for (path, text) in read_toml_dir(&layer.rules, false, &mut sources, &mut diagnostics) {
+    for (path, text) in rule_texts {
         let file = sources.add(&path, text);
         rule_files.push(file);
         collector.add_file(0, file, sources.text(file), &sources, &mut diagnostics);
@@ -402,29 +446,81 @@ fn build_shared(layer: &Layer, with_model: bool) -> Result<SharedRules, LoadErro
     })
 }
 
-/// The `*.toml` files of `dir` in name order. A missing overlay directory is fine; a missing
-/// shared directory is an error.
+/// Which directory of a layer is read, for what a problem with it says.
+#[derive(Debug, Clone, Copy)]
+enum DirKind {
+    Rules,
+    Replies,
+}
+
+impl DirKind {
+    fn name(self) -> &'static str {
+        match self {
+            DirKind::Rules => "rules",
+            DirKind::Replies => "replies",
+        }
+    }
+
+    /// Where the shared set's directory of this kind is set.
+    fn setting(self) -> &'static str {
+        match self {
+            DirKind::Rules => "set --rules or XIAOER_RULES",
+            DirKind::Replies => "set --replies or XIAOER_REPLIES",
+        }
+    }
+}
+
+/// The `*.toml` files of `dir` in name order, or `None` when the directory itself is the problem
+/// (reported once): it cannot be read, or a shared one is missing or holds no `*.toml` file. A
+/// missing overlay directory is fine: the shop changes nothing there.
 fn read_toml_dir(
     dir: &Path,
+    kind: DirKind,
     optional: bool,
     sources: &mut Sources,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Vec<(PathBuf, String)> {
+) -> Option<Vec<(PathBuf, String)>> {
+    let whose = if optional { "the shop's" } else { "the" };
     let mut problem = |sources: &mut Sources, message: String| {
         let file = sources.add(dir, String::new());
-        diagnostics.push(Diagnostic::error(file, 0..0, message));
+        let mut diagnostic = Diagnostic::error(file, 0..0, message);
+        if dir.is_relative()
+            && let Ok(cwd) = std::env::current_dir()
+        {
+            diagnostic = diagnostic.note(format!(
+                "relative to the working directory {}",
+                cwd.display()
+            ));
+        }
+        diagnostics.push(diagnostic);
     };
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(error) if optional && error.kind() == std::io::ErrorKind::NotFound => {
-            return Vec::new();
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            if optional {
+                return Some(Vec::new());
+            }
+            problem(
+                sources,
+                format!(
+                    "the {} directory {} does not exist ({})",
+                    kind.name(),
+                    dir.display(),
+                    kind.setting()
+                ),
+            );
+            return None;
         }
         Err(error) => {
             problem(
                 sources,
-                format!("cannot read directory {}: {error}", dir.display()),
+                format!(
+                    "cannot read {whose} {} directory {}: {error}",
+                    kind.name(),
+                    dir.display()
+                ),
             );
-            return Vec::new();
+            return None;
         }
     };
     let mut paths: Vec<PathBuf> = entries
@@ -433,7 +529,15 @@ fn read_toml_dir(
         .collect();
     paths.sort();
     if paths.is_empty() && !optional {
-        problem(sources, format!("no *.toml files in {}", dir.display()));
+        problem(
+            sources,
+            format!(
+                "the {} directory {} has no *.toml files",
+                kind.name(),
+                dir.display()
+            ),
+        );
+        return None;
     }
     let mut files = Vec::new();
     for path in paths {
@@ -449,7 +553,7 @@ fn read_toml_dir(
             }
         }
     }
-    files
+    Some(files)
 }
 
 #[cfg(test)]

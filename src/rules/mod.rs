@@ -90,6 +90,11 @@ pub struct Rule {
     pub weak: bool,
     /// Term numbers of the `any` terms, in the rule's own layer (see [`RuleSet::term_of_rule`]).
     pub(crate) any: Vec<u32>,
+    /// Where each `any` term is written in the rule file, in the order of [`Rule::any`].
+    pub(crate) any_spans: Vec<Range<usize>>,
+    /// `shared_keywords`: normalised `any` keywords the rule shares with rules of other topics
+    /// on purpose, each with where it is written.
+    pub(crate) shared_keywords: Vec<(String, Range<usize>)>,
     pub(crate) all_groups: u16,
     /// (group, term number in the rule's own layer) of the `all` terms.
     pub(crate) all: Vec<(u8, u32)>,
@@ -114,6 +119,13 @@ impl Rule {
 
     pub fn has_regex(&self) -> bool {
         !self.regexes.is_empty()
+    }
+
+    /// Whether the rule marks normalised keyword `text` as shared with other topics on purpose.
+    pub(crate) fn shares_keyword(&self, text: &str) -> bool {
+        self.shared_keywords
+            .iter()
+            .any(|(keyword, _)| keyword == text)
     }
 }
 
