@@ -22,42 +22,49 @@ const DIGITS: &str = "#";
 /// The units of normalised text, with the start and end markers around them.
 pub fn units(normalised: &str) -> Vec<&str> {
     let mut units = Vec::with_capacity(normalised.len() / 2 + 2);
-    units.push(START);
-    let mut rest = normalised;
-    while let Some(first) = rest.chars().next() {
-        if units.len() > MAX_UNITS {
-            break;
-        }
-        let run_end = |keep: &dyn Fn(char) -> bool| {
-            rest.char_indices()
-                .find(|&(_, c)| !keep(c))
-                .map_or(rest.len(), |(at, _)| at)
-        };
-        let (unit, len) = if first.is_ascii_alphabetic() {
-            let len = run_end(&|c: char| c.is_ascii_alphabetic());
-            (&rest[..len], len)
-        } else if first.is_ascii_digit() {
-            (DIGITS, run_end(&|c: char| c.is_ascii_digit()))
-        } else if first.is_alphanumeric() {
-            let len = first.len_utf8();
-            (&rest[..len], len)
-        } else {
-            let len = run_end(&|c: char| c == first);
-            (&rest[..first.len_utf8()], len)
-        };
-        units.push(unit);
-        rest = &rest[len..];
-    }
-    units.push(END);
+    for_each_unit(normalised, |unit| units.push(unit));
     units
 }
 
 /// The hash of every unit of normalised text, markers included, in [`units`] order.
 pub fn unit_hashes(normalised: &str) -> Vec<u64> {
-    units(normalised)
-        .iter()
-        .map(|unit| unit_hash(unit))
-        .collect()
+    let mut hashes = Vec::with_capacity(normalised.len() / 2 + 2);
+    for_each_unit(normalised, |unit| hashes.push(unit_hash(unit)));
+    hashes
+}
+
+/// Calls `each` with every unit of `normalised`, the markers first and last: one pass, no
+/// allocation, since routing does this for every message the model is asked about.
+fn for_each_unit<'a>(normalised: &'a str, mut each: impl FnMut(&'a str)) {
+    fn run_end(rest: &str, keep: impl Fn(char) -> bool) -> usize {
+        rest.char_indices()
+            .find(|&(_, c)| !keep(c))
+            .map_or(rest.len(), |(at, _)| at)
+    }
+    each(START);
+    let mut rest = normalised;
+    let mut count = 0;
+    while let Some(first) = rest.chars().next() {
+        if count >= MAX_UNITS {
+            break;
+        }
+        let (unit, len) = if first.is_ascii_alphabetic() {
+            let len = run_end(rest, |c| c.is_ascii_alphabetic());
+            (&rest[..len], len)
+        } else if first.is_ascii_digit() {
+            (DIGITS, run_end(rest, |c| c.is_ascii_digit()))
+        } else if first.is_alphanumeric() {
+            let len = first.len_utf8();
+            (&rest[..len], len)
+        } else {
+            let len = run_end(rest, |c| c == first);
+            (&rest[..first.len_utf8()], len)
+        };
+        each(unit);
+        count += 1;
+        rest = &rest[len..];
+    }
+    each(END);
 }
 
 /// Calls `each` with the bucket of every n-gram of the units whose hashes are `hashes` (from

@@ -200,23 +200,38 @@ impl Classifier {
     pub fn predict(&self, normalised: &str) -> Prediction {
         let hashes = features::unit_hashes(normalised);
         let classes = self.labels.len();
-        let mut scores = vec![0f32; classes];
-        let mut count = 0u32;
+        // Look every n-gram's row up first, then add the rows: the lookups are independent
+        // loads the processor overlaps, instead of one cache miss after another.
+        let mut rows = Vec::with_capacity(hashes.len() * features::MAX_N);
         features::for_each_bucket(&hashes, self.buckets, |bucket| {
-            count += 1;
-            if let Some((scale, row)) = self.row(bucket) {
-                for (score, &weight) in scores.iter_mut().zip(row) {
-                    *score += f32::from(weight) * scale;
-                }
-            }
+            rows.push(
+                self.row_of_bucket
+                    .get(bucket as usize)
+                    .copied()
+                    .unwrap_or(NO_ROW),
+            );
         });
+        let count = rows.len();
+        let mut scores = vec![0f32; classes];
+        for row in rows.into_iter().filter(|&row| row != NO_ROW) {
+            let (Some(&scale), Some(weights)) = (
+                self.scales.get(row as usize),
+                self.weights
+                    .get(row as usize * classes..(row as usize + 1) * classes),
+            ) else {
+                continue;
+            };
+            for (score, &weight) in scores.iter_mut().zip(weights) {
+                *score += f32::from(weight) * scale;
+            }
+        }
         let count = count.max(1) as f32;
         for score in &mut scores {
             *score /= count;
         }
         softmax(&mut scores);
         let mut ranked: Vec<(Label, f32)> = self.labels.iter().copied().zip(scores).collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranked.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         Prediction { ranked }
     }
 
@@ -233,11 +248,13 @@ impl Classifier {
         let mut grams: Vec<(u32, usize, usize)> = Vec::with_capacity(hashes.len() * 3);
         let mut visited = 0usize;
         features::for_each_bucket(&hashes, self.buckets, |bucket| {
-            let (n, start) = features::ngram_at(hashes.len(), visited);
-            grams.push((bucket, n, start));
+            if self.row(bucket).is_some() {
+                let (n, start) = features::ngram_at(hashes.len(), visited);
+                grams.push((bucket, n, start));
+            }
             visited += 1;
         });
-        let count = grams.len().max(1) as f32;
+        let count = visited.max(1) as f32;
         let mut summed: Vec<(f32, usize, usize, u32)> = Vec::new();
         grams.sort_by_key(|&(bucket, n, start)| (bucket, n, start));
         for (bucket, n, start) in grams {
