@@ -1,5 +1,5 @@
 //! Property-based fuzzing of everything that reads input from outside: gateway frames, rule and
-//! reply files, buyer text, reply templates, the config file. Each target feeds mutated and
+//! reply files, buyer text, reply templates, the config file, the model file. Each target feeds mutated and
 //! random input and requires an answer — a value or an error with a message — and never a
 //! panic. (cargo-fuzz needs a nightly toolchain, which this project's machines do not have;
 //! proptest runs on stable and shrinks what it finds.)
@@ -105,8 +105,74 @@ fn pack() -> &'static RuleSet {
     })
 }
 
+/// A small trained model's file bytes (the shipped one is too large to mutate quickly in a
+/// debug build; the format is the same).
+fn model_bytes() -> &'static [u8] {
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTES.get_or_init(|| {
+        use xiaoer::classifier::{Corpus, Label, TrainingExample, TrainingSettings, file, train};
+        use xiaoer::model::{Queue, Topic};
+        let mut corpus = Corpus::default();
+        let lines = [
+            (Label::Escalate(Queue::AfterSale), "收到的杯子碎了"),
+            (Label::Escalate(Queue::AfterSale), "少发了一个"),
+            (Label::Answer(Topic::Price), "能便宜点吗"),
+            (Label::Answer(Topic::Price), "有券吗"),
+            (Label::Quiet, "好的谢谢"),
+        ];
+        for (label, text) in lines {
+            corpus.examples.push(TrainingExample {
+                label,
+                text: text.into(),
+                origin: "fuzz".into(),
+                weight: 1,
+            });
+        }
+        corpus.labels = vec![
+            Label::Escalate(Queue::AfterSale),
+            Label::Answer(Topic::Price),
+            Label::Quiet,
+        ];
+        let settings = TrainingSettings {
+            buckets_log2: 10,
+            epochs: 20,
+            ..TrainingSettings::default()
+        };
+        file::to_bytes(&train::train(&corpus, &settings))
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn damaged_model_files_are_refused_not_panicked_on(
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in any::<prop::sample::Index>(),
+        reseal in any::<bool>(),
+    ) {
+        use sha2::{Digest, Sha256};
+        let original = model_bytes();
+        prop_assume!(original.len() > 64);
+        let mut bytes = original.to_vec();
+        for (at, value) in &flips {
+            let at = at.index(bytes.len());
+            bytes[at] = *value;
+        }
+        if reseal {
+            // A fresh checksum gets the damage past the first check, into the parser.
+            let body = bytes.len() - 32;
+            let sum = Sha256::digest(&bytes[..body]);
+            bytes[body..].copy_from_slice(&sum);
+        } else {
+            bytes.truncate(cut.index(bytes.len()));
+        }
+        let path = Path::new("fuzzed.model");
+        if let Ok(model) = xiaoer::classifier::file::from_bytes(&bytes, path) {
+            // Whatever loads must predict without panicking.
+            let _ = model.predict(&xiaoer::rules::normalise("收到的杯子碎了"));
+        }
+    }
 
     #[test]
     fn gateway_frames_never_panic_the_decoder(
