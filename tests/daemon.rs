@@ -1028,3 +1028,51 @@ fn logs_are_json_for_shippers_and_plain_text_without_a_terminal() {
         "no colour codes when stderr is not a terminal: {text:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_learned_model_escalates_a_problem_no_rule_names_and_says_so_in_the_queue() {
+    let gateway = gateway().await;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = tempfile::tempdir().unwrap();
+    let config = Config {
+        data: data.path().to_path_buf(),
+        rules: root.join("rules"),
+        replies: root.join("replies"),
+        gateways: vec![GatewaySettings {
+            url: gateway.url(),
+            token: Some(TOKEN.into()),
+            name: None,
+        }],
+        shops: vec![ShopSettings {
+            id: "shop1".into(),
+            name: Some("测试小店".into()),
+            overlay: None,
+        }],
+        watch: false,
+        ..Config::default()
+    };
+    let running = xiaoer::daemon::start(config).await.expect("daemon starts");
+    assert!(gateway.wait_for_bots(1, WAIT).await);
+    // No rule of the shipped pack names this; the model knows it as an after-sale problem.
+    gateway.buyer_says("shop1", "m1", "盒子里是空的");
+    let mut text = reply(&gateway).await.text;
+    if is_greeting(&text) || text.contains("店小二") {
+        text = reply(&gateway).await.text;
+    }
+    assert!(
+        text.contains("已经转给售后同事处理"),
+        "the model's after-sale acknowledgement: {text:?}"
+    );
+    let open = running.store().open_escalations().await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].queue, xiaoer::model::Queue::AfterSale);
+    assert_eq!(open[0].rule, None, "no rule decided it");
+    assert!(
+        open[0].reason.starts_with("model escalate.after_sale"),
+        "{}",
+        open[0].reason
+    );
+    tokio::time::timeout(Duration::from_secs(5), running.stop())
+        .await
+        .expect("the daemon stops within 5 s");
+}

@@ -233,6 +233,9 @@ fn escalate(plan: &mut Plan, queue: Queue, decided: &Decided, why: &str) {
     let reason = match (why, &decided.rule) {
         ("fallbacks", _) => "the bot could not answer several messages in a row".to_string(),
         (_, Some(rule)) => format!("rule {rule}"),
+        // The learned model: what it decided, how sure, and the n-grams that pushed, so the
+        // agent sees why a chat without a matching rule is in the queue.
+        (_, None) if !decided.why.is_empty() => decided.why.clone(),
         (_, None) => "escalated".to_string(),
     };
     plan.steps.push(Step::Escalate {

@@ -291,7 +291,7 @@ impl<O: Outbox> Worker<O> {
             &self.shared.escalation,
             &mut recent,
         );
-        debug!(chat = %self.key, outcome = decided.kind.as_str(), rule = ?decided.rule, steps = ?plan.steps, "planned");
+        debug!(chat = %self.key, outcome = decided.kind.as_str(), by = decided.by.as_str(), rule = ?decided.rule, confidence = ?decided.confidence, why = %decided.why, steps = ?plan.steps, "planned");
         let (actor, reason) = plan
             .state_change
             .clone()
