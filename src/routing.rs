@@ -186,14 +186,7 @@ pub fn route_by_model_only(rules: &RuleSet, text: &str) -> Decided {
         return decided_by_rules(rules, &decision);
     };
     let prediction = model.classifier.predict(&decision.normalised);
-    let every = Thresholds {
-        answer: 0.0,
-        escalate: 0.0,
-        quiet: 0.0,
-        overrule_weak: 0.0,
-        overrule_weak_quiet: 0.0,
-        overrule_answer: 0.0,
-    };
+    let every = Thresholds::all_at(0.0);
     combine(rules, Decided::default(), &decision, &prediction, &every)
 }
 

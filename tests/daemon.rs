@@ -44,37 +44,10 @@ impl Daemon {
 
     async fn start_with(gateways: &[&DevGateway]) -> Daemon {
         let (rules_dir, rules, replies) = rule_dirs();
-        let data = tempfile::tempdir().unwrap();
-        let config = Config {
-            data: data.path().to_path_buf(),
-            rules: rules.clone(),
-            replies,
-            gateways: gateways
-                .iter()
-                .map(|gateway| GatewaySettings {
-                    url: gateway.url(),
-                    token: Some(TOKEN.into()),
-                    name: None,
-                })
-                .collect(),
-            shops: vec![ShopSettings {
-                id: "shop1".into(),
-                name: Some("测试小店".into()),
-                overlay: None,
-            }],
-            watch: true,
-            ..Config::default()
-        };
-        let running = xiaoer::daemon::start(config).await.expect("daemon starts");
-        for gateway in gateways {
-            assert!(
-                gateway.wait_for_bots(1, WAIT).await,
-                "the daemon connects to every gateway"
-            );
-        }
+        let running = start_daemon(gateways, &rules, &replies, true).await;
         Daemon {
-            running,
-            data,
+            running: running.0,
+            data: running.1,
             _rules: rules_dir,
             rules,
         }
@@ -90,6 +63,44 @@ impl Daemon {
             .expect("the daemon stops within 5 s");
         self.data
     }
+}
+
+/// A daemon on `gateways` with these rule and reply directories, connected to all of them.
+async fn start_daemon(
+    gateways: &[&DevGateway],
+    rules: &Path,
+    replies: &Path,
+    watch: bool,
+) -> (xiaoer::daemon::Running, TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let config = Config {
+        data: data.path().to_path_buf(),
+        rules: rules.to_path_buf(),
+        replies: replies.to_path_buf(),
+        gateways: gateways
+            .iter()
+            .map(|gateway| GatewaySettings {
+                url: gateway.url(),
+                token: Some(TOKEN.into()),
+                name: None,
+            })
+            .collect(),
+        shops: vec![ShopSettings {
+            id: "shop1".into(),
+            name: Some("测试小店".into()),
+            overlay: None,
+        }],
+        watch,
+        ..Config::default()
+    };
+    let running = xiaoer::daemon::start(config).await.expect("daemon starts");
+    for gateway in gateways {
+        assert!(
+            gateway.wait_for_bots(1, WAIT).await,
+            "the daemon connects to every gateway"
+        );
+    }
+    (running, data)
 }
 
 async fn reply(gateway: &DevGateway) -> BotMessage {
@@ -1033,26 +1044,13 @@ fn logs_are_json_for_shippers_and_plain_text_without_a_terminal() {
 async fn the_learned_model_escalates_a_problem_no_rule_names_and_says_so_in_the_queue() {
     let gateway = gateway().await;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let data = tempfile::tempdir().unwrap();
-    let config = Config {
-        data: data.path().to_path_buf(),
-        rules: root.join("rules"),
-        replies: root.join("replies"),
-        gateways: vec![GatewaySettings {
-            url: gateway.url(),
-            token: Some(TOKEN.into()),
-            name: None,
-        }],
-        shops: vec![ShopSettings {
-            id: "shop1".into(),
-            name: Some("测试小店".into()),
-            overlay: None,
-        }],
-        watch: false,
-        ..Config::default()
-    };
-    let running = xiaoer::daemon::start(config).await.expect("daemon starts");
-    assert!(gateway.wait_for_bots(1, WAIT).await);
+    let (running, _data) = start_daemon(
+        &[&gateway],
+        &root.join("rules"),
+        &root.join("replies"),
+        false,
+    )
+    .await;
     // No rule of the shipped pack names this; the model knows it as an after-sale problem.
     gateway.buyer_says("shop1", "m1", "盒子里是空的");
     let mut text = reply(&gateway).await.text;

@@ -127,25 +127,11 @@ fn loaded(rules: &Path, replies: &Path) -> RuleSet {
 }
 
 fn never() -> Thresholds {
-    Thresholds {
-        answer: 1.01,
-        escalate: 1.01,
-        quiet: 1.01,
-        overrule_weak: 1.01,
-        overrule_weak_quiet: 1.01,
-        overrule_answer: 1.01,
-    }
+    Thresholds::all_at(1.01)
 }
 
 fn always() -> Thresholds {
-    Thresholds {
-        answer: 0.0,
-        escalate: 0.0,
-        quiet: 0.0,
-        overrule_weak: 0.0,
-        overrule_weak_quiet: 0.0,
-        overrule_answer: 0.0,
-    }
+    Thresholds::all_at(0.0)
 }
 
 #[test]

@@ -90,6 +90,19 @@ impl Default for Thresholds {
 }
 
 impl Thresholds {
+    /// Every threshold at `value`: 0 lets the model decide wherever routing asks it, above 1
+    /// never (for measuring the rules or the model alone).
+    pub fn all_at(value: f32) -> Thresholds {
+        Thresholds {
+            answer: value,
+            escalate: value,
+            quiet: value,
+            overrule_weak: value,
+            overrule_weak_quiet: value,
+            overrule_answer: value,
+        }
+    }
+
     /// Every threshold with its name, for checks and reports.
     pub fn named(&self) -> [(&'static str, f32); 6] {
         [
