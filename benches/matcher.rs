@@ -74,27 +74,10 @@ fn write_synthetic_rules(dir: &Path, rng: &mut StdRng) -> Vec<String> {
             let entry = entry.expect("model dir entry");
             std::fs::copy(entry.path(), model_dir.join(entry.file_name())).expect("copy model");
         }
-        for kind in ["escalate", "answer"] {
-            for what in [
-                "refund",
-                "after_sale",
-                "complaint",
-                "bad_review",
-                "human",
-                "greeting",
-                "product",
-                "price",
-                "order",
-                "payment",
-                "shipping",
-                "logistics",
-                "invoice",
-            ] {
-                let _ = writeln!(
-                    replies,
-                    "[[reply]]\nkey = \"model.{kind}.{what}\"\ntext = \"model {kind} {what}\"\n"
-                );
-            }
+        let model = xiaoer::classifier::file::load(&shipped_model.join("xiaoer.model"))
+            .expect("the shipped model loads");
+        for key in model.labels().iter().filter_map(|label| label.reply_key()) {
+            let _ = writeln!(replies, "[[reply]]\nkey = \"{key}\"\ntext = \"{key}\"\n");
         }
     }
     std::fs::write(replies_dir.join("replies.toml"), replies).expect("write replies");

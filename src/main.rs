@@ -232,7 +232,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         "--threshold: these rules have no model (rules/model/model.toml)"
                     );
                 };
-                if !cli::eval::set_threshold(thresholds, name.trim(), value) {
+                if !thresholds.set(name.trim(), value) {
                     anyhow::bail!(
                         "--threshold {setting}: no threshold {name}; the names are answer, escalate, quiet, overrule_weak, overrule_weak_quiet, overrule_answer, unmatched"
                     );
@@ -248,7 +248,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cli::eval::sweep_header(&name, &mut out)?;
                 for value in cli::eval::sweep_values() {
                     let mut tried = base;
-                    if !cli::eval::set_threshold(&mut tried, &name, value) {
+                    if !tried.set(&name, value) {
                         anyhow::bail!("--sweep {name}: no such threshold");
                     }
                     let scores = cli::eval::score(

@@ -26,7 +26,7 @@
 
 use std::fmt::Write as _;
 
-use crate::classifier::{Label, Prediction, Thresholds};
+use crate::classifier::{Classifier, Label, Prediction, Thresholds};
 use crate::model::{Queue, Topic};
 use crate::rules::{Action, Decision, RuleSet};
 
@@ -135,30 +135,26 @@ pub fn route(rules: &RuleSet, text: &str) -> Decided {
 
 /// [`route`] with other thresholds than the rule set's (for `eval --threshold` and sweeps).
 pub fn route_with(rules: &RuleSet, text: &str, thresholds: Option<&Thresholds>) -> Decided {
-    let decision = rules.decide(text);
-    let by_rules = decided_by_rules(rules, &decision);
-    let Some(model) = rules.model() else {
-        return by_rules;
-    };
-    if !model_is_asked(rules, &by_rules) {
-        return by_rules;
-    }
-    let prediction = model.classifier.predict(&decision.normalised);
-    combine(
-        rules,
-        by_rules,
-        &decision,
-        &prediction,
-        thresholds.unwrap_or(model.thresholds()),
-    )
+    route_inner(rules, text, thresholds, false).decided
 }
 
 /// [`route`], with everything it looked at: every matching rule and exclusion, and the model's
 /// prediction (always run here, even where routing would not ask it).
 pub fn route_explained(rules: &RuleSet, text: &str) -> Explained {
+    route_inner(rules, text, None, true)
+}
+
+/// Rules first, then the model where routing asks it (or always, with `always_predict`).
+fn route_inner(
+    rules: &RuleSet,
+    text: &str,
+    thresholds: Option<&Thresholds>,
+    always_predict: bool,
+) -> Explained {
     let decision = rules.decide(text);
     let by_rules = decided_by_rules(rules, &decision);
-    let Some(model) = rules.model() else {
+    let asked = model_is_asked(rules, &decision, by_rules.kind);
+    let Some(model) = rules.model().filter(|_| asked || always_predict) else {
         return Explained {
             decided: by_rules,
             decision,
@@ -166,8 +162,16 @@ pub fn route_explained(rules: &RuleSet, text: &str) -> Explained {
         };
     };
     let prediction = model.classifier.predict(&decision.normalised);
-    let decided = if model_is_asked(rules, &by_rules) {
-        combine(rules, by_rules, &decision, &prediction, model.thresholds())
+    let decided = if asked {
+        let thresholds = thresholds.unwrap_or(model.thresholds());
+        combine(
+            rules,
+            &model.classifier,
+            by_rules,
+            &decision,
+            &prediction,
+            thresholds,
+        )
     } else {
         by_rules
     };
@@ -187,24 +191,30 @@ pub fn route_by_model_only(rules: &RuleSet, text: &str) -> Decided {
     };
     let prediction = model.classifier.predict(&decision.normalised);
     let every = Thresholds::all_at(0.0);
-    combine(rules, Decided::default(), &decision, &prediction, &every)
+    combine(
+        rules,
+        &model.classifier,
+        Decided::default(),
+        &decision,
+        &prediction,
+        &every,
+    )
 }
 
-/// Whether routing consults the model about what the rules decided.
-fn model_is_asked(rules: &RuleSet, by_rules: &Decided) -> bool {
-    match by_rules.kind {
+/// Whether routing consults the model about what the rules decided (`kind`, from `decision`).
+fn model_is_asked(rules: &RuleSet, decision: &Decision, kind: OutcomeKind) -> bool {
+    match kind {
         OutcomeKind::Fallback | OutcomeKind::Reply => true,
-        OutcomeKind::Escalate => by_rules
-            .rule
-            .as_deref()
-            .and_then(|id| rules.rule_by_id(id))
-            .is_some_and(|rule| rule.weak),
+        OutcomeKind::Escalate => decision
+            .winner()
+            .is_some_and(|winner| rules.rule(winner.rule).weak),
         OutcomeKind::Ignore => false,
     }
 }
 
 fn combine(
     rules: &RuleSet,
+    classifier: &Classifier,
     by_rules: Decided,
     decision: &Decision,
     prediction: &Prediction,
@@ -212,7 +222,7 @@ fn combine(
 ) -> Decided {
     let (label, probability) = prediction.best();
     if let Label::Escalate(queue) = label
-        && vetoed_queue(rules, decision, queue)
+        && vetoed(rules, decision, Some(queue))
     {
         // A rule writer's `none` term said this phrase does not go to this queue ("不会给差评的",
         // "投诉都没理由投诉"); the model does not put it back. With nothing else to say, the
@@ -244,7 +254,7 @@ fn combine(
             let needed = match label {
                 // A rule writer's `none` term vetoed an escalation to another queue here: the
                 // model needs the bar it needs to overrule a rule to escalate anyway.
-                Label::Escalate(_) if vetoed_escalation(rules, decision) => {
+                Label::Escalate(_) if vetoed(rules, decision, None) => {
                     thresholds.overrule_answer.max(thresholds.escalate)
                 }
                 Label::Escalate(_) => thresholds.escalate,
@@ -275,18 +285,12 @@ fn combine(
         }
         return by_rules;
     }
-    let terms: Vec<String> = rules
-        .model()
-        .map(|model| {
-            model
-                .classifier
-                .pushes(&decision.normalised, label, 3)
-                .into_iter()
-                .filter(|push| push.weight > 0.0)
-                .map(|push| push.ngram)
-                .collect()
-        })
-        .unwrap_or_default();
+    let terms: Vec<String> = classifier
+        .pushes(&decision.normalised, label, 3)
+        .into_iter()
+        .filter(|push| push.weight > 0.0)
+        .map(|push| push.ngram)
+        .collect();
     let mut why = format!("model {label} {probability:.2}: {}", terms.join(", "));
     if let Some(rule) = &by_rules.rule {
         let _ = write!(why, " (over rule {rule})");
@@ -311,20 +315,13 @@ fn combine(
     }
 }
 
-/// Whether an escalation rule to `queue` would have matched but for one of its `none` terms.
-fn vetoed_queue(rules: &RuleSet, decision: &Decision, queue: Queue) -> bool {
-    decision
-        .excluded
-        .iter()
-        .any(|exclusion| rules.rule(exclusion.rule).action.queue() == Some(queue))
-}
-
-/// Whether an escalation rule would have matched but for one of its `none` terms.
-fn vetoed_escalation(rules: &RuleSet, decision: &Decision) -> bool {
-    decision
-        .excluded
-        .iter()
-        .any(|exclusion| rules.rule(exclusion.rule).escalates())
+/// Whether an escalation rule — to `queue`, or to any queue when `None` — would have matched
+/// but for one of its `none` terms.
+fn vetoed(rules: &RuleSet, decision: &Decision, queue: Option<Queue>) -> bool {
+    decision.excluded.iter().any(|exclusion| {
+        let vetoed = rules.rule(exclusion.rule).action.queue();
+        vetoed.is_some() && (queue.is_none() || vetoed == queue)
+    })
 }
 
 fn decided_by_rules(rules: &RuleSet, decision: &Decision) -> Decided {

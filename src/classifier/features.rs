@@ -80,7 +80,8 @@ pub fn for_each_bucket(hashes: &[u64], buckets: u32, mut each: impl FnMut(u32)) 
 }
 
 /// The n-grams of `units` as people read them, in the order [`for_each_bucket`] visits them.
-pub fn ngram_texts(units: &[&str]) -> Vec<String> {
+#[cfg(test)]
+fn ngram_texts(units: &[&str]) -> Vec<String> {
     let mut texts = Vec::new();
     for n in 1..=MAX_N {
         for window in units.windows(n) {

@@ -213,14 +213,7 @@ impl Classifier {
         });
         let count = rows.len();
         let mut scores = vec![0f32; classes];
-        for row in rows.into_iter().filter(|&row| row != NO_ROW) {
-            let (Some(&scale), Some(weights)) = (
-                self.scales.get(row as usize),
-                self.weights
-                    .get(row as usize * classes..(row as usize + 1) * classes),
-            ) else {
-                continue;
-            };
+        for (scale, weights) in rows.into_iter().filter_map(|row| self.row_at(row)) {
             for (score, &weight) in scores.iter_mut().zip(weights) {
                 *score += f32::from(weight) * scale;
             }
@@ -278,8 +271,13 @@ impl Classifier {
             .collect()
     }
 
+    /// The scale and weights of `bucket`'s row, if training gave it one.
     fn row(&self, bucket: u32) -> Option<(f32, &[i8])> {
-        let row = *self.row_of_bucket.get(bucket as usize)?;
+        self.row_at(*self.row_of_bucket.get(bucket as usize)?)
+    }
+
+    /// The scale and weights of row number `row` ([`NO_ROW`] has none).
+    fn row_at(&self, row: u32) -> Option<(f32, &[i8])> {
         if row == NO_ROW {
             return None;
         }

@@ -186,36 +186,49 @@ pub struct ExamplesReport {
 
 /// Runs the model over every rule example.
 pub fn check_examples(rules: &crate::rules::RuleSet) -> ExamplesReport {
-    let mut report = ExamplesReport::default();
     let Some(model) = rules.model() else {
-        return report;
+        return ExamplesReport::default();
     };
+    let (checked, wrong_alone) = wrong_alone(rules, &model.classifier);
+    let mut overruled = Vec::new();
     for rule in rules.rules() {
-        let want = super::train::rule_label(&rule.action, rule.topic);
-        let model_knows = model.classifier.labels().contains(&want);
         for (example, _) in &rule.examples {
             let routed = crate::routing::route(rules, example);
             if routed.by == crate::routing::DecidedBy::Model {
-                report.overruled.push(format!(
+                overruled.push(format!(
                     "{} ({}): {example:?} — {}",
                     rule.id, rule.location, routed.why
                 ));
             }
-            if !model_knows {
-                continue;
-            }
-            report.checked += 1;
-            let (got, p) = model
-                .classifier
-                .predict(&crate::rules::normalise(example))
-                .best();
+        }
+    }
+    ExamplesReport {
+        checked,
+        wrong_alone,
+        overruled,
+    }
+}
+
+/// The rule examples `classifier` alone decides differently from their rule, one line each,
+/// and how many it was checked on (examples whose decision it has): for `check` and `train`.
+pub fn wrong_alone(rules: &crate::rules::RuleSet, classifier: &Classifier) -> (usize, Vec<String>) {
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for rule in rules.rules() {
+        let want = super::train::rule_label(&rule.action, rule.topic);
+        if !classifier.labels().contains(&want) {
+            continue;
+        }
+        for (example, _) in &rule.examples {
+            checked += 1;
+            let (got, p) = classifier.predict(&crate::rules::normalise(example)).best();
             if got != want {
-                report.wrong_alone.push(format!(
+                wrong.push(format!(
                     "{} ({}): {example:?} is {want}; the model alone says {got} {p:.2}",
                     rule.id, rule.location
                 ));
             }
         }
     }
-    report
+    (checked, wrong)
 }

@@ -115,8 +115,15 @@ impl Thresholds {
         ]
     }
 
-    /// Sets one threshold by name (for `eval --threshold name=value`).
+    /// Sets one threshold by name (for `eval --threshold name=value` and `--sweep`), or the
+    /// three no-rule ones together for `unmatched`. False for an unknown name.
     pub fn set(&mut self, name: &str, value: f32) -> bool {
+        if name == "unmatched" {
+            self.answer = value;
+            self.escalate = value;
+            self.quiet = value;
+            return true;
+        }
         let slot = match name {
             "answer" => &mut self.answer,
             "escalate" => &mut self.escalate,

@@ -10,7 +10,6 @@
 //! here because a library generator's stream may change between versions and the same inputs
 //! must give the same model byte for byte.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -115,14 +114,14 @@ impl Corpus {
     /// Leaves out every message that two training files give different decisions: the model
     /// cannot learn both, and which one is right is for a person to settle.
     fn drop_conflicts(&mut self) {
-        let mut first: std::collections::HashMap<String, (Label, usize)> =
+        let keys: Vec<String> = self.examples.iter().map(|e| normalise(&e.text)).collect();
+        let mut first: std::collections::HashMap<&str, (Label, usize)> =
             std::collections::HashMap::new();
         let mut clashing = std::collections::HashSet::new();
-        for (index, example) in self.examples.iter().enumerate() {
-            let key = normalise(&example.text);
-            match first.get(&key) {
+        for (index, (example, key)) in self.examples.iter().zip(&keys).enumerate() {
+            match first.get(key.as_str()) {
                 Some(&(label, at)) if label != example.label => {
-                    if clashing.insert(key.clone()) {
+                    if clashing.insert(key.as_str()) {
                         self.conflicts.push((
                             example.text.clone(),
                             self.examples[at].origin.clone(),
@@ -137,8 +136,11 @@ impl Corpus {
             }
         }
         if !clashing.is_empty() {
-            self.examples
-                .retain(|example| !clashing.contains(&normalise(&example.text)));
+            let mut keys = keys.iter();
+            self.examples.retain(|_| {
+                keys.next()
+                    .is_none_or(|key| !clashing.contains(key.as_str()))
+            });
         }
     }
 
@@ -198,7 +200,7 @@ impl Corpus {
             digest.update(&example.text);
             digest.update([0x1f, example.weight.min(255) as u8, b'\n']);
         }
-        hex(&digest.finalize())
+        format!("{:x}", digest.finalize())
     }
 
     /// How many examples each label has.
@@ -221,14 +223,6 @@ pub fn rule_label(action: &Action, topic: Topic) -> Label {
         Action::Reply { .. } if matches!(topic, Topic::Thanks | Topic::Other) => Label::Quiet,
         Action::Reply { .. } => Label::Answer(topic),
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut out, b| {
-        use fmt::Write as _;
-        let _ = write!(out, "{b:02x}");
-        out
-    })
 }
 
 /// A small, fixed pseudo-random stream (SplitMix64).

@@ -364,17 +364,6 @@ pub fn sweep_values() -> Vec<f32> {
     values
 }
 
-/// Sets the threshold `name` (or all three no-rule thresholds, for `unmatched`) to `value`.
-pub fn set_threshold(thresholds: &mut Thresholds, name: &str, value: f32) -> bool {
-    if name == "unmatched" {
-        thresholds.answer = value;
-        thresholds.escalate = value;
-        thresholds.quiet = value;
-        return true;
-    }
-    thresholds.set(name, value)
-}
-
 /// One row of a sweep table.
 pub fn sweep_row(value: f32, scores: &Scores, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(

@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use super::{CliError, RuleDirs};
 use crate::classifier::serving::{self, MODEL_DIR, TRAINING_DIR};
-use crate::classifier::train::rule_label;
 use crate::classifier::{Corpus, ModelSettings, file, train};
 use crate::diagnostics::Sources;
 use crate::rules::{Layer, load_without_model, normalise};
@@ -63,22 +62,7 @@ pub fn run(
         .iter()
         .filter(|e| model.predict(&normalise(&e.text)).best().0 != e.label)
         .count();
-    let mut rule_example_errors = Vec::new();
-    for rule in rules.rules() {
-        let want = rule_label(&rule.action, rule.topic);
-        if !model.labels().contains(&want) {
-            continue;
-        }
-        for (example, _) in &rule.examples {
-            let (got, p) = model.predict(&normalise(example)).best();
-            if got != want {
-                rule_example_errors.push(format!(
-                    "rule {}: {example:?} is {want}, the model says {got} ({p:.2})",
-                    rule.id
-                ));
-            }
-        }
-    }
+    let (_, rule_example_errors) = serving::wrong_alone(&rules, &model);
 
     let path = out.unwrap_or_else(|| dirs.rules.join(MODEL_DIR).join(&settings.file));
     if let Some(parent) = path.parent() {
