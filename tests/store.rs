@@ -28,6 +28,7 @@ async fn record_inbound(
         text: text.to_owned(),
         parts: Vec::new(),
         at_ms,
+        decision: None,
     });
     Ok(matches!(
         store.commit_turn(turn).await?,

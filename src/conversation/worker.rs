@@ -29,7 +29,8 @@ use crate::replies::RenderContext;
 use crate::routing::{OutcomeKind, route};
 use crate::rules::RuleSet;
 use crate::store::{
-    EscalationStep, InboundLine, OutboundLine, Store, StoreError, Turn, TurnOutcome, now_ms,
+    DecisionRecord, EscalationStep, InboundLine, OutboundLine, Store, StoreError, Turn,
+    TurnOutcome, now_ms,
 };
 
 /// A private message as the conversation sees it.
@@ -304,6 +305,12 @@ impl<O: Outbox> Worker<O> {
             text: transcript_text(message),
             parts: message.parts.clone(),
             at_ms: now,
+            decision: Some(DecisionRecord {
+                action: decided.kind.as_str().to_owned(),
+                topic: decided.topic_name().to_owned(),
+                rule: decided.rule.clone(),
+                decided_by: decided.by.as_str().to_owned(),
+            }),
         });
         let outgoing = self.steps_into_turn(&plan, rules, &before, &mut turn, &message.text, now);
         let committed = store.commit_turn(turn.clone()).await?;
@@ -612,6 +619,7 @@ impl<O: Outbox> Worker<O> {
             text: transcript_text(message),
             parts: message.parts.clone(),
             at_ms: now,
+            decision: None,
         });
         if let TurnOutcome::Applied { .. } = self.shared.store.commit_turn(turn.clone()).await? {
             if turn.conversation.state == ConversationState::Paused

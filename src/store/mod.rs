@@ -37,7 +37,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use error::StoreError;
-pub use ops::{AccountOp, EscalationStep, InboundLine, OutboundLine, Turn, TurnOutcome};
+pub use ops::{
+    AccountOp, DecisionRecord, EscalationStep, InboundLine, OutboundLine, Turn, TurnOutcome,
+};
 pub use writer::Fault;
 
 use crate::model::{

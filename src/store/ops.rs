@@ -22,6 +22,20 @@ pub struct InboundLine {
     pub text: String,
     pub parts: Vec<Part>,
     pub at_ms: i64,
+    /// What routing made of a buyer message, kept with its line for the shift report.
+    pub decision: Option<DecisionRecord>,
+}
+
+/// What routing decided for one buyer message, in the names `xiaoer route` prints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecisionRecord {
+    /// `reply`, `escalate`, `fallback` or `ignore`.
+    pub action: String,
+    /// The topic, `fallback` when nothing matched.
+    pub topic: String,
+    pub rule: Option<String>,
+    /// `rule`, `model` or `none`.
+    pub decided_by: String,
 }
 
 /// A message to the buyer, recorded as [`Delivery::Pending`] before it is sent.

@@ -40,6 +40,7 @@ fn inbound(user: &str, id: &str) -> Op {
         text: format!("text of {id}"),
         parts: Vec::new(),
         at_ms: 1,
+        decision: None,
     });
     Op::Turn(Box::new(turn))
 }

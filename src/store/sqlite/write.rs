@@ -13,7 +13,9 @@ use crate::model::{
     EscalationState, Queue, TranscriptEntry,
 };
 use crate::store::StoreError;
-use crate::store::ops::{AccountOp, EscalationStep, InboundLine, Op, Reply, Turn, TurnOutcome};
+use crate::store::ops::{
+    AccountOp, DecisionRecord, EscalationStep, InboundLine, Op, Reply, Turn, TurnOutcome,
+};
 
 /// The writer's side of a SQLite store.
 pub(crate) struct SqliteWriter {
@@ -99,7 +101,7 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Reply, StoreError
         .await
         .map(|_| Reply::Done)
         .map_err(|e| StoreError::query(cx(), e)),
-        Op::Append(entry) => insert_transcript(&mut *conn, entry)
+        Op::Append(entry) => insert_transcript(&mut *conn, entry, None)
             .await
             .map(|_| Reply::Done)
             .map_err(|e| StoreError::query(cx(), e)),
@@ -162,9 +164,13 @@ async fn apply_turn(
         if !insert_inbound_id(conn, key, inbound).await.map_err(db)? {
             return Ok(TurnOutcome::Duplicate);
         }
-        insert_transcript(&mut *conn, &inbound_entry(key, inbound))
-            .await
-            .map_err(db)?;
+        insert_transcript(
+            &mut *conn,
+            &inbound_entry(key, inbound),
+            inbound.decision.as_ref(),
+        )
+        .await
+        .map_err(db)?;
     }
     let version = stored_version + 1;
     upsert_conversation(conn, turn, version).await.map_err(db)?;
@@ -188,7 +194,11 @@ async fn apply_turn(
             delivery: Some(Delivery::Pending),
             at_ms: line.at_ms,
         };
-        outbound.push(insert_transcript(&mut *conn, &entry).await.map_err(db)?);
+        outbound.push(
+            insert_transcript(&mut *conn, &entry, None)
+                .await
+                .map_err(db)?,
+        );
     }
     Ok(TurnOutcome::Applied {
         version,
@@ -440,15 +450,18 @@ async fn upsert_conversation(
     Ok(())
 }
 
-/// Inserts a transcript line; returns its id.
+/// Inserts a transcript line, with what routing decided when it is a buyer message; returns
+/// its id.
 pub(crate) async fn insert_transcript<'e>(
     conn: impl SqliteExecutor<'e>,
     entry: &TranscriptEntry,
+    decision: Option<&DecisionRecord>,
 ) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO transcript \
-         (platform, self_id, user_id, direction, sender, message_id, body, parts, delivery, at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+         (platform, self_id, user_id, direction, sender, message_id, body, parts, delivery, at_ms, \
+         action, topic, rule, decided_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
     )
     .bind(&entry.key.platform)
     .bind(&entry.key.self_id)
@@ -460,6 +473,10 @@ pub(crate) async fn insert_transcript<'e>(
     .bind(rows::parts_json(&entry.parts))
     .bind(entry.delivery.map(Delivery::as_str))
     .bind(entry.at_ms)
+    .bind(decision.map(|d| d.action.as_str()))
+    .bind(decision.map(|d| d.topic.as_str()))
+    .bind(decision.and_then(|d| d.rule.as_deref()))
+    .bind(decision.map(|d| d.decided_by.as_str()))
     .fetch_one(conn)
     .await
 }
