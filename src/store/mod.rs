@@ -38,7 +38,8 @@ use tokio::task::JoinHandle;
 
 pub use error::StoreError;
 pub use ops::{
-    AccountOp, DecisionRecord, EscalationStep, InboundLine, OutboundLine, Turn, TurnOutcome,
+    AccountOp, DecisionRecord, EscalationStep, InboundLine, OutboundLine, OutboxOp, Turn,
+    TurnOutcome,
 };
 pub use writer::Fault;
 
@@ -119,6 +120,51 @@ pub struct Session {
     pub csrf: String,
     pub created_ms: i64,
     pub last_seen_ms: i64,
+}
+
+/// A notification waiting in the outbox, as it was when its event happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub id: i64,
+    /// The idempotency key receivers see, the same on every attempt.
+    pub key: String,
+    /// `escalation.created`, `escalation.raised`, `sla.warning`, `sla.breach`, `clock.warning`.
+    pub event: String,
+    pub chat: ConversationKey,
+    pub queue: Queue,
+    pub escalation_id: Option<i64>,
+    pub first_message: String,
+    pub detail: String,
+    pub at_ms: i64,
+}
+
+/// A delivery of a notification to one target that is due.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueDelivery {
+    pub entry: OutboxEntry,
+    pub target: String,
+    /// Attempts made so far.
+    pub attempts: i64,
+}
+
+/// A delivery given up on, shown in the console until it is retried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub entry: OutboxEntry,
+    pub target: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub given_up_ms: i64,
+}
+
+/// How many deliveries are in each state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    pub pending: i64,
+    pub delivered: i64,
+    pub dead: i64,
+    /// Notifications whose deliveries are not planned yet.
+    pub unplanned: i64,
 }
 
 /// One of an agent's own quick phrases.
@@ -464,6 +510,66 @@ impl Store {
             .conversation(key)
             .await?
             .unwrap_or_else(|| Conversation::new(key.clone(), now_ms)))
+    }
+
+    /// Changes the notification outbox and waits for the commit.
+    ///
+    /// # Errors
+    ///
+    /// A failed write, a closed or read-only store.
+    pub async fn outbox(&self, op: OutboxOp) -> Result<(), StoreError> {
+        self.submit(Op::Outbox(op)).await.map(|_| ())
+    }
+
+    /// Up to `limit` notifications whose deliveries are not planned yet, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// If the read fails.
+    pub async fn unplanned_notifications(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        match &self.inner.reader {
+            Reader::Sqlite(r) => sqlite::outbox::unfanned(&r.pool, limit).await,
+        }
+    }
+
+    /// Up to `limit` deliveries due at `now_ms`, oldest notification first.
+    ///
+    /// # Errors
+    ///
+    /// If the read fails.
+    pub async fn due_deliveries(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        match &self.inner.reader {
+            Reader::Sqlite(r) => sqlite::outbox::due(&r.pool, now_ms, limit).await,
+        }
+    }
+
+    /// Up to `limit` dead-lettered deliveries, newest first.
+    ///
+    /// # Errors
+    ///
+    /// If the read fails.
+    pub async fn dead_letters(&self, limit: i64) -> Result<Vec<DeadLetter>, StoreError> {
+        match &self.inner.reader {
+            Reader::Sqlite(r) => sqlite::outbox::dead(&r.pool, limit).await,
+        }
+    }
+
+    /// Deliveries by state.
+    ///
+    /// # Errors
+    ///
+    /// If the read fails.
+    pub async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        match &self.inner.reader {
+            Reader::Sqlite(r) => sqlite::outbox::counts(&r.pool).await,
+        }
     }
 
     /// Escalations that are open or claimed, oldest first.

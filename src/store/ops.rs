@@ -199,11 +199,49 @@ pub enum AccountOp {
     },
 }
 
+/// A change to the notification outbox (see `migrations/sqlite/0005_operations.sql`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutboxOp {
+    /// A notification caused by time passing rather than by a turn (an SLA or response-clock
+    /// warning), about escalation `escalation_id`; a `key` already in the outbox is left alone.
+    Enqueue {
+        key: String,
+        event: String,
+        escalation_id: i64,
+        detail: String,
+        at_ms: i64,
+    },
+    /// One pending delivery per target that wants the notification, first due at `due_ms`; the
+    /// notification is then fanned out even when no target wants it.
+    FanOut {
+        outbox_id: i64,
+        targets: Vec<String>,
+        due_ms: i64,
+    },
+    /// The target took it.
+    Delivered {
+        outbox_id: i64,
+        target: String,
+        at_ms: i64,
+    },
+    /// The attempt failed; try again at `retry_at_ms`, or never (`None`: dead-lettered).
+    Failed {
+        outbox_id: i64,
+        target: String,
+        error: String,
+        retry_at_ms: Option<i64>,
+        at_ms: i64,
+    },
+    /// Dead-lettered deliveries to `target` (every target when `None`) are tried again now.
+    Revive { target: Option<String>, at_ms: i64 },
+}
+
 /// One write (or a barrier) for the writer.
 #[derive(Debug)]
 pub(crate) enum Op {
     Turn(Box<Turn>),
     Account(AccountOp),
+    Outbox(OutboxOp),
     /// What became of an outbound line after the send.
     MarkDelivery {
         line: i64,
@@ -252,6 +290,19 @@ impl Op {
                 AccountOp::DeletePhrase { agent, id } => {
                     format!("delete quick phrase {id} of {agent}")
                 }
+            },
+            Op::Outbox(op) => match op {
+                OutboxOp::Enqueue { key, .. } => format!("queue notification {key}"),
+                OutboxOp::FanOut { outbox_id, .. } => {
+                    format!("plan the deliveries of notification {outbox_id}")
+                }
+                OutboxOp::Delivered {
+                    outbox_id, target, ..
+                } => format!("mark notification {outbox_id} delivered to {target}"),
+                OutboxOp::Failed {
+                    outbox_id, target, ..
+                } => format!("record a failed delivery of notification {outbox_id} to {target}"),
+                OutboxOp::Revive { .. } => "retry dead-lettered notifications".to_owned(),
             },
             Op::MarkDelivery { line, delivery, .. } => {
                 format!("mark transcript line {line} as {}", delivery.as_str())

@@ -21,7 +21,7 @@ pub(crate) const ESCALATION_COLUMNS: &str = "id, platform, self_id, user_id, que
 pub(crate) const TRANSCRIPT_COLUMNS: &str =
     "platform, self_id, user_id, direction, sender, message_id, body, parts, delivery, at_ms";
 
-fn get<'r, T>(row: &'r SqliteRow, column: &str, context: &str) -> Result<T, StoreError>
+pub(crate) fn get<'r, T>(row: &'r SqliteRow, column: &str, context: &str) -> Result<T, StoreError>
 where
     T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
 {
@@ -29,7 +29,7 @@ where
         .map_err(|e| StoreError::query(format!("read column {column} while {context}"), e))
 }
 
-fn key(row: &SqliteRow, context: &str) -> Result<ConversationKey, StoreError> {
+pub(crate) fn key(row: &SqliteRow, context: &str) -> Result<ConversationKey, StoreError> {
     Ok(ConversationKey {
         platform: get(row, "platform", context)?,
         self_id: get(row, "self_id", context)?,

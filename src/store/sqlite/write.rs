@@ -86,6 +86,10 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Reply, StoreError
     match op {
         Op::Turn(turn) => apply_turn(conn, turn, op).await.map(Reply::Turn),
         Op::Account(account) => apply_account(conn, account, op).await,
+        Op::Outbox(change) => super::outbox::apply(conn, change)
+            .await
+            .map(|()| Reply::Done)
+            .map_err(|e| StoreError::query(cx(), e)),
         Op::MarkDelivery {
             line,
             delivery,
@@ -246,6 +250,8 @@ async fn apply_step(
 ) -> Result<i64, sqlx::Error> {
     let key = turn.key();
     let at = turn.at_ms;
+    // The notification this step causes, written with it so that a crash cannot separate them.
+    let mut notify = None;
     let (id, kind, queue) = match step {
         EscalationStep::Open {
             queue,
@@ -270,6 +276,7 @@ async fn apply_step(
             .bind(first_message)
             .fetch_optional(&mut *conn)
             .await?;
+            notify = inserted.is_some().then_some("escalation.created");
             let id = match inserted {
                 Some(id) => id,
                 // The chat already waits (written by another process): it keeps its place.
@@ -304,6 +311,7 @@ async fn apply_step(
                 .bind(reason)
                 .execute(&mut *conn)
                 .await?;
+            notify = Some("escalation.raised");
             (*id, EscalationEvent::Raised, *queue)
         }
         EscalationStep::Claim { id, agent } => {
@@ -357,9 +365,9 @@ async fn apply_step(
             (*id, EscalationEvent::Closed, queue_of(found.as_ref()))
         }
     };
-    sqlx::query(
+    let event: i64 = sqlx::query_scalar(
         "INSERT INTO escalation_events (escalation_id, kind, queue, actor, detail, at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(id)
     .bind(kind.as_str())
@@ -367,9 +375,48 @@ async fn apply_step(
     .bind(turn.actor.to_string())
     .bind(&turn.reason)
     .bind(at)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
+    if let Some(notify) = notify {
+        enqueue_notification(
+            &mut *conn,
+            &format!("{notify}:{id}:{event}"),
+            notify,
+            id,
+            &turn.reason,
+            at,
+        )
+        .await?;
+    }
     Ok(id)
+}
+
+/// Puts a notification about escalation `id` in the outbox, as the escalation stands now; a key
+/// already there is left alone, so an event noticed twice is delivered once.
+pub(crate) async fn enqueue_notification(
+    conn: &mut SqliteConnection,
+    key: &str,
+    event: &str,
+    id: i64,
+    detail: &str,
+    at_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO outbox \
+         (key, event, platform, self_id, user_id, queue, escalation_id, first_message, detail, at_ms) \
+         SELECT $1, $2, platform, self_id, user_id, queue, id, first_message, $4, $5 \
+         FROM escalations WHERE id = $3 \
+         ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(key)
+    .bind(event)
+    .bind(id)
+    .bind(detail)
+    .bind(at_ms)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(inserted > 0)
 }
 
 fn queue_of(escalation: Option<&Escalation>) -> Queue {
