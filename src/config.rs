@@ -77,6 +77,9 @@ pub struct Config {
     pub worker_idle: Duration,
     /// The agent console (`[console]`); off unless `listen` is set.
     pub console: ConsoleSettings,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served on their own (`[metrics] listen`,
+    /// `--metrics`); they are on the console's listener too when it is on.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Where each setting's value came from, for error messages. [`Config::load`] fills it in; a
     /// `Config` built in code can leave it empty (its errors then name no origin).
     pub origins: Origins,
@@ -99,6 +102,7 @@ impl Default for Config {
             watch: true,
             worker_idle: Duration::from_secs(300),
             console: ConsoleSettings::default(),
+            metrics_listen: None,
             origins: Origins::default(),
             warnings: Vec::new(),
         }
@@ -368,6 +372,8 @@ pub struct Overrides {
     pub store: Option<String>,
     /// Where the console listens, parsed when applied.
     pub console: Option<String>,
+    /// Where `/metrics` listens on its own, parsed when applied.
+    pub metrics: Option<String>,
 }
 
 /// One setting that the environment (and perhaps a flag) can set.
@@ -451,6 +457,15 @@ pub const OVERRIDES: &[Knob] = &[
         setting: "console.listen",
         parse: |o, v| {
             o.console = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Knob {
+        env: "XIAOER_METRICS",
+        flag: Some("--metrics"),
+        setting: "metrics.listen",
+        parse: |o, v| {
+            o.metrics = Some(v.to_string());
             Ok(())
         },
     },
@@ -624,6 +639,15 @@ impl Config {
                     self.origins.set("console.listen", origin);
                 }
                 Err(error) => problems.push(Problem::new("console.listen", Some(origin), error)),
+            }
+        }
+        if let Some((addr, origin)) = pick("metrics.listen", &flags.metrics, &env.metrics) {
+            match socket_address(addr) {
+                Ok(addr) => {
+                    self.metrics_listen = Some(addr);
+                    self.origins.set("metrics.listen", origin);
+                }
+                Err(error) => problems.push(Problem::new("metrics.listen", Some(origin), error)),
             }
         }
         if let Some((url, origin)) = pick("store", &flags.store, &env.store) {
@@ -894,6 +918,7 @@ const KEYS: &[&str] = &[
     "conversation",
     "escalation",
     "console",
+    "metrics",
     "listen",
     "public_url",
     "secure_cookie",
@@ -931,6 +956,7 @@ struct RawConfig {
     conversation: RawConversation,
     escalation: RawEscalation,
     console: RawConsole,
+    metrics: RawMetrics,
     /// Renamed to `worker_idle`; read only to say so.
     worker_idle_secs: Raw,
 }
@@ -978,6 +1004,12 @@ struct RawConsole {
     session_max: Raw,
     lease: Raw,
     sla: Raw,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct RawMetrics {
+    listen: Raw,
 }
 
 #[derive(Deserialize, Default)]
@@ -1174,6 +1206,12 @@ impl FileReader<'_> {
         self.read_conversation(raw.conversation);
         self.read_escalation(raw.escalation);
         self.read_console(raw.console);
+        let key = "metrics.listen";
+        if let Some(v) = self.take(key, key, raw.metrics.listen, |v| {
+            socket_address(&string(v)?)
+        }) {
+            self.config.metrics_listen = Some(v);
+        }
     }
 
     fn read_console(&mut self, raw: RawConsole) {

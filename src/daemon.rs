@@ -27,6 +27,7 @@ use crate::conversation::worker::{
 };
 use crate::gateway::Card;
 use crate::gateway::{self, GatewayEvent, GatewayHandle};
+use crate::metrics::Metrics;
 use crate::model::{ChatEvent, ConversationKey, Part};
 use crate::reload::{LiveRules, Reloads, RuleBook, RuleBookError, RuleSources, run_reloader};
 use crate::rules::Layer;
@@ -62,11 +63,17 @@ pub enum DaemonError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot serve /metrics on {addr}: {source} (pick another with --metrics)")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Sends replies through the gateway that serves the chat's shop.
 struct GatewayOutbox {
     gateways: Vec<GatewayHandle>,
+    metrics: Arc<Metrics>,
     /// Which gateway (index) last delivered a message for a shop account.
     routes: RwLock<HashMap<(String, String), usize>>,
 }
@@ -109,9 +116,12 @@ impl Outbox for GatewayOutbox {
             .send_message(&key.platform, &key.self_id, &key.user_id, text)
             .await
             .map(|sent| sent.message_id)
-            .map_err(|error| SendFailure {
-                reason: format!("gateway {}: {error}", gateway.name()),
-                maybe_delivered: error.may_have_been_delivered(),
+            .map_err(|error| {
+                self.metrics.send_failed(error.metric_label());
+                SendFailure {
+                    reason: format!("gateway {}: {error}", gateway.name()),
+                    maybe_delivered: error.may_have_been_delivered(),
+                }
             })
     }
 }
@@ -185,6 +195,7 @@ pub struct Running {
     shutdown: CancellationToken,
     task: JoinHandle<()>,
     console_addr: Option<std::net::SocketAddr>,
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// What the console and other parts running beside the daemon use: the store, the chat events,
@@ -198,6 +209,7 @@ pub struct Handle {
     reload: mpsc::Sender<()>,
     reloads: tokio::sync::watch::Receiver<Reloads>,
     gateways: Vec<GatewayHandle>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::ops::Deref for Running {
@@ -260,8 +272,11 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         });
     }
     drop(events_tx);
+    let metrics = Arc::new(Metrics::new());
+    store.record_metrics(Arc::clone(&metrics));
     let outbox = Arc::new(GatewayOutbox {
         gateways: gateways.clone(),
+        metrics: Arc::clone(&metrics),
         routes: RwLock::new(HashMap::new()),
     });
     let (chat_events, _) = broadcast::channel(EVENT_BUFFER);
@@ -273,6 +288,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         escalation: config.escalation.clone(),
         shop_names: config.shop_names(),
         events: chat_events.clone(),
+        metrics: Arc::clone(&metrics),
     });
     let workers = TaskTracker::new();
     let dispatcher = Dispatcher::new(shared, workers.clone(), config.worker_idle());
@@ -313,6 +329,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         reload,
         reloads,
         gateways,
+        metrics,
     };
     let console = match config.console.listen {
         None => None,
@@ -338,6 +355,10 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         }
     };
     let console_addr = console.as_ref().map(|(_, _, _, addr)| *addr);
+    let metrics_addr = match config.metrics_listen {
+        None => None,
+        Some(addr) => Some(serve_metrics(addr, handle.clone(), shutdown.clone()).await?),
+    };
     let parts = Serving {
         console: console.map(|(server, stop, timers, _)| (server, stop, timers)),
         ..parts
@@ -348,7 +369,30 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         shutdown,
         task,
         console_addr,
+        metrics_addr,
     })
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on a listener of their own until `shutdown`.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    handle: Handle,
+    shutdown: CancellationToken,
+) -> Result<std::net::SocketAddr, DaemonError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Metrics { addr, source })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    tokio::spawn(async move {
+        let served = axum::serve(listener, crate::metrics::router(handle))
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "/metrics stopped serving");
+        }
+    });
+    info!(addr = %bound, "metrics listening");
+    Ok(bound)
 }
 
 /// How often claimed chats are checked for lapsed leases and sessions for expiry.
@@ -381,6 +425,11 @@ impl Running {
     /// Where the console listens, when it is on.
     pub fn console_addr(&self) -> Option<std::net::SocketAddr> {
         self.console_addr
+    }
+
+    /// Where `/metrics` is served on its own, when `[metrics] listen` is set.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
     }
 
     /// A handle for parts that run beside the daemon.
@@ -471,6 +520,11 @@ impl Handle {
     /// How many reloads succeeded and failed so far; changes after each attempt.
     pub fn reloads(&self) -> tokio::sync::watch::Receiver<Reloads> {
         self.reloads.clone()
+    }
+
+    /// The daemon's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// How many gateways are connected right now.
@@ -673,11 +727,17 @@ fn handle_event(
     dispatcher: &mut Dispatcher<Arc<GatewayOutbox>>,
 ) {
     match event {
-        GatewayEvent::Connected { gateway: name } => info!(gateway = %name, "gateway connected"),
+        GatewayEvent::Connected { gateway: name } => {
+            outbox.metrics.gateway_up(&name, true);
+            info!(gateway = %name, "gateway connected");
+        }
         GatewayEvent::Disconnected {
             gateway: name,
             reason,
-        } => warn!(gateway = %name, %reason, "gateway disconnected; reconnecting"),
+        } => {
+            outbox.metrics.gateway_up(&name, false);
+            warn!(gateway = %name, %reason, "gateway disconnected; reconnecting");
+        }
         GatewayEvent::Status {
             gateway: name,
             status,

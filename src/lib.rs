@@ -31,6 +31,8 @@
 //! - [`daemon`]: `start(config) -> Running`: gateways, chat workers, store, reload, chat events,
 //!   agents' commands; phased shutdown.
 //! - [`reload`]: the live rule sets (shared and per-shop overlays) and their hot reload.
+//! - [`metrics`]: the Prometheus registry every part records into, and the `/metrics`,
+//!   `/healthz` and `/readyz` router.
 //! - [`console`]: the agent console (axum, maud, htmx, server-sent events): logins and sessions,
 //!   the queue, a chat, replies and actions through the chat's worker, shift handover.
 //! - [`accounts`]: console accounts: argon2id password hashes, add, passwords, disabling.
@@ -48,6 +50,7 @@ pub mod devgateway;
 pub mod diagnostics;
 pub mod escalation;
 pub mod gateway;
+pub mod metrics;
 pub mod model;
 pub mod reload;
 pub mod replies;

@@ -41,6 +41,9 @@ pub struct RunArgs {
     /// Serve the agent console at this address, e.g. 127.0.0.1:8781 (off unless set).
     #[arg(long, value_name = "ADDR")]
     pub console: Option<String>,
+    /// Serve /metrics, /healthz and /readyz on their own at this address, e.g. 127.0.0.1:9781.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     /// `text` for people, `json` (one object a line) for log shippers.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -63,6 +66,7 @@ impl RunArgs {
             watch: None,
             store: self.store.clone(),
             console: self.console.clone(),
+            metrics: self.metrics.clone(),
         };
         // `vars_os`, not `vars`: a variable that is not UTF-8 (which `vars` panics on) cannot be
         // one of ours, so it is skipped rather than taken down with the rest.

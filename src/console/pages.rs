@@ -62,12 +62,11 @@ pub fn app(state: ConsoleState) -> Router {
         .route("/phrases/{id}/delete", post(delete_phrase))
         .route("/events", get(events))
         .route("/static/{file}", get(asset))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
         .layer(middleware::from_fn_with_state(state.clone(), csrf_guard))
         .layer(middleware::from_fn(security_headers))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::metrics::router(state.daemon().clone()))
 }
 
 async fn security_headers(request: Request, next: Next) -> Response {
@@ -750,33 +749,6 @@ async fn events(
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
-}
-
-// ---- health ---------------------------------------------------------------------------------
-
-/// Alive: the process answers. No login, no buyer data.
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-/// Ready to take messages: the store can write and at least one gateway is connected.
-async fn readyz(State(state): State<ConsoleState>) -> Response {
-    let mut problems = Vec::new();
-    if let Some(failure) = state.store().write_failure() {
-        problems.push(format!("store: {failure}"));
-    }
-    if state.daemon().gateways_connected() == 0 {
-        problems.push("no gateway connected".to_owned());
-    }
-    if problems.is_empty() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {}\n", problems.join("; ")),
-        )
-            .into_response()
-    }
 }
 
 // ---- embedded assets ------------------------------------------------------------------------

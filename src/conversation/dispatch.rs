@@ -217,6 +217,7 @@ mod tests {
             escalation: EscalationPolicy::default(),
             shop_names: Default::default(),
             events: tokio::sync::broadcast::channel(16).0,
+            metrics: Default::default(),
         });
         // Real I/O above; from here on, time only moves when the test says so.
         tokio::time::pause();
@@ -306,6 +307,7 @@ mod reaping {
             escalation: EscalationPolicy::default(),
             shop_names: Default::default(),
             events: tokio::sync::broadcast::channel(16).0,
+            metrics: Default::default(),
         });
         let idle = Duration::from_millis(20);
         let mut dispatcher = Dispatcher::new(shared, TaskTracker::new(), idle);

@@ -153,6 +153,7 @@ pub struct Shared<O> {
     pub shop_names: ShopNames,
     /// Chat events, announced after their commit.
     pub events: broadcast::Sender<ChatEvent>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A message the worker could not handle; the chat goes on with the next one.
@@ -247,13 +248,19 @@ impl<O: Outbox> Worker<O> {
             return Ok(());
         }
         let now = now_ms();
+        let started = std::time::Instant::now();
         let rules = self.shared.rules.load().for_shop(&self.key.self_id);
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result = self.try_message(&message, &rules, now).await;
             match result {
-                Ok(()) => return Ok(()),
+                Ok(answered) => {
+                    if answered {
+                        self.shared.metrics.bot_first_response(started.elapsed());
+                    }
+                    return Ok(());
+                }
                 Err(error) if retry_after(attempt, &error, &self.key).await => {}
                 Err(source) => {
                     return Err(WorkerError::NotStored {
@@ -266,13 +273,14 @@ impl<O: Outbox> Worker<O> {
         }
     }
 
-    /// Plans and commits one buyer message, then sends what it promised.
+    /// Plans and commits one buyer message, then sends what it promised; true when a reply
+    /// reached the gateway.
     async fn try_message(
         &mut self,
         message: &ChatMessage,
         rules: &RuleSet,
         now: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let store = self.shared.store.clone();
         // Read fresh every time: an agent may have claimed or closed the chat meanwhile.
         let mut conversation = store.conversation_or_new(&self.key, now).await?;
@@ -321,19 +329,22 @@ impl<O: Outbox> Worker<O> {
         } = committed
         else {
             info!(chat = %self.key, message_id = %message.message_id, "redelivered message ignored");
-            return Ok(());
+            return Ok(false);
         };
         self.recent_replies = recent;
+        self.shared.metrics.message_received(&self.key.self_id);
+        self.shared.metrics.decision(&decided);
         self.announce(&before, &turn, escalation);
+        let mut answered = false;
         for (line, reply) in outbound.into_iter().zip(outgoing) {
-            let _ = self.deliver(line, &reply.text, reply.sender).await;
+            answered |= self.deliver(line, &reply.text, reply.sender).await.is_ok();
         }
         for step in &plan.steps {
             if let Step::Suppressed { key } = step {
                 warn!(chat = %self.key, reply = %key, "reply held back by the per-chat rate limit");
             }
         }
-        Ok(())
+        Ok(answered)
     }
 
     /// Routes the message's text; a message without text is recorded and answered by no rule,
@@ -503,6 +514,7 @@ impl<O: Outbox> Worker<O> {
             };
             let Some(id) = id else { continue };
             if kind == EscalationEvent::Opened {
+                self.shared.metrics.escalated(queue);
                 info!(chat = %key, %queue, escalation = id, reason = %turn.reason, "escalated");
             } else {
                 info!(chat = %key, escalation = id, event = %kind, actor = %turn.actor, "escalation {kind}");
@@ -534,6 +546,9 @@ impl<O: Outbox> Worker<O> {
         let result = self.shared.outbox.send(&self.key, text).await;
         let (delivery, message_id) = match &result {
             Ok(message_id) => {
+                self.shared
+                    .metrics
+                    .message_sent(&self.key.self_id, matches!(sender, Sender::Agent(_)));
                 if let Some(last) = self.sent.back_mut() {
                     last.0 = message_id.clone();
                 }
@@ -656,6 +671,13 @@ impl<O: Outbox> Worker<O> {
                     holder,
                 });
             }
+            // The first person to answer since the chat was handed over ends the buyer's wait.
+            let first_answer = escalation.as_ref().and_then(|e| {
+                (conversation
+                    .last_staff_ms
+                    .is_none_or(|at| at < e.created_ms))
+                .then_some(e.created_ms)
+            });
             conversation.last_staff_ms = Some(now);
             let mut turn = Turn::new(
                 conversation,
@@ -669,20 +691,32 @@ impl<O: Outbox> Worker<O> {
                 at_ms: now,
             });
             match self.shared.store.commit_turn(turn).await {
-                Ok(TurnOutcome::Applied { outbound, .. }) => break outbound.first().copied(),
+                Ok(TurnOutcome::Applied { outbound, .. }) => {
+                    break outbound
+                        .first()
+                        .copied()
+                        .map(|line| (line, first_answer, now));
+                }
                 Ok(TurnOutcome::Duplicate) => return Err(CommandError::NoEscalation),
                 Err(error) if retry_after(attempt, &error, &self.key).await => continue,
                 Err(error) => return Err(error.into()),
             }
         };
-        let Some(line) = line else {
+        let Some((line, first_answer, now)) = line else {
             return Err(CommandError::NoEscalation);
         };
         match self
             .deliver(line, text, Sender::Agent(agent.to_owned()))
             .await
         {
-            Ok(message_id) => Ok(SentReply { message_id }),
+            Ok(message_id) => {
+                if let Some(since) = first_answer {
+                    self.shared
+                        .metrics
+                        .human_first_response(millis_between(since, now));
+                }
+                Ok(SentReply { message_id })
+            }
             Err(failure) if failure.maybe_delivered => Err(CommandError::MaybeDelivered {
                 reason: failure.reason,
             }),
@@ -733,6 +767,11 @@ impl<O: Outbox> Worker<O> {
                     ..
                 }) => {
                     self.announce(&before, &turn, id);
+                    if joined {
+                        self.shared
+                            .metrics
+                            .claimed(escalation.queue, millis_between(escalation.created_ms, now));
+                    }
                     if let (Some(text), Some(line)) = (greeting, outbound.first()) {
                         let _ = self.deliver(*line, &text, Sender::Bot).await;
                     }
@@ -787,6 +826,11 @@ fn transcript_text(message: &ChatMessage) -> String {
         text.push_str(&part.to_string());
     }
     text
+}
+
+/// The time from `from_ms` to `to_ms`, zero if the clock went back.
+fn millis_between(from_ms: i64, to_ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(to_ms.saturating_sub(from_ms)).unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -100,6 +100,20 @@ impl SendError {
     pub fn may_have_been_delivered(&self) -> bool {
         matches!(self, Self::Timeout { .. } | Self::ConnectionLost)
     }
+
+    /// The retcode, or what happened instead, for the `send_failures` metric.
+    pub fn metric_label(&self) -> String {
+        match self {
+            Self::Rejected { retcode, .. } | Self::Failed { retcode, .. } => retcode.to_string(),
+            Self::NotConnected { .. } => "not_connected".to_owned(),
+            Self::QueueFull { .. } => "queue_full".to_owned(),
+            Self::Timeout { .. } => "timeout".to_owned(),
+            Self::ConnectionLost => "connection_lost".to_owned(),
+            Self::LostBeforeWrite { .. } => "lost_before_write".to_owned(),
+            Self::Stopped { .. } => "stopped".to_owned(),
+            Self::Shutdown => "shutdown".to_owned(),
+        }
+    }
 }
 
 #[cfg(test)]

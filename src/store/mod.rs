@@ -512,6 +512,13 @@ impl Store {
             .unwrap_or_else(|| Conversation::new(key.clone(), now_ms)))
     }
 
+    /// Sends commit times and batch sizes to `metrics` from now on (the first call wins).
+    pub fn record_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+        if let Some(writer) = &self.inner.writer {
+            let _ = writer.counters.metrics.set(metrics);
+        }
+    }
+
     /// Changes the notification outbox and waits for the commit.
     ///
     /// # Errors

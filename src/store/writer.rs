@@ -57,6 +57,8 @@ pub(crate) struct Counters {
     pub(crate) failed_requests: AtomicU64,
     /// Why the last commit failed, while commits keep failing; `None` once one succeeds.
     pub(crate) failing: std::sync::Mutex<Option<String>>,
+    /// Where commit times and batch sizes go, once the daemon has its metrics.
+    pub(crate) metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl Counters {
@@ -184,6 +186,7 @@ async fn commit<B: Backend>(
     backend: &mut B,
     ops: &[&Op],
     faults: &Faults,
+    counters: &Counters,
 ) -> Result<Vec<Result<Reply, StoreError>>, StoreError> {
     let limit = faults.page_limit.swap(0, Ordering::SeqCst);
     if limit > 0 {
@@ -193,9 +196,13 @@ async fn commit<B: Backend>(
         return Err(StoreError::Injected);
     }
     faults.abort_if(&faults.abort_before_escalation, ops, "before");
+    let started = std::time::Instant::now();
     let results = backend.apply_batch(ops).await;
     if results.is_ok() {
         faults.abort_if(&faults.abort_after_escalation, ops, "after");
+        if let Some(metrics) = counters.metrics.get() {
+            metrics.committed(ops.len(), started.elapsed());
+        }
     }
     results
 }
@@ -211,7 +218,7 @@ pub(crate) async fn commit_batch<B: Backend>(
         .requests
         .fetch_add(batch.len() as u64, Ordering::Relaxed);
     let ops: Vec<&Op> = batch.iter().map(|r| &r.op).collect();
-    let results = match commit(backend, &ops, faults).await {
+    let results = match commit(backend, &ops, faults, counters).await {
         Ok(results) => {
             counters.commits.fetch_add(1, Ordering::Relaxed);
             counters.commit_outcome(None);
@@ -230,7 +237,8 @@ pub(crate) async fn commit_batch<B: Backend>(
             );
             let mut results = Vec::with_capacity(ops.len());
             for op in &ops {
-                let result = match commit(backend, std::slice::from_ref(op), faults).await {
+                let result = match commit(backend, std::slice::from_ref(op), faults, counters).await
+                {
                     Ok(mut one) => {
                         counters.commits.fetch_add(1, Ordering::Relaxed);
                         counters.commit_outcome(None);
