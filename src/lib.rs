@@ -25,6 +25,8 @@
 //!   websocket), connection supervision (auth, heartbeat, reconnect) and `send_message`.
 //! - [`devgateway`]: a development OneBot 12 gateway with a buyer chat page, for `xiaoer demo`
 //!   and the end-to-end tests.
+//! - [`notify`]: webhook notifications (generic JSON, DingTalk, WeCom, Feishu): targets and
+//!   their filters, message bodies, signatures, one delivery attempt, and the retry policy.
 //! - [`store`]: durable storage behind one interface: the batching writer, the atomic turn (one
 //!   write per handled message), and the SQLite backend beside which PostgreSQL will go.
 //! - [`config`]: daemon settings, layered defaults < file < `XIAOER_*` environment < flags.
@@ -52,6 +54,7 @@ pub mod escalation;
 pub mod gateway;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod reload;
 pub mod replies;
 pub mod routing;
