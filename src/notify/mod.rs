@@ -2,9 +2,9 @@
 //! human — a new escalation, a chat raised to a more serious queue, a queue wait about to pass or
 //! past its target, a platform response clock about to run out.
 //!
-//! This module is everything about *one delivery attempt* and the targets it goes to; the durable
-//! outbox that remembers what is owed and the task that retries it live with the store and the
-//! daemon.
+//! This module is everything about one delivery attempt and the targets it goes to, and
+//! ([`outbox`]) the task that works the durable outbox the store keeps: what is owed survives a
+//! crash because it is written in the same transaction as the escalation that causes it.
 //!
 //! # Kinds
 //!
@@ -47,6 +47,7 @@
 
 pub mod backoff;
 pub mod message;
+pub mod outbox;
 pub mod send;
 pub mod sign;
 pub mod target;
@@ -95,6 +96,11 @@ impl Event {
     }
 
     /// The family a target's `events` filter names.
+    /// The event named `text` ([`Event::as_str`]).
+    pub fn parse(text: &str) -> Option<Event> {
+        Event::ALL.iter().copied().find(|e| e.as_str() == text)
+    }
+
     pub fn family(self) -> Family {
         match self {
             Event::EscalationCreated | Event::EscalationRaised => Family::Escalation,

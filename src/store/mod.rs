@@ -519,13 +519,14 @@ impl Store {
         }
     }
 
-    /// Changes the notification outbox and waits for the commit.
+    /// Changes the notification outbox and waits for the commit. False when an
+    /// [`OutboxOp::Enqueue`]d key was in the outbox already (nothing was written).
     ///
     /// # Errors
     ///
     /// A failed write, a closed or read-only store.
-    pub async fn outbox(&self, op: OutboxOp) -> Result<(), StoreError> {
-        self.submit(Op::Outbox(op)).await.map(|_| ())
+    pub async fn outbox(&self, op: OutboxOp) -> Result<bool, StoreError> {
+        Ok(!matches!(self.submit(Op::Outbox(op)).await?, Reply::Created(0)))
     }
 
     /// Up to `limit` notifications whose deliveries are not planned yet, oldest first.

@@ -9,8 +9,8 @@ use super::write::enqueue_notification;
 use crate::store::ops::OutboxOp;
 use crate::store::{DeadLetter, DueDelivery, OutboxCounts, OutboxEntry, StoreError};
 
-/// Applies one outbox change.
-pub(crate) async fn apply(conn: &mut SqliteConnection, op: &OutboxOp) -> Result<(), sqlx::Error> {
+/// Applies one outbox change; false when an enqueued key was there already.
+pub(crate) async fn apply(conn: &mut SqliteConnection, op: &OutboxOp) -> Result<bool, sqlx::Error> {
     match op {
         OutboxOp::Enqueue {
             key,
@@ -19,7 +19,7 @@ pub(crate) async fn apply(conn: &mut SqliteConnection, op: &OutboxOp) -> Result<
             detail,
             at_ms,
         } => {
-            enqueue_notification(conn, key, event, *escalation_id, detail, *at_ms).await?;
+            return enqueue_notification(conn, key, event, *escalation_id, detail, *at_ms).await;
         }
         OutboxOp::FanOut {
             outbox_id,
@@ -90,7 +90,7 @@ pub(crate) async fn apply(conn: &mut SqliteConnection, op: &OutboxOp) -> Result<
             .await?;
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 const ENTRY_COLUMNS: &str = "o.id, o.key, o.event, o.platform, o.self_id, o.user_id, o.queue, \

@@ -88,7 +88,7 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Reply, StoreError
         Op::Account(account) => apply_account(conn, account, op).await,
         Op::Outbox(change) => super::outbox::apply(conn, change)
             .await
-            .map(|()| Reply::Done)
+            .map(|written| Reply::Created(i64::from(written)))
             .map_err(|e| StoreError::query(cx(), e)),
         Op::MarkDelivery {
             line,
