@@ -14,13 +14,13 @@
 //!   the headers `X-Xiaoer-Key` (the idempotency key) and, when a secret is set,
 //!   `X-Xiaoer-Signature` (lowercase hex HMAC-SHA256 of the exact body bytes, keyed by the secret).
 //! - `dingtalk`: a DingTalk custom robot (自定义机器人), `msgtype: markdown`. With a secret (the
-//!   `SEC…` string of its 加签 setting) the URL gets `&timestamp=<ms>&sign=<base64 HMAC-SHA256 of
-//!   "<ms>\n<secret>" keyed by the secret>`.
+//!   `SEC…` string of its 加签 setting) the URL gets `&timestamp=<ms>&sign=<s>`, `s` being base64
+//!   of HMAC-SHA256 keyed by the secret over `"<ms>\n<secret>"`.
 //! - `wecom`: a WeCom group robot (企业微信群机器人), `msgtype: markdown`. WeCom robots have no
 //!   signing: the key in the URL is the only credential.
 //! - `feishu`: a Feishu custom bot (自定义机器人), `msg_type: text`. With a secret (its 签名校验
 //!   setting) the body carries `timestamp` (seconds) and `sign` (base64 HMAC-SHA256 of nothing,
-//!   keyed by "<seconds>\n<secret>").
+//!   keyed by `"<seconds>\n<secret>"`).
 //!
 //! A secret is optional for every kind: DingTalk robots may be secured by keyword or IP list
 //! instead of 加签, Feishu bots by keyword or IP list instead of 签名校验, and a generic receiver
