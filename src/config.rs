@@ -80,6 +80,10 @@ pub struct Config {
     /// Where `/metrics`, `/healthz` and `/readyz` are served on their own (`[metrics] listen`,
     /// `--metrics`); they are on the console's listener too when it is on.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Where notifications go (`[[notify]]`); none by default.
+    pub notify: Vec<crate::notify::Target>,
+    /// How failed notifications are retried (`[notifications]`).
+    pub notify_retry: crate::notify::RetryPolicy,
     /// Where each setting's value came from, for error messages. [`Config::load`] fills it in; a
     /// `Config` built in code can leave it empty (its errors then name no origin).
     pub origins: Origins,
@@ -103,6 +107,8 @@ impl Default for Config {
             worker_idle: Duration::from_secs(300),
             console: ConsoleSettings::default(),
             metrics_listen: None,
+            notify: Vec::new(),
+            notify_retry: crate::notify::RetryPolicy::default(),
             origins: Origins::default(),
             warnings: Vec::new(),
         }
@@ -764,6 +770,22 @@ impl Config {
                 format!("{url:?} must start with http:// or https://"),
             );
         }
+        let retry = &self.notify_retry;
+        for (key, value, min, max) in [
+            (
+                "retry_first",
+                retry.first,
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+            ),
+            ("retry_cap", retry.cap, retry.first, Duration::from_secs(3600)),
+            ("give_up_after", retry.give_up_after, retry.cap, MAX_DURATION),
+        ] {
+            if let Some(message) = duration_out_of_bounds(value, min, max) {
+                let key = format!("notifications.{key}");
+                report(&key, &key, message);
+            }
+        }
         problems
     }
 }
@@ -919,6 +941,11 @@ const KEYS: &[&str] = &[
     "escalation",
     "console",
     "metrics",
+    "notify",
+    "notifications",
+    "retry_first",
+    "retry_cap",
+    "give_up_after",
     "listen",
     "public_url",
     "secure_cookie",
@@ -957,6 +984,8 @@ struct RawConfig {
     escalation: RawEscalation,
     console: RawConsole,
     metrics: RawMetrics,
+    notify: Vec<Spanned<Value>>,
+    notifications: RawNotifications,
     /// Renamed to `worker_idle`; read only to say so.
     worker_idle_secs: Raw,
 }
@@ -1004,6 +1033,14 @@ struct RawConsole {
     session_max: Raw,
     lease: Raw,
     sla: Raw,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct RawNotifications {
+    retry_first: Raw,
+    retry_cap: Raw,
+    give_up_after: Raw,
 }
 
 #[derive(Deserialize, Default)]

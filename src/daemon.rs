@@ -355,6 +355,27 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         }
     };
     let console_addr = console.as_ref().map(|(_, _, _, addr)| *addr);
+    let console_url = config
+        .console
+        .public_url
+        .clone()
+        .or_else(|| console_addr.map(|addr| format!("http://{addr}")));
+    tokio::spawn(crate::notify::outbox::run(
+        handle.store.clone(),
+        crate::notify::outbox::DelivererSettings {
+            targets: config.notify.clone(),
+            retry: config.notify_retry,
+            shop_names: config.shop_names(),
+            console_url,
+            sla: crate::model::Queue::ALL
+                .iter()
+                .map(|&queue| (queue, config.console.sla(queue)))
+                .collect(),
+        },
+        Arc::clone(&handle.metrics),
+        handle.events.subscribe(),
+        shutdown.child_token(),
+    ));
     let metrics_addr = match config.metrics_listen {
         None => None,
         Some(addr) => Some(serve_metrics(addr, handle.clone(), shutdown.clone()).await?),
