@@ -216,6 +216,7 @@ mod tests {
             policy: ConversationPolicy::default(),
             escalation: EscalationPolicy::default(),
             shop_names: Default::default(),
+            hours: Default::default(),
             events: tokio::sync::broadcast::channel(16).0,
         });
         // Real I/O above; from here on, time only moves when the test says so.
@@ -305,6 +306,7 @@ mod reaping {
             policy: ConversationPolicy::default(),
             escalation: EscalationPolicy::default(),
             shop_names: Default::default(),
+            hours: Default::default(),
             events: tokio::sync::broadcast::channel(16).0,
         });
         let idle = Duration::from_millis(20);
