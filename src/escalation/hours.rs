@@ -410,7 +410,8 @@ impl BusinessHours {
     }
 
     /// When people will be in, in words for a buyer reading at `now`: "今天 13:30",
-    /// "明早 9:00", "明天 14:00", "周一 9:00", "10月8日 9:00" (with the year when it differs).
+    /// "明早 9:00", "明天 14:00", within the week ahead "周一 9:00", later "10月8日 9:00", and
+    /// half a year or more ahead with the year.
     pub fn eta_words(&self, now: Timestamp, opens: Timestamp) -> String {
         let today = self.date_of(now);
         let local = opens.to_zoned_datetime(self.zone.clone());
@@ -422,9 +423,7 @@ impl BusinessHours {
             1 if (5..12).contains(&local.hour()) => format!("明早 {clock}"),
             1 => format!("明天 {clock}"),
             2..=6 => format!("{} {clock}", weekday_zh(day.weekday())),
-            _ if day.year() == today.year() => {
-                format!("{}月{}日 {clock}", day.month(), day.day())
-            }
+            7..180 => format!("{}月{}日 {clock}", day.month(), day.day()),
             _ => format!("{}年{}月{}日 {clock}", day.year(), day.month(), day.day()),
         }
     }
@@ -836,7 +835,8 @@ mod tests {
             ("2026-12-05 20:10", "2026-12-07 09:00", "周一 9:00"),
             ("2026-10-01 10:00", "2026-10-08 09:00", "10月8日 9:00"),
             ("2026-12-31 19:00", "2027-01-04 09:00", "周一 9:00"),
-            ("2026-12-20 19:00", "2027-01-04 09:00", "2027年1月4日 9:00"),
+            ("2026-12-20 19:00", "2027-01-04 09:00", "1月4日 9:00"),
+            ("2026-10-01 10:00", "2027-05-06 09:00", "2027年5月6日 9:00"),
         ];
         for (now, opens, words) in cases {
             assert_eq!(
