@@ -880,6 +880,30 @@ mod tests {
     }
 
     #[test]
+    fn an_off_hours_acknowledgement_prefers_the_key_s_own_form() {
+        use crate::rules::{Layer, load};
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good");
+        let plain = load(&[Layer::overlay(&fixture)]).unwrap().rules;
+        // Without off-hours replies the key itself is sent.
+        assert_eq!(off_hours_key(&plain, "refund_ack"), "refund_ack");
+
+        let overlay = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(overlay.path().join("rules")).unwrap();
+        std::fs::create_dir_all(overlay.path().join("replies")).unwrap();
+        std::fs::write(
+            overlay.path().join("replies/off.toml"),
+            "[[reply]]\nkey = \"escalated_off_hours\"\ntext = \"已转{queue}，{queue_eta}上班后联系您\"\n\
+             [[reply]]\nkey = \"refund_ack.off_hours\"\ntext = \"退款的事{queue_eta}处理\"\n",
+        )
+        .unwrap();
+        let rules = load(&[Layer::overlay(&fixture), Layer::overlay(overlay.path())])
+            .unwrap()
+            .rules;
+        assert_eq!(off_hours_key(&rules, "refund_ack"), "refund_ack.off_hours");
+        assert_eq!(off_hours_key(&rules, "after_sale_ack"), ESCALATED_OFF_HOURS);
+    }
+
+    #[test]
     fn only_conflicts_and_database_failures_are_retried() {
         assert!(retryable(&StoreError::Injected));
         assert!(retryable(&StoreError::Conflict {
