@@ -48,6 +48,7 @@ use toml::{Spanned, Value};
 use crate::console::ConsoleSettings;
 use crate::conversation::ConversationPolicy;
 use crate::escalation::EscalationPolicy;
+use crate::escalation::hours::{self, BusinessHours, DateRange, Shift};
 use crate::gateway::GatewayConfig;
 use crate::model::Queue;
 
@@ -137,7 +138,7 @@ impl GatewaySettings {
 }
 
 /// Settings of one shop account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShopSettings {
     /// The shop account id (`self.user_id` in OneBot 12).
     pub id: String,
@@ -145,6 +146,8 @@ pub struct ShopSettings {
     pub name: Option<String>,
     /// A directory with the shop's own `rules/` and `replies/` laid over the shared set.
     pub overlay: Option<PathBuf>,
+    /// When the shop's people are in (`[shop.hours]`); always, when the file gives none.
+    pub hours: BusinessHours,
 }
 
 /// Where the store is, parsed from a store URL (`store`, `XIAOER_STORE`, `--store`).
@@ -587,6 +590,16 @@ impl Config {
         self.shops.iter().find(|s| s.id == id)
     }
 
+    /// Each shop's business hours, for the shops that have a schedule (the others are always
+    /// open).
+    pub fn shop_hours(&self) -> HashMap<String, BusinessHours> {
+        self.shops
+            .iter()
+            .filter(|s| !s.hours.is_always_open())
+            .map(|s| (s.id.clone(), s.hours.clone()))
+            .collect()
+    }
+
     /// Lays the environment's and the flags' values over the file's; a flag wins over the
     /// environment setting the same thing.
     fn apply(&mut self, env: &Overrides, flags: &Overrides, problems: &mut Vec<Problem>) {
@@ -778,8 +791,18 @@ impl Config {
                 Duration::from_millis(100),
                 Duration::from_secs(3600),
             ),
-            ("retry_cap", retry.cap, retry.first, Duration::from_secs(3600)),
-            ("give_up_after", retry.give_up_after, retry.cap, MAX_DURATION),
+            (
+                "retry_cap",
+                retry.cap,
+                retry.first,
+                Duration::from_secs(3600),
+            ),
+            (
+                "give_up_after",
+                retry.give_up_after,
+                retry.cap,
+                MAX_DURATION,
+            ),
         ] {
             if let Some(message) = duration_out_of_bounds(value, min, max) {
                 let key = format!("notifications.{key}");
@@ -958,6 +981,20 @@ const KEYS: &[&str] = &[
     "name",
     "id",
     "overlay",
+    "hours",
+    "zone",
+    "weekdays",
+    "weekend",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+    "holidays",
+    "workdays",
+    "makeup",
     "greeting",
     "greeting_window",
     "pause",
@@ -1004,6 +1041,25 @@ struct RawShop {
     id: Raw,
     name: Raw,
     overlay: Raw,
+    hours: Option<RawHours>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHours {
+    zone: Raw,
+    weekdays: Raw,
+    weekend: Raw,
+    monday: Raw,
+    tuesday: Raw,
+    wednesday: Raw,
+    thursday: Raw,
+    friday: Raw,
+    saturday: Raw,
+    sunday: Raw,
+    holidays: Raw,
+    workdays: Raw,
+    makeup: Raw,
 }
 
 #[derive(Deserialize, Default)]
@@ -1225,7 +1281,9 @@ impl FileReader<'_> {
         for (i, shop) in raw.shop.into_iter().enumerate() {
             let origin = self.origin(shop.span());
             let shop = shop.into_inner();
-            self.config.origins.set(format!("shop.{i}.id"), origin);
+            self.config
+                .origins
+                .set(format!("shop.{i}.id"), origin.clone());
             let id = self.take("shop.id", &format!("shop.{i}.id"), shop.id, string);
             let name = self.take("shop.name", &format!("shop.{i}.name"), shop.name, string);
             let overlay = self.take(
@@ -1234,10 +1292,15 @@ impl FileReader<'_> {
                 shop.overlay,
                 path,
             );
+            let hours = match shop.hours {
+                Some(raw) => self.read_hours(i, raw, origin),
+                None => BusinessHours::always_open(),
+            };
             self.config.shops.push(ShopSettings {
                 id: id.unwrap_or_default(),
                 name,
                 overlay,
+                hours,
             });
         }
         self.read_conversation(raw.conversation);
@@ -1248,6 +1311,90 @@ impl FileReader<'_> {
             socket_address(&string(v)?)
         }) {
             self.config.metrics_listen = Some(v);
+        }
+    }
+
+    /// Reads the `[shop.hours]` of shop `i`, whose table starts at `shop_origin`. A bad value
+    /// is reported and left out (its day closed), so that every problem is seen at once.
+    fn read_hours(&mut self, i: usize, raw: RawHours, shop_origin: Origin) -> BusinessHours {
+        let key = |name: &str| {
+            (
+                format!("shop.hours.{name}"),
+                format!("shop.{i}.hours.{name}"),
+            )
+        };
+        let (setting, origin_key) = key("zone");
+        let (zone, zone_name) = self
+            .take(&setting, &origin_key, raw.zone, |v| {
+                let name = string(v)?;
+                let zone = hours::parse_zone(&name).map_err(|e| e.to_string())?;
+                Ok((zone, name.trim().to_owned()))
+            })
+            .unwrap_or_else(|| {
+                let always = BusinessHours::always_open();
+                (always.zone().clone(), always.zone_name().to_owned())
+            });
+        let mut week: [Vec<Shift>; 7] = Default::default();
+        let mut any_day = false;
+        // The shorthands first, so that a day's own key wins over them.
+        let days = [
+            ("weekdays", raw.weekdays, 0..5),
+            ("weekend", raw.weekend, 5..7),
+            ("monday", raw.monday, 0..1),
+            ("tuesday", raw.tuesday, 1..2),
+            ("wednesday", raw.wednesday, 2..3),
+            ("thursday", raw.thursday, 3..4),
+            ("friday", raw.friday, 4..5),
+            ("saturday", raw.saturday, 5..6),
+            ("sunday", raw.sunday, 6..7),
+        ];
+        for (name, raw, indices) in days {
+            let (setting, origin_key) = key(name);
+            if let Some(shifts) = self.take(&setting, &origin_key, raw, day_shifts) {
+                any_day |= !shifts.is_empty();
+                for index in indices {
+                    if let Some(day) = week.get_mut(index) {
+                        day.clone_from(&shifts);
+                    }
+                }
+            }
+        }
+        let (setting, origin_key) = key("holidays");
+        let holidays = self
+            .take(&setting, &origin_key, raw.holidays, |v| {
+                list_of(v, "[\"2026-10-01..2026-10-07\", \"2027-01-01\"]", |text| {
+                    text.parse::<DateRange>()
+                })
+            })
+            .unwrap_or_default();
+        let (setting, origin_key) = key("makeup");
+        let makeup = self
+            .take(&setting, &origin_key, raw.makeup, |v| {
+                hours::parse_weekday(&string(v)?).map_err(|e| e.to_string())
+            })
+            .unwrap_or(jiff::civil::Weekday::Monday);
+        let (setting, origin_key) = key("workdays");
+        let workdays_origin = raw.workdays.as_ref().map(|raw| self.origin(raw.span()));
+        let workdays = self
+            .take(&setting, &origin_key, raw.workdays, |v| {
+                list_of(v, "[\"2026-10-10\"]", hours::parse_date)
+            })
+            .unwrap_or_default();
+        if !any_day && workdays.is_empty() {
+            self.problems.push(Problem::new(
+                "shop.hours",
+                Some(shop_origin),
+                "gives no opening hours at all: add weekdays = [\"09:00-18:00\"] (or other days), or leave [shop.hours] out for a shop whose people are always in",
+            ));
+        }
+        let weekly = BusinessHours::weekly(zone, zone_name, week).with_holidays(holidays);
+        match weekly.clone().with_workdays(workdays, makeup) {
+            Ok(hours) => hours,
+            Err(error) => {
+                self.problems
+                    .push(Problem::new(setting, workdays_origin, error.to_string()));
+                weekly
+            }
         }
     }
 
@@ -1499,6 +1646,47 @@ fn queue_etas(value: &Value) -> Result<HashMap<Queue, String>, String> {
     }
     if errors.is_empty() {
         Ok(etas)
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// One day's shifts, `["09:00-12:00", "13:30-18:00"]`; `[]` is closed.
+fn day_shifts(value: &Value) -> Result<Vec<Shift>, String> {
+    let texts = list_of(value, "[\"09:00-12:00\", \"13:30-18:00\"]", |text| {
+        Ok::<_, hours::HoursError>(text.to_owned())
+    })?;
+    Shift::parse_day(&texts).map_err(|e| e.to_string())
+}
+
+/// A list of texts, each converted by `convert`; every bad item is named.
+fn list_of<T, E: fmt::Display>(
+    value: &Value,
+    example: &str,
+    convert: impl Fn(&str) -> Result<T, E>,
+) -> Result<Vec<T>, String> {
+    let Value::Array(items) = value else {
+        return Err(format!(
+            "expected a list like {example}, found {}",
+            describe(value)
+        ));
+    };
+    let mut converted = Vec::new();
+    let mut errors = Vec::new();
+    for item in items {
+        match item {
+            Value::String(text) => match convert(text) {
+                Ok(v) => converted.push(v),
+                Err(e) => errors.push(e.to_string()),
+            },
+            other => errors.push(format!(
+                "expected text in quotes, found {}",
+                describe(other)
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(converted)
     } else {
         Err(errors.join("; "))
     }
@@ -2241,5 +2429,125 @@ reply_window = "1500ms"
         assert_eq!(edit_distance("暂停", "暂停"), 0);
         assert_eq!(closest("pasue", KEYS.iter().copied()), Some("pause"));
         assert_eq!(closest("colour", KEYS.iter().copied()), None);
+    }
+
+    #[test]
+    fn shop_hours_are_read_with_shorthands_and_overrides() {
+        let config = load(&format!(
+            r#"{GATEWAY}
+[[shop]]
+id = "shop1"
+[shop.hours]
+weekdays = ["09:00-12:00", "13:30-18:00"]
+weekend = []
+saturday = ["10:00-16:00"]
+friday = ["09:00-12:00", "22:00-02:00"]
+holidays = ["2026-10-01..2026-10-07", "2027-01-01"]
+workdays = ["2026-10-10"]
+makeup = "friday"
+[[shop]]
+id = "berlin"
+[shop.hours]
+zone = "Europe/Berlin"
+weekdays = ["08:00-17:00"]
+[[shop]]
+id = "always"
+"#
+        ))
+        .unwrap();
+        let hours = &config.shop("shop1").unwrap().hours;
+        assert_eq!(hours.zone_name(), "Asia/Shanghai");
+        let at = |text: &str| hours.parse_moment(text).unwrap();
+        // (local time, open?)
+        let cases = [
+            ("2026-12-02 10:00", true),  // a Wednesday morning
+            ("2026-12-02 12:30", false), // lunch
+            ("2026-12-04 15:00", false), // Friday's own hours have no afternoon
+            ("2026-12-04 23:00", true),  // ... but a night shift
+            ("2026-12-05 11:00", true),  // Saturday's own hours win over `weekend`
+            ("2026-12-06 11:00", false), // Sunday keeps `weekend = []`
+            ("2026-10-05 10:00", false), // a holiday
+            ("2027-01-01 10:00", false), // a one-day holiday
+            ("2026-10-10 23:00", true),  // the make-up Saturday keeps Friday's hours
+        ];
+        for (local, open) in cases {
+            assert_eq!(hours.is_open(at(local)), open, "{local}");
+        }
+        let berlin = &config.shop("berlin").unwrap().hours;
+        assert_eq!(berlin.zone_name(), "Europe/Berlin");
+        assert!(berlin.is_open("2026-12-02T08:30:00+01:00".parse().unwrap()));
+        assert!(config.shop("always").unwrap().hours.is_always_open());
+        let mut with_hours: Vec<_> = config.shop_hours().into_keys().collect();
+        with_hours.sort();
+        assert_eq!(with_hours, ["berlin", "shop1"]);
+    }
+
+    #[test]
+    fn every_bad_hours_value_is_reported_with_its_setting_and_line() {
+        let (_dir, path) = file(&format!(
+            r#"{GATEWAY}[[shop]]
+id = "shop1"
+[shop.hours]
+zone = "Asia/Peking"
+monday = ["09:00-12:00", "11:00-13:00"]
+tuesday = ["9-18"]
+wednesday = "09:00-18:00"
+thursday = ["09:00-24:00", "18:00-18:00"]
+holidays = ["2026-02-30", "2026-10-07..2026-10-01"]
+workdays = ["2026-10-10"]
+makeup = "someday"
+"#
+        ));
+        let error = Config::load(Some(&path), env(&[]), &Overrides::default()).unwrap_err();
+        let found: Vec<_> = error
+            .problems()
+            .iter()
+            .map(|p| match p.origin() {
+                Some(Origin::File { line, .. }) => {
+                    format!(
+                        "{} (line {line}): {}",
+                        p.setting().unwrap_or("-"),
+                        p.message()
+                    )
+                }
+                _ => format!("{}: {}", p.setting().unwrap_or("-"), p.message()),
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "shop.hours.zone (line 6): \"Asia/Peking\" is not a time zone xiaoer knows: write an IANA name like \"Asia/Shanghai\"",
+                "shop.hours.monday (line 7): \"09:00-12:00\" and \"11:00-13:00\" overlap",
+                "shop.hours.tuesday (line 8): \"9\" is not a time of day: write it like \"09:00\" (24:00 only as an end)",
+                "shop.hours.wednesday (line 9): expected a list like [\"09:00-12:00\", \"13:30-18:00\"], found \"09:00-18:00\"",
+                "shop.hours.thursday (line 10): \"18:00-18:00\" is empty: it starts and ends at the same time (write 00:00-24:00 for all day)",
+                "shop.hours.holidays (line 11): \"2026-02-30\" is not a date: write it like \"2026-10-01\"; \"2026-10-07..2026-10-01\" ends before it starts",
+                "shop.hours.makeup (line 13): \"someday\" is not a weekday: write monday, tuesday, … sunday",
+            ]
+        );
+    }
+
+    #[test]
+    fn hours_that_cannot_work_together_are_reported() {
+        let found = problems(&format!(
+            "{GATEWAY}[[shop]]\nid = \"a\"\n[shop.hours]\nweekend = []\n\
+             [[shop]]\nid = \"b\"\n[shop.hours]\nweekdays = [\"09:00-18:00\"]\n\
+             holidays = [\"2026-10-01..2026-10-07\"]\nworkdays = [\"2026-10-03\"]\n"
+        ));
+        assert_eq!(
+            found,
+            [
+                "shop.hours: gives no opening hours at all: add weekdays = [\"09:00-18:00\"] (or other days), or leave [shop.hours] out for a shop whose people are always in",
+                "shop.hours.workdays: 2026-10-03 is both a holiday and a make-up working day",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unknown_hours_key_suggests_the_known_one() {
+        let found = problems(&format!(
+            "{GATEWAY}[[shop]]\nid = \"a\"\n[shop.hours]\nmondy = [\"09:00-18:00\"]\n"
+        ));
+        assert_eq!(found, ["mondy: unknown setting: did you mean `monday`?"]);
     }
 }

@@ -287,6 +287,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         policy: config.conversation.clone(),
         escalation: config.escalation.clone(),
         shop_names: config.shop_names(),
+        hours: config.shop_hours(),
         events: chat_events.clone(),
         metrics: Arc::clone(&metrics),
     });

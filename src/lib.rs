@@ -20,7 +20,8 @@
 //!   agents, reply rate limit); the agent actions (claim, release, resolve, hand back,
 //!   transfer); the chat worker, the only writer of a chat and the only sender to its buyer; the
 //!   dispatcher that keeps one worker per chat.
-//! - [`escalation`]: the policy around human queues: when the bot gives up, what waits are quoted.
+//! - [`escalation`]: the policy around human queues: when the bot gives up, what waits are quoted,
+//!   and each shop's business hours (weekly shifts, holidays, make-up days, in the shop's zone).
 //! - [`gateway`]: the connection to the chat gateway: codecs (OneBot 12), transports (forward
 //!   websocket), connection supervision (auth, heartbeat, reconnect) and `send_message`.
 //! - [`devgateway`]: a development OneBot 12 gateway with a buyer chat page, for `xiaoer demo`
@@ -39,7 +40,7 @@
 //!   the queue, a chat, replies and actions through the chat's worker, shift handover.
 //! - [`accounts`]: console accounts: argon2id password hashes, add, passwords, disabling.
 //! - [`cli`]: one file per command (`run`, `demo`, `check`, `route`, `explain`, `eval`, `queue`,
-//!   `agent`).
+//!   `agent`, `hours`).
 
 pub mod accounts;
 pub mod classifier;

@@ -76,6 +76,8 @@ enum Command {
     },
     /// Look at the human queues.
     Queue(cli::queue::QueueArgs),
+    /// Say whether a shop's people are in at a moment, and when they are next.
+    Hours(cli::hours::HoursArgs),
     /// Manage console accounts.
     Agent(cli::agent::AgentArgs),
 }
@@ -193,6 +195,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("cannot start the async runtime")?;
             runtime.block_on(cli::queue::run(&args, &mut std::io::stdout().lock()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Hours(args) => {
+            cli::hours::run(&args, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Agent(args) => {

@@ -431,6 +431,9 @@ pub struct Conversation {
     pub last_staff_ms: Option<i64>,
     /// The product card the buyer sent last, so that a question after it is about that item.
     pub last_item: Option<ItemRef>,
+    /// The closed period (named by its start, unix ms) this chat was last told of: the
+    /// off-hours notice goes out once per closed period.
+    pub off_hours_notice_ms: Option<i64>,
     /// How many times this conversation has been written; every write is conditional on it, so
     /// a write planned from an outdated state is refused instead of overwriting a newer one.
     /// 0 for a conversation that has never been stored.
@@ -461,6 +464,7 @@ impl Conversation {
             last_buyer_ms: None,
             last_staff_ms: None,
             last_item: None,
+            off_hours_notice_ms: None,
             version: 0,
         }
     }

@@ -51,6 +51,7 @@ async fn env() -> Env {
             id: "shop1".into(),
             name: Some("测试小店".into()),
             overlay: None,
+            ..Default::default()
         }],
         console: ConsoleSettings {
             listen: Some("127.0.0.1:0".parse().unwrap()),

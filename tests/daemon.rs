@@ -89,6 +89,7 @@ async fn start_daemon(
             id: "shop1".into(),
             name: Some("测试小店".into()),
             overlay: None,
+            ..Default::default()
         }],
         watch,
         ..Config::default()

@@ -70,7 +70,7 @@ async fn metrics_count_what_the_daemon_did_and_show_no_buyer_text() {
         shops: vec![ShopSettings {
             id: "shop1".into(),
             name: Some("测试小店".into()),
-            overlay: None,
+            ..Default::default()
         }],
         watch: false,
         metrics_listen: Some("127.0.0.1:0".parse().unwrap()),

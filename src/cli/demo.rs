@@ -108,6 +108,7 @@ pub async fn run(
             id: "shop1".into(),
             name: Some("小二演示店".into()),
             overlay: None,
+            ..Default::default()
         }],
         console: crate::console::ConsoleSettings {
             listen: Some(args.console),

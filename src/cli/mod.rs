@@ -5,6 +5,7 @@ pub mod check;
 pub mod demo;
 pub mod eval;
 pub mod explain;
+pub mod hours;
 pub mod queue;
 pub mod route;
 pub mod run;

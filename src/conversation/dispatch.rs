@@ -216,6 +216,7 @@ mod tests {
             policy: ConversationPolicy::default(),
             escalation: EscalationPolicy::default(),
             shop_names: Default::default(),
+            hours: Default::default(),
             events: tokio::sync::broadcast::channel(16).0,
             metrics: Default::default(),
         });
@@ -306,6 +307,7 @@ mod reaping {
             policy: ConversationPolicy::default(),
             escalation: EscalationPolicy::default(),
             shop_names: Default::default(),
+            hours: Default::default(),
             events: tokio::sync::broadcast::channel(16).0,
             metrics: Default::default(),
         });

@@ -2,13 +2,13 @@
 //! each message, the worker that carries it out in order, and the dispatcher that keeps one
 //! worker per chat.
 //!
-//! [`plan_message`] and [`plan_outgoing`] are pure: state, time and the routing decision in, the
-//! steps to take out. [`commands`] plans what agents do (claim, release, close, hand back,
+//! [`plan_message`] and [`plan_outgoing`] are pure: state, time (with whether the shop's people
+//! are in, see [`Moment`]) and the routing decision in, the steps to take out. [`commands`] plans what agents do (claim, release, close, hand back,
 //! transfer) the same way. The [`worker`] performs the plans — one atomic store write per message
 //! first, then the gateway — so every rule of the conversation (greeting once per window, quiet
 //! while queued, one queue notice, raising a waiting chat to a more serious queue, pause on
-//! takeover, hand over after repeated fallbacks, idle agents, reply rate limit) is tested without
-//! I/O.
+//! takeover, hand over after repeated fallbacks, idle agents, reply rate limit, one off-hours
+//! notice per closed period) is tested without I/O.
 
 pub mod commands;
 pub mod dispatch;
@@ -36,10 +36,54 @@ pub enum Step {
     },
     /// Move the waiting chat's escalation to a more serious queue.
     Raise { queue: Queue, reason: String },
-    /// Send the reply `key` to the buyer.
-    Send { key: String, queue: Option<Queue> },
+    /// Send the reply `key` to the buyer. `off_hours` marks the acknowledgement of an
+    /// escalation while the shop is closed: the worker sends its off-hours form
+    /// (`<key>.off_hours`, else `escalated_off_hours`, else `key` itself).
+    Send {
+        key: String,
+        queue: Option<Queue>,
+        off_hours: bool,
+    },
     /// A reply the rate limit held back.
     Suppressed { key: String },
+}
+
+/// The reply sent once per closed period to a buyer who writes while the shop is closed.
+pub const OFF_HOURS_NOTICE: &str = "off_hours";
+
+/// When a message is planned, and whether the shop's people are in at that moment. The worker
+/// asks the shop's business hours; the planner never reads a clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moment {
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    /// While the shop is closed, the start of the closed period (unix ms), which names it; `None`
+    /// while people are in.
+    pub closed_since_ms: Option<i64>,
+}
+
+impl Moment {
+    /// A moment while people are in (and for shops that are always open).
+    pub fn open(at_ms: i64) -> Moment {
+        Moment {
+            at_ms,
+            closed_since_ms: None,
+        }
+    }
+
+    /// A moment in the closed period that began at `since_ms`.
+    pub fn closed(at_ms: i64, since_ms: i64) -> Moment {
+        Moment {
+            at_ms,
+            closed_since_ms: Some(since_ms),
+        }
+    }
+
+    /// Whether a chat last told of the closed period `told` should be told of this one.
+    fn notice_due(&self, told: Option<i64>) -> bool {
+        self.closed_since_ms
+            .is_some_and(|period| told != Some(period))
+    }
 }
 
 /// What to do with a message, and how the conversation changed.
@@ -61,15 +105,24 @@ fn set_state(conversation: &mut Conversation, state: ConversationState, now_ms: 
 ///
 /// `open_queue` is the queue of the chat's open escalation, if any; `recent_replies` holds the
 /// send times of this chat's recent bot replies (the rate limit reads and updates it).
+///
+/// While the shop is closed (`now.closed_since_ms`) FAQ answers go out as usual; the first
+/// message of the closed period also gets the off-hours notice (after the greeting, before the
+/// answer), and an escalation's acknowledgement is marked for its off-hours form, which says
+/// when a person will pick the chat up and so stands for the notice too. A chat waiting in a
+/// queue is told its wait once more in a new closed period, since the wait it was told before
+/// no longer holds. A message the bot ignores ("好的") gets no notice.
 pub fn plan_message(
     conversation: &mut Conversation,
     decided: &Decided,
-    now_ms: i64,
+    now: Moment,
     open_queue: Option<Queue>,
     policy: &ConversationPolicy,
     escalation: &EscalationPolicy,
     recent_replies: &mut VecDeque<i64>,
 ) -> Plan {
+    let now_ms = now.at_ms;
+    let closed = now.closed_since_ms.is_some();
     let mut plan = Plan::default();
     match conversation.state {
         ConversationState::Paused => {
@@ -116,17 +169,28 @@ pub fn plan_message(
                     plan.steps.push(Step::Send {
                         key: key.clone(),
                         queue: decided.queue,
+                        off_hours: closed,
                     });
+                    if closed {
+                        conversation.off_hours_notice_ms = now.closed_since_ms;
+                    }
                 }
                 apply_rate_limit(&mut plan, now_ms, policy, recent_replies);
                 return plan;
             }
             // "好的谢谢" after a hand-over needs no "you are still queued" in return.
-            if !conversation.queued_notice_sent && decided.kind != OutcomeKind::Ignore {
+            let told_again = now.notice_due(conversation.off_hours_notice_ms);
+            if (!conversation.queued_notice_sent || told_again)
+                && decided.kind != OutcomeKind::Ignore
+            {
                 conversation.queued_notice_sent = true;
+                if closed {
+                    conversation.off_hours_notice_ms = now.closed_since_ms;
+                }
                 plan.steps.push(Step::Send {
                     key: "still_queued".into(),
                     queue: open_queue,
+                    off_hours: false,
                 });
             }
             return plan;
@@ -139,14 +203,17 @@ pub fn plan_message(
         && conversation
             .greeted_at_ms
             .is_none_or(|at| now_ms.saturating_sub(at) >= policy.greeting_window_ms());
+    // The greeting, and in a new closed period the off-hours notice, before the answer.
     let greet = |plan: &mut Plan, conversation: &mut Conversation| {
         if greeting_due {
             plan.steps.push(Step::Send {
                 key: "greeting".into(),
                 queue: None,
+                off_hours: false,
             });
             conversation.greeted_at_ms = Some(now_ms);
         }
+        off_hours_notice(plan, conversation, now);
     };
     match decided.kind {
         OutcomeKind::Escalate => {
@@ -155,9 +222,9 @@ pub fn plan_message(
             conversation.greeted_at_ms = Some(now_ms);
             conversation.fallback_streak = 0;
             let queue = decided.queue.unwrap_or(Queue::Human);
-            queue_chat(conversation, now_ms);
+            queue_chat(conversation, now);
             plan.state_change = Some((Actor::Bot, format!("escalated to queue {queue}")));
-            escalate(&mut plan, queue, decided, "rule");
+            escalate(&mut plan, queue, decided, "rule", closed);
         }
         OutcomeKind::Reply => {
             conversation.fallback_streak = 0;
@@ -167,14 +234,31 @@ pub fn plan_message(
                 .unwrap_or_else(|| "fallback".into());
             if key == "greeting" {
                 conversation.greeted_at_ms = Some(now_ms);
+                plan.steps.push(Step::Send {
+                    key,
+                    queue: None,
+                    off_hours: false,
+                });
+                off_hours_notice(&mut plan, conversation, now);
             } else {
                 greet(&mut plan, conversation);
+                plan.steps.push(Step::Send {
+                    key,
+                    queue: None,
+                    off_hours: false,
+                });
             }
-            plan.steps.push(Step::Send { key, queue: None });
         }
         OutcomeKind::Ignore => {
             conversation.fallback_streak = 0;
-            greet(&mut plan, conversation);
+            if greeting_due {
+                plan.steps.push(Step::Send {
+                    key: "greeting".into(),
+                    queue: None,
+                    off_hours: false,
+                });
+                conversation.greeted_at_ms = Some(now_ms);
+            }
         }
         OutcomeKind::Fallback => {
             conversation.fallback_streak += 1;
@@ -187,17 +271,18 @@ pub fn plan_message(
                     reply_key: Some("human_handoff".into()),
                     ..Default::default()
                 };
-                queue_chat(conversation, now_ms);
+                queue_chat(conversation, now);
                 plan.state_change = Some((
                     Actor::Bot,
                     "the bot could not answer several messages in a row".into(),
                 ));
-                escalate(&mut plan, Queue::Human, &handoff, "fallbacks");
+                escalate(&mut plan, Queue::Human, &handoff, "fallbacks", closed);
             } else {
                 greet(&mut plan, conversation);
                 plan.steps.push(Step::Send {
                     key: "fallback".into(),
                     queue: None,
+                    off_hours: false,
                 });
             }
         }
@@ -206,11 +291,27 @@ pub fn plan_message(
     plan
 }
 
-/// The chat waits for a person from now on.
-fn queue_chat(conversation: &mut Conversation, now_ms: i64) {
-    set_state(conversation, ConversationState::Queued, now_ms);
+/// The off-hours notice, when this chat has not had it in the current closed period.
+fn off_hours_notice(plan: &mut Plan, conversation: &mut Conversation, now: Moment) {
+    if now.notice_due(conversation.off_hours_notice_ms) {
+        plan.steps.push(Step::Send {
+            key: OFF_HOURS_NOTICE.into(),
+            queue: None,
+            off_hours: false,
+        });
+        conversation.off_hours_notice_ms = now.closed_since_ms;
+    }
+}
+
+/// The chat waits for a person from now on. Closed, its acknowledgement says when a person is
+/// back, which stands for this period's off-hours notice.
+fn queue_chat(conversation: &mut Conversation, now: Moment) {
+    set_state(conversation, ConversationState::Queued, now.at_ms);
     conversation.queued_notice_sent = false;
     conversation.paused_until_ms = None;
+    if now.closed_since_ms.is_some() {
+        conversation.off_hours_notice_ms = now.closed_since_ms;
+    }
 }
 
 /// A raise of the waiting chat when `decided` escalates to a more serious queue than it waits in.
@@ -229,7 +330,7 @@ fn raise(decided: &Decided, open_queue: Option<Queue>) -> Option<Step> {
     })
 }
 
-fn escalate(plan: &mut Plan, queue: Queue, decided: &Decided, why: &str) {
+fn escalate(plan: &mut Plan, queue: Queue, decided: &Decided, why: &str, off_hours: bool) {
     let reason = match (why, &decided.rule) {
         ("fallbacks", _) => "the bot could not answer several messages in a row".to_string(),
         (_, Some(rule)) => format!("rule {rule}"),
@@ -249,6 +350,7 @@ fn escalate(plan: &mut Plan, queue: Queue, decided: &Decided, why: &str) {
             .clone()
             .unwrap_or_else(|| "human_handoff".into()),
         queue: Some(queue),
+        off_hours,
     });
 }
 

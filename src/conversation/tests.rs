@@ -51,6 +51,10 @@ impl Chat {
     }
 
     fn says(&mut self, decided: &Decided, at: i64) -> Vec<String> {
+        self.says_at(decided, Moment::open(at))
+    }
+
+    fn says_at(&mut self, decided: &Decided, at: Moment) -> Vec<String> {
         let plan = plan_message(
             &mut self.conversation,
             decided,
@@ -69,6 +73,11 @@ fn describe(step: &Step) -> String {
         Step::CloseIdle => "close".to_string(),
         Step::Escalate { queue, .. } => format!("escalate:{queue}"),
         Step::Raise { queue, .. } => format!("raise:{queue}"),
+        Step::Send {
+            key,
+            off_hours: true,
+            ..
+        } => format!("send:{key} (off hours)"),
         Step::Send { key, .. } => format!("send:{key}"),
         Step::Suppressed { key } => format!("suppressed:{key}"),
     }
@@ -223,7 +232,7 @@ fn agent_idle_timeout_runs_from_the_last_message_not_from_the_claim() {
     let plan = plan_message(
         &mut chat.conversation,
         &faq(),
-        10 * MIN + idle,
+        Moment::open(10 * MIN + idle),
         Some(Queue::Refund),
         &chat.policy,
         &chat.escalation,
@@ -310,4 +319,134 @@ fn a_shop_that_switched_the_greeting_off_gets_answers_alone() {
     chat.policy.greeting = false;
     assert_eq!(chat.says(&faq(), 0), ["send:ship_when"]);
     assert_eq!(chat.says(&fallback(), MIN), ["send:fallback"]);
+}
+
+/// A closed period that began at `since`: the evening of day 0 (ms from it).
+fn closed(at: i64, since: i64) -> Moment {
+    Moment::closed(at, since)
+}
+
+#[test]
+fn the_off_hours_notice_goes_out_once_per_closed_period() {
+    let hour = 60 * MIN;
+    let evening = 18 * hour;
+    let next_evening = evening + 24 * hour;
+    let mut chat = Chat::new();
+    // The greeting has its own window; left out here.
+    chat.policy.greeting = false;
+    // (moment, what the bot does)
+    let cases: Vec<(Moment, Decided, Vec<&str>)> = vec![
+        // Open: nothing about hours.
+        (Moment::open(10 * hour), faq(), vec!["send:ship_when"]),
+        // The first message after closing: the notice, and the FAQ answer still goes out.
+        (
+            closed(19 * hour, evening),
+            faq(),
+            vec!["send:off_hours", "send:ship_when"],
+        ),
+        // Later in the same closed period: the answer alone.
+        (closed(22 * hour, evening), faq(), vec!["send:ship_when"]),
+        (
+            closed(22 * hour + MIN, evening),
+            fallback(),
+            vec!["send:fallback"],
+        ),
+        // The next morning people are in; the next evening is a new closed period.
+        (Moment::open(33 * hour), faq(), vec!["send:ship_when"]),
+        (
+            closed(43 * hour, next_evening),
+            faq(),
+            vec!["send:off_hours", "send:ship_when"],
+        ),
+    ];
+    for (moment, decided, expected) in cases {
+        assert_eq!(chat.says_at(&decided, moment), expected, "at {moment:?}");
+    }
+    assert_eq!(chat.conversation.off_hours_notice_ms, Some(next_evening));
+}
+
+#[test]
+fn off_hours_notice_order_and_what_gets_none() {
+    let hour = 60 * MIN;
+    // A first contact while closed: greeting, notice, answer.
+    let mut chat = Chat::new();
+    assert_eq!(
+        chat.says_at(&faq(), closed(20 * hour, 18 * hour)),
+        ["send:greeting", "send:off_hours", "send:ship_when"]
+    );
+    // A rule whose answer is the greeting itself: greeting, then the notice.
+    let mut chat = Chat::new();
+    let hello = decided(OutcomeKind::Reply, Some("greeting"), None);
+    assert_eq!(
+        chat.says_at(&hello, closed(20 * hour, 18 * hour)),
+        ["send:greeting", "send:off_hours"]
+    );
+    // "好的" needs no notice; the next real question gets it.
+    let mut chat = Chat::new();
+    chat.conversation.greeted_at_ms = Some(19 * hour);
+    let ok = decided(OutcomeKind::Ignore, None, None);
+    assert!(chat.says_at(&ok, closed(20 * hour, 18 * hour)).is_empty());
+    assert_eq!(
+        chat.says_at(&faq(), closed(20 * hour + MIN, 18 * hour)),
+        ["send:off_hours", "send:ship_when"]
+    );
+}
+
+#[test]
+fn an_escalation_while_closed_is_acknowledged_in_its_off_hours_form() {
+    let hour = 60 * MIN;
+    let evening = 18 * hour;
+    let mut chat = Chat::new();
+    chat.conversation.greeted_at_ms = Some(17 * hour);
+    assert_eq!(
+        chat.says_at(&refund(), closed(20 * hour, evening)),
+        ["escalate:refund", "send:refund_ack (off hours)"]
+    );
+    // The acknowledgement said when a person is back: no separate notice in this period.
+    assert_eq!(chat.conversation.off_hours_notice_ms, Some(evening));
+    assert_eq!(chat.conversation.state, ConversationState::Queued);
+    assert_eq!(
+        chat.says_at(&faq(), closed(21 * hour, evening)),
+        ["send:still_queued"]
+    );
+    assert!(chat.says_at(&faq(), closed(22 * hour, evening)).is_empty());
+    // A more serious point while closed: its acknowledgement is in the off-hours form too.
+    assert_eq!(
+        chat.says_at(&complaint(), closed(23 * hour, evening)),
+        ["raise:complaint", "send:complaint_ack (off hours)"]
+    );
+
+    // The same escalation while open is acknowledged as usual.
+    let mut chat = Chat::new();
+    chat.conversation.greeted_at_ms = Some(9 * hour);
+    assert_eq!(
+        chat.says_at(&refund(), Moment::open(10 * hour)),
+        ["escalate:refund", "send:refund_ack"]
+    );
+    // Still waiting when the shop closes: told the wait once more in the closed period, once.
+    assert_eq!(
+        chat.says_at(&faq(), Moment::open(11 * hour)),
+        ["send:still_queued"]
+    );
+    assert!(chat.says_at(&faq(), Moment::open(12 * hour)).is_empty());
+    assert_eq!(
+        chat.says_at(&faq(), closed(19 * hour, evening)),
+        ["send:still_queued"]
+    );
+    assert!(chat.says_at(&faq(), closed(20 * hour, evening)).is_empty());
+}
+
+#[test]
+fn the_fallback_hand_over_while_closed_uses_the_off_hours_form() {
+    let hour = 60 * MIN;
+    let mut chat = Chat::new();
+    chat.conversation.greeted_at_ms = Some(19 * hour);
+    chat.conversation.off_hours_notice_ms = Some(18 * hour);
+    let at = |m: i64| closed(20 * hour + m * MIN, 18 * hour);
+    assert_eq!(chat.says_at(&fallback(), at(0)), ["send:fallback"]);
+    assert_eq!(chat.says_at(&fallback(), at(1)), ["send:fallback"]);
+    assert_eq!(
+        chat.says_at(&fallback(), at(2)),
+        ["escalate:human", "send:human_handoff (off hours)"]
+    );
 }

@@ -18,8 +18,9 @@ use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, info, warn};
 
 use super::commands::{self, ActionError, AgentAction};
-use super::{ConversationPolicy, Decided, Plan, Step, plan_message, plan_outgoing};
+use super::{ConversationPolicy, Decided, Moment, Plan, Step, plan_message, plan_outgoing};
 use crate::escalation::EscalationPolicy;
+use crate::escalation::hours::BusinessHours;
 use crate::model::{
     Actor, ChatEvent, Conversation, ConversationKey, ConversationState, Delivery, Direction,
     Escalation, EscalationEvent, ItemRef, Part, Queue, Sender,
@@ -143,6 +144,17 @@ impl<O: Outbox> Outbox for Arc<O> {
 /// How a shop is named to buyers (`{shop}`), by shop account id.
 pub type ShopNames = std::collections::HashMap<String, String>;
 
+/// Each shop's business hours, by shop account id; a shop without an entry is always open.
+pub type ShopHours = std::collections::HashMap<String, BusinessHours>;
+
+/// The off-hours form of an escalation's acknowledgement: `<key>.off_hours`.
+pub const OFF_HOURS_SUFFIX: &str = ".off_hours";
+/// The acknowledgement of any escalation while the shop is closed, for keys without their own
+/// off-hours form.
+pub const ESCALATED_OFF_HOURS: &str = "escalated_off_hours";
+/// `{queue_eta}` while closed, when the schedule has no opening within its horizon.
+const NO_OPENING_WORDS: &str = "下一个工作日";
+
 /// What every worker shares.
 pub struct Shared<O> {
     pub store: Store,
@@ -151,6 +163,7 @@ pub struct Shared<O> {
     pub policy: ConversationPolicy,
     pub escalation: EscalationPolicy,
     pub shop_names: ShopNames,
+    pub hours: ShopHours,
     /// Chat events, announced after their commit.
     pub events: broadcast::Sender<ChatEvent>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -290,11 +303,12 @@ impl<O: Outbox> Worker<O> {
             None => None,
         };
         let decided = self.route(rules, message, &mut conversation, now);
+        let (moment, reopens) = self.moment(now);
         let mut recent = self.recent_replies.clone();
         let plan = plan_message(
             &mut conversation,
             &decided,
-            now,
+            moment,
             open.as_ref().map(|e| e.queue),
             &self.shared.policy,
             &self.shared.escalation,
@@ -320,7 +334,15 @@ impl<O: Outbox> Worker<O> {
                 decided_by: decided.by.as_str().to_owned(),
             }),
         });
-        let outgoing = self.steps_into_turn(&plan, rules, &before, &mut turn, &message.text, now);
+        let outgoing = self.steps_into_turn(
+            &plan,
+            rules,
+            &before,
+            &mut turn,
+            &message.text,
+            now,
+            reopens.as_deref(),
+        );
         let committed = store.commit_turn(turn.clone()).await?;
         let TurnOutcome::Applied {
             escalation,
@@ -393,8 +415,29 @@ impl<O: Outbox> Worker<O> {
         }
     }
 
+    /// Where `now` falls in the shop's business hours: the planner's [`Moment`], and while
+    /// closed, when people are back in words for the buyer (`{queue_eta}`).
+    fn moment(&self, now: i64) -> (Moment, Option<String>) {
+        let Some(hours) = self.shared.hours.get(&self.key.self_id) else {
+            return (Moment::open(now), None);
+        };
+        let Ok(at) = jiff::Timestamp::from_millisecond(now) else {
+            return (Moment::open(now), None);
+        };
+        let Some((since, opens)) = hours.closed_period(at) else {
+            return (Moment::open(now), None);
+        };
+        let words = if opens == jiff::Timestamp::MAX {
+            NO_OPENING_WORDS.to_owned()
+        } else {
+            hours.eta_words(at, opens)
+        };
+        (Moment::closed(now, since.as_millisecond()), Some(words))
+    }
+
     /// Adds the plan's escalation steps and rendered replies to the turn; returns the replies
-    /// in the order their lines are recorded.
+    /// in the order their lines are recorded. `reopens` is set while the shop is closed.
+    #[allow(clippy::too_many_arguments)]
     fn steps_into_turn(
         &mut self,
         plan: &Plan,
@@ -403,6 +446,7 @@ impl<O: Outbox> Worker<O> {
         turn: &mut Turn,
         first_message: &str,
         now: i64,
+        reopens: Option<&str>,
     ) -> Vec<Outgoing> {
         let mut outgoing = Vec::new();
         for step in &plan.steps {
@@ -432,8 +476,17 @@ impl<O: Outbox> Worker<O> {
                         });
                     }
                 }
-                Step::Send { key, queue } => {
-                    if let Some(text) = self.render(rules, key, *queue) {
+                Step::Send {
+                    key,
+                    queue,
+                    off_hours,
+                } => {
+                    let key = if *off_hours {
+                        off_hours_key(rules, key)
+                    } else {
+                        key.as_str()
+                    };
+                    if let Some(text) = self.render(rules, key, *queue, reopens) {
                         turn.outbound.push(OutboundLine {
                             sender: Sender::Bot,
                             text: text.clone(),
@@ -451,7 +504,14 @@ impl<O: Outbox> Worker<O> {
         outgoing
     }
 
-    fn render(&mut self, rules: &RuleSet, key: &str, queue: Option<Queue>) -> Option<String> {
+    /// Renders `key`; `reopens` (while the shop is closed) is what `{queue_eta}` says.
+    fn render(
+        &mut self,
+        rules: &RuleSet,
+        key: &str,
+        queue: Option<Queue>,
+        reopens: Option<&str>,
+    ) -> Option<String> {
         let context = RenderContext {
             shop: self
                 .shared
@@ -460,7 +520,7 @@ impl<O: Outbox> Worker<O> {
                 .map(String::as_str),
             buyer: None,
             queue,
-            queue_eta: queue.map(|q| self.shared.escalation.eta(q)),
+            queue_eta: reopens.or_else(|| queue.map(|q| self.shared.escalation.eta(q))),
         };
         self.rotation = self.rotation.wrapping_add(1);
         let text = rules.replies().render(key, self.rotation, &context);
@@ -791,8 +851,22 @@ impl<O: Outbox> Worker<O> {
         queue: Option<Queue>,
     ) -> Option<String> {
         rules.replies().get(key)?;
-        self.render(rules, key, queue)
+        self.render(rules, key, queue, None)
     }
+}
+
+/// Which reply acknowledges an escalation while the shop is closed: the key's own off-hours
+/// form, else the shared one, else the key itself (whose wait then reads as a clock time).
+fn off_hours_key<'a>(rules: &'a RuleSet, key: &'a str) -> &'a str {
+    let replies = rules.replies();
+    let own = format!("{key}{OFF_HOURS_SUFFIX}");
+    if let Some(reply) = replies.get(&own) {
+        return reply.key.as_str();
+    }
+    if let Some(reply) = replies.get(ESCALATED_OFF_HOURS) {
+        return reply.key.as_str();
+    }
+    key
 }
 
 /// Whether to plan and commit again after the `attempt`-th try failed with `error`: a stale
@@ -855,6 +929,30 @@ mod tests {
             outgoing: false,
         };
         assert_eq!(transcript_text(&message), "[表情] [商品 纯棉T恤 (42)]");
+    }
+
+    #[test]
+    fn an_off_hours_acknowledgement_prefers_the_key_s_own_form() {
+        use crate::rules::{Layer, load};
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good");
+        let plain = load(&[Layer::overlay(&fixture)]).unwrap().rules;
+        // Without off-hours replies the key itself is sent.
+        assert_eq!(off_hours_key(&plain, "refund_ack"), "refund_ack");
+
+        let overlay = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(overlay.path().join("rules")).unwrap();
+        std::fs::create_dir_all(overlay.path().join("replies")).unwrap();
+        std::fs::write(
+            overlay.path().join("replies/off.toml"),
+            "[[reply]]\nkey = \"escalated_off_hours\"\ntext = \"已转{queue}，{queue_eta}上班后联系您\"\n\
+             [[reply]]\nkey = \"refund_ack.off_hours\"\ntext = \"退款的事{queue_eta}处理\"\n",
+        )
+        .unwrap();
+        let rules = load(&[Layer::overlay(&fixture), Layer::overlay(overlay.path())])
+            .unwrap()
+            .rules;
+        assert_eq!(off_hours_key(&rules, "refund_ack"), "refund_ack.off_hours");
+        assert_eq!(off_hours_key(&rules, "after_sale_ack"), ESCALATED_OFF_HOURS);
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! When and where chats go to humans: the bot's give-up threshold and what buyers are told about
-//! each queue's wait.
+//! When and where chats go to humans: the bot's give-up threshold, what buyers are told about
+//! each queue's wait, and each shop's business hours ([`hours`]).
 //!
 //! Which messages escalate to which queue is the rule files' business; this module holds the
 //! policy around it that is not about message text.
+
+pub mod hours;
 
 use std::collections::HashMap;
 

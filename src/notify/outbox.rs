@@ -119,21 +119,13 @@ impl Deliverer {
             }
             let target = millis(self.sla(escalation.queue));
             let waited = now.saturating_sub(escalation.created_ms);
-            for (event, due) in [
-                (Event::SlaWarning, target / 2),
-                (Event::SlaBreach, target),
-            ] {
+            for (event, due) in [(Event::SlaWarning, target / 2), (Event::SlaBreach, target)] {
                 if waited < due {
                     continue;
                 }
                 // The queue is part of the key: raised to a more serious queue, the chat is
                 // timed again against that queue's target.
-                let key = format!(
-                    "{}:{}:{}",
-                    event.as_str(),
-                    escalation.id,
-                    escalation.queue
-                );
+                let key = format!("{}:{}:{}", event.as_str(), escalation.id, escalation.queue);
                 if self.alerted.contains(&key) {
                     continue;
                 }

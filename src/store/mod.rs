@@ -526,7 +526,10 @@ impl Store {
     ///
     /// A failed write, a closed or read-only store.
     pub async fn outbox(&self, op: OutboxOp) -> Result<bool, StoreError> {
-        Ok(!matches!(self.submit(Op::Outbox(op)).await?, Reply::Created(0)))
+        Ok(!matches!(
+            self.submit(Op::Outbox(op)).await?,
+            Reply::Created(0)
+        ))
     }
 
     /// Up to `limit` notifications whose deliveries are not planned yet, oldest first.

@@ -11,7 +11,7 @@ use crate::store::StoreError;
 /// Columns selected for a [`Conversation`], in the order [`conversation`] reads them.
 pub(crate) const CONVERSATION_COLUMNS: &str = "platform, self_id, user_id, state, state_since_ms, \
      paused_until_ms, greeted_at_ms, fallback_streak, queued_notice_sent, open_escalation, \
-     last_buyer_ms, last_staff_ms, last_item_id, last_item_title, version";
+     last_buyer_ms, last_staff_ms, last_item_id, last_item_title, off_hours_notice_ms, version";
 
 /// Columns selected for an [`Escalation`].
 pub(crate) const ESCALATION_COLUMNS: &str = "id, platform, self_id, user_id, queue, reason, rule, \
@@ -67,6 +67,7 @@ pub(crate) fn conversation(row: &SqliteRow) -> Result<Conversation, StoreError> 
             id,
             title: item_title.unwrap_or_default(),
         }),
+        off_hours_notice_ms: get(row, "off_hours_notice_ms", CX)?,
         version: get(row, "version", CX)?,
     })
 }

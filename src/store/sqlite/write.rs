@@ -466,8 +466,9 @@ async fn upsert_conversation(
     sqlx::query(
         "INSERT INTO conversations (platform, self_id, user_id, state, state_since_ms, \
          paused_until_ms, greeted_at_ms, fallback_streak, queued_notice_sent, open_escalation, \
-         last_buyer_ms, last_staff_ms, last_item_id, last_item_title, version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         last_buyer_ms, last_staff_ms, last_item_id, last_item_title, off_hours_notice_ms, \
+         version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
          ON CONFLICT (platform, self_id, user_id) DO UPDATE SET \
          state = excluded.state, state_since_ms = excluded.state_since_ms, \
          paused_until_ms = excluded.paused_until_ms, greeted_at_ms = excluded.greeted_at_ms, \
@@ -475,7 +476,8 @@ async fn upsert_conversation(
          queued_notice_sent = excluded.queued_notice_sent, \
          open_escalation = excluded.open_escalation, last_buyer_ms = excluded.last_buyer_ms, \
          last_staff_ms = excluded.last_staff_ms, last_item_id = excluded.last_item_id, \
-         last_item_title = excluded.last_item_title, version = excluded.version",
+         last_item_title = excluded.last_item_title, \
+         off_hours_notice_ms = excluded.off_hours_notice_ms, version = excluded.version",
     )
     .bind(&c.key.platform)
     .bind(&c.key.self_id)
@@ -491,6 +493,7 @@ async fn upsert_conversation(
     .bind(c.last_staff_ms)
     .bind(c.last_item.as_ref().map(|i| i.id.as_str()))
     .bind(c.last_item.as_ref().map(|i| i.title.as_str()))
+    .bind(c.off_hours_notice_ms)
     .bind(version)
     .execute(&mut *conn)
     .await?;
