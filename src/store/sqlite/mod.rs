@@ -6,6 +6,7 @@
 //! backend can mirror it.
 
 mod read;
+mod report;
 mod rows;
 mod write;
 
