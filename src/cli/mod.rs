@@ -6,6 +6,7 @@ pub mod demo;
 pub mod eval;
 pub mod explain;
 pub mod queue;
+pub mod report;
 pub mod route;
 pub mod run;
 pub mod train;
