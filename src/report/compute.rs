@@ -377,3 +377,82 @@ fn fallback_groups(texts: &[&str]) -> Vec<MessageGroup> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::DecisionRecord;
+
+    fn line(action: &str, text: &str, at_ms: i64) -> ReportLine {
+        ReportLine {
+            id: at_ms,
+            key: ConversationKey::new("qq", "shop1", "u1"),
+            direction: Direction::Inbound,
+            sender: Sender::Buyer,
+            text: text.to_owned(),
+            delivery: None,
+            at_ms,
+            decision: Some(DecisionRecord {
+                action: action.to_owned(),
+                topic: "other".to_owned(),
+                rule: None,
+                decided_by: "rule".to_owned(),
+            }),
+        }
+    }
+
+    fn escalation(created_ms: i64) -> Escalation {
+        Escalation {
+            id: 1,
+            key: ConversationKey::new("qq", "shop1", "u1"),
+            queue: Queue::Human,
+            reason: String::new(),
+            rule: None,
+            state: EscalationState::Open,
+            created_ms,
+            claimed_by: None,
+            claimed_ms: None,
+            first_message: String::new(),
+            closed_by: None,
+            outcome: None,
+        }
+    }
+
+    #[test]
+    fn when_an_answer_did_not_help() {
+        let window = ANSWER_DID_NOT_HELP_WITHIN_MS;
+        let cases: &[(Option<ReportLine>, Option<i64>, Option<&str>)] = &[
+            (
+                Some(line("fallback", "还是不懂", 1000 + window)),
+                None,
+                Some("还是不懂"),
+            ),
+            (
+                Some(line("escalate", "我要投诉", 5000)),
+                None,
+                Some("我要投诉"),
+            ),
+            (
+                Some(line("fallback", "还是不懂", 1001 + window)),
+                None,
+                None,
+            ),
+            (Some(line("reply", "那几天到", 5000)), None, None),
+            (Some(line("ignore", "好的", 5000)), None, None),
+            (None, Some(1000 + window), Some("→ human")),
+            (None, Some(1001 + window), None),
+            (None, Some(999), None),
+            (None, None, None),
+        ];
+        for (next, escalated_at, expected) in cases {
+            let escalations: Vec<Escalation> =
+                escalated_at.iter().map(|&at| escalation(at)).collect();
+            let escalations: Vec<&Escalation> = escalations.iter().collect();
+            assert_eq!(
+                did_not_help(1000, next.as_ref(), &escalations).as_deref(),
+                *expected,
+                "next {next:?}, escalated at {escalated_at:?}"
+            );
+        }
+    }
+}

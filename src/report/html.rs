@@ -61,7 +61,7 @@ fn bars(counts: &[Count], label: &str) -> Markup {
         svg width=(width) height=(height) viewBox=(format!("0 0 {width} {height}")) role="img" aria-label=(label) {
             @for (row, count) in counts.iter().enumerate() {
                 @let y = row as i64 * ROW_HEIGHT;
-                @let length = (count.count as i64 * BAR_WIDTH / largest).max(1);
+                @let length = count.count as i64 * BAR_WIDTH / largest;
                 text x=(LABEL_WIDTH - 6) y=(y + 15) text-anchor="end" { (count.name) }
                 rect x=(LABEL_WIDTH) y=(y + 3) width=(length) height=(ROW_HEIGHT - 6) fill=(BAR_COLOUR) {}
                 text x=(LABEL_WIDTH + length + 6) y=(y + 15) { (count.count) }
