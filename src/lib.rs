@@ -38,9 +38,12 @@
 //!   `/healthz` and `/readyz` router.
 //! - [`console`]: the agent console (axum, maud, htmx, server-sent events): logins and sessions,
 //!   the queue, a chat, replies and actions through the chat's worker, shift handover.
+//! - [`report`]: the shift and weekly report (volumes, response times, the response clock,
+//!   queues, topics, unanswered messages, rules that never fire, answers that did not help),
+//!   computed from one store read and rendered as text, JSON or a self-contained HTML page.
 //! - [`accounts`]: console accounts: argon2id password hashes, add, passwords, disabling.
 //! - [`cli`]: one file per command (`run`, `demo`, `check`, `route`, `explain`, `eval`, `queue`,
-//!   `agent`, `hours`).
+//!   `agent`, `hours`, `report`).
 
 pub mod accounts;
 pub mod classifier;
@@ -58,6 +61,7 @@ pub mod model;
 pub mod notify;
 pub mod reload;
 pub mod replies;
+pub mod report;
 pub mod routing;
 pub mod rules;
 pub mod store;

@@ -80,6 +80,9 @@ enum Command {
     Hours(cli::hours::HoursArgs),
     /// Manage console accounts.
     Agent(cli::agent::AgentArgs),
+    /// The shift or weekly report: volumes, response times, queues, topics, unanswered
+    /// messages, rules that never fire, answers that did not help.
+    Report(cli::report::ReportArgs),
 }
 
 /// A faster allocator: rule loading and the hot path allocate many small strings.
@@ -211,6 +214,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &mut std::io::stdin().lock(),
                 &mut std::io::stdout().lock(),
             ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(cli::report::run(&args, &mut std::io::stdout().lock()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval {

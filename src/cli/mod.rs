@@ -7,6 +7,7 @@ pub mod eval;
 pub mod explain;
 pub mod hours;
 pub mod queue;
+pub mod report;
 pub mod route;
 pub mod run;
 pub mod train;

@@ -61,6 +61,7 @@ pub fn app(state: ConsoleState) -> Router {
         .route("/phrases", post(add_phrase))
         .route("/phrases/{id}/delete", post(delete_phrase))
         .route("/events", get(events))
+        .route("/report", get(report_page))
         .route("/static/{file}", get(asset))
         .layer(middleware::from_fn_with_state(state.clone(), csrf_guard))
         .layer(middleware::from_fn(security_headers))
@@ -751,6 +752,41 @@ async fn events(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
+// ---- shift report -------------------------------------------------------------------------
+
+/// The shift report over `?since=` (default 24h), `?until=` and `?shop=`, for supervisors; an
+/// account limited to some shops sees only those.
+async fn report_page(
+    State(state): State<ConsoleState>,
+    session: Session,
+    Query(mut query): Query<views::ReportQuery>,
+) -> Result<Markup, AppError> {
+    session.require_supervisor("see the shift report")?;
+    if query.since.trim().is_empty() {
+        query.since = "24h".to_owned();
+    }
+    let until = Some(query.until.trim()).filter(|u| !u.is_empty());
+    let shop = Some(query.shop.trim()).filter(|s| !s.is_empty());
+    let period =
+        crate::report::Period::parse(&query.since, until, shop.map(str::to_owned), now_ms())
+            .map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let mut rows = state
+        .store()
+        .report_rows(period.since_ms, period.until_ms, shop)
+        .await?;
+    rows.keep_shops(|self_id| session.serves(self_id));
+    let book = state.daemon().rules().load();
+    let ids = |rules: &crate::rules::RuleSet| -> Vec<String> {
+        rules.rules().map(|r| r.id.clone()).collect()
+    };
+    let rule_ids = match shop {
+        Some(shop) => ids(&book.for_shop(shop)),
+        None => ids(book.shared()),
+    };
+    let report = crate::report::compute(&rows, period, Some(&rule_ids));
+    Ok(views::report_page(&session, &query, &report))
+}
+
 // ---- embedded assets ------------------------------------------------------------------------
 
 async fn asset(Path(file): Path<String>) -> Response {
@@ -769,6 +805,10 @@ async fn asset(Path(file): Path<String>) -> Response {
         ),
         "console.css" => (
             include_bytes!("static/console.css"),
+            "text/css; charset=utf-8",
+        ),
+        "report.css" => (
+            crate::report::html::STYLE.as_bytes(),
             "text/css; charset=utf-8",
         ),
         _ => return AppError::NotFound.into_response(),

@@ -117,6 +117,7 @@ pub fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                         nav {
                             a href="/" { "队列" }
                             a href="/handover" { "交接班" }
+                            @if session.supervises() { a href="/report" { "报表" } }
                         }
                         span class="who" { bdi { (session.agent.name) } " · " (session.agent.role.as_str()) }
                         form method="post" action="/logout" class="inline" {
@@ -535,6 +536,40 @@ pub fn handover_page(session: &Session, items: &[HandoverItem], notice: Option<&
                     }
                 }
             }
+        },
+    )
+}
+
+/// What the report page was asked for, kept in its form.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+pub struct ReportQuery {
+    #[serde(default)]
+    pub since: String,
+    #[serde(default)]
+    pub until: String,
+    #[serde(default)]
+    pub shop: String,
+}
+
+/// The shift report for supervisors: a period form above the same sections `xiaoer report
+/// --format html` prints.
+pub fn report_page(
+    session: &Session,
+    query: &ReportQuery,
+    report: &crate::report::Report,
+) -> Markup {
+    layout(
+        "报表",
+        Some(session),
+        html! {
+            link rel="stylesheet" href="/static/report.css";
+            form method="get" action="/report" class="filters" {
+                label { "从 " input type="text" name="since" value=(query.since) placeholder="24h · 7d · 2026-12-01"; }
+                label { " 到 " input type="text" name="until" value=(query.until) placeholder="现在"; }
+                label { " 店铺 " input type="text" name="shop" value=(query.shop) placeholder="全部"; }
+                button type="submit" { "查看" }
+            }
+            (crate::report::html::body(report))
         },
     )
 }

@@ -631,6 +631,9 @@ impl<O: Outbox> Worker<O> {
             .await
         {
             warn!(chat = %self.key, %error, "cannot record whether a reply was delivered");
+        } else if matches!(sender, Sender::Agent(_)) {
+            // The agent's screen reloads the transcript next; it must show what became of it.
+            let _ = self.shared.store.flush().await;
         }
         if delivery != Delivery::Failed {
             self.emit(ChatEvent::Message {

@@ -25,6 +25,7 @@
 
 mod error;
 mod ops;
+mod report;
 mod sqlite;
 mod writer;
 
@@ -41,6 +42,7 @@ pub use ops::{
     AccountOp, DecisionRecord, EscalationStep, InboundLine, OutboundLine, OutboxOp, Turn,
     TurnOutcome,
 };
+pub use report::{ReportEscalationEvent, ReportLine, ReportRows, ResponseRound};
 pub use writer::Fault;
 
 use crate::model::{
@@ -700,6 +702,24 @@ impl Store {
             Reader::Sqlite(r) => r.close().await,
         }
         result
+    }
+
+    /// Everything the shift report over `[since_ms, until_ms)` reads, for one shop account or
+    /// all: transcript lines with what routing decided, the escalations opened with their
+    /// history, and the response-clock rounds started (see [`ReportRows`]).
+    ///
+    /// # Errors
+    ///
+    /// If the read fails or a stored value is not understood.
+    pub async fn report_rows(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        shop: Option<&str>,
+    ) -> Result<ReportRows, StoreError> {
+        match &self.inner.reader {
+            Reader::Sqlite(r) => r.report_rows(since_ms, until_ms, shop).await,
+        }
     }
 }
 

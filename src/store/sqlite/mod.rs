@@ -7,6 +7,7 @@
 
 pub(crate) mod outbox;
 mod read;
+mod report;
 mod rows;
 mod write;
 
