@@ -1312,6 +1312,60 @@ impl FileReader<'_> {
         }) {
             self.config.metrics_listen = Some(v);
         }
+        self.read_notify(raw.notify, raw.notifications);
+    }
+
+    /// `[[notify]]` targets (each checked by [`crate::notify::Target::from_toml`]) and the
+    /// `[notifications]` retry settings.
+    fn read_notify(&mut self, targets: Vec<Spanned<Value>>, retry: RawNotifications) {
+        let mut names = HashSet::new();
+        for (i, entry) in targets.into_iter().enumerate() {
+            let origin = self.origin(entry.span());
+            match crate::notify::Target::from_toml(i, entry.get_ref()) {
+                Ok(target) => {
+                    if !names.insert(target.name.clone()) {
+                        self.problems.push(Problem::new(
+                            "notify.name",
+                            Some(origin),
+                            format!(
+                                "another [[notify]] entry is called {:?}: give each its own name",
+                                target.name
+                            ),
+                        ));
+                        continue;
+                    }
+                    self.config.origins.set(format!("notify.{i}"), origin);
+                    self.config.notify.push(target);
+                }
+                Err(problems) => {
+                    for (key, message) in problems {
+                        let setting = if key.is_empty() {
+                            "notify".to_owned()
+                        } else {
+                            format!("notify.{key}")
+                        };
+                        self.problems
+                            .push(Problem::new(setting, Some(origin.clone()), message));
+                    }
+                }
+            }
+        }
+        let mut policy = self.config.notify_retry;
+        for (name, raw, field) in [
+            ("retry_first", retry.retry_first, &mut policy.first),
+            ("retry_cap", retry.retry_cap, &mut policy.cap),
+            (
+                "give_up_after",
+                retry.give_up_after,
+                &mut policy.give_up_after,
+            ),
+        ] {
+            let key = format!("notifications.{name}");
+            if let Some(v) = self.take(&key, &key, raw, duration) {
+                *field = v;
+            }
+        }
+        self.config.notify_retry = policy;
     }
 
     /// Reads the `[shop.hours]` of shop `i`, whose table starts at `shop_origin`. A bad value
@@ -2078,6 +2132,70 @@ reply_window = "1500ms"
             found[0].contains("there is no queue \"refnd\""),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn notify_targets_and_retries_are_read() {
+        let config = load(&format!(
+            r#"{GATEWAY}
+[[notify]]
+kind = "dingtalk"
+url = "https://oapi.dingtalk.com/robot/send?access_token=abc"
+secret = "SECxyz"
+queues = ["refund"]
+
+[[notify]]
+kind = "generic"
+url = "http://127.0.0.1:9000/hook"
+name = "ops"
+events = ["sla"]
+
+[notifications]
+retry_first = "1s"
+retry_cap = "30s"
+give_up_after = "2h"
+"#
+        ))
+        .unwrap();
+        let names: Vec<_> = config.notify.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["dingtalk#1", "ops"]);
+        assert_eq!(config.notify_retry.first, Duration::from_secs(1));
+        assert_eq!(config.notify_retry.cap, Duration::from_secs(30));
+        assert_eq!(config.notify_retry.give_up_after, Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn bad_notify_entries_are_reported_with_their_lines() {
+        let found = problems(&format!(
+            r#"{GATEWAY}
+[[notify]]
+kind = "slack"
+url = "ftp://x"
+
+[[notify]]
+kind = "generic"
+url = "http://a/1"
+name = "same"
+
+[[notify]]
+kind = "generic"
+url = "http://a/2"
+name = "same"
+
+[notifications]
+retry_first = "10s"
+retry_cap = "1s"
+"#
+        ));
+        let text = found.join("\n");
+        assert!(text.contains("notify.kind"), "{text}");
+        assert!(text.contains("notify.url"), "{text}");
+        assert_eq!(found.len(), 4, "{text}");
+        assert!(
+            text.contains("another [[notify]] entry is called \"same\""),
+            "{text}"
+        );
+        assert!(text.contains("notifications.retry_cap"), "{text}");
     }
 
     #[test]
