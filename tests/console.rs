@@ -29,6 +29,10 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with(Vec::new()).await
+}
+
+async fn env_with(notify: Vec<xiaoer::notify::Target>) -> Env {
     let gateway = DevGateway::start(DevGatewayConfig {
         token: Some(TOKEN.into()),
         shops: vec!["shop1".into(), "shop2".into()],
@@ -58,6 +62,7 @@ async fn env() -> Env {
             ..Default::default()
         },
         watch: false,
+        notify,
         ..Config::default()
     };
     let running = xiaoer::daemon::start(config).await.unwrap();
@@ -212,7 +217,12 @@ async fn every_route_wants_a_session_and_every_post_its_csrf_token() {
     let page = stranger.get("/").await;
     assert_eq!(page.status, StatusCode::SEE_OTHER);
     assert_eq!(page.location.as_deref(), Some("/login"));
-    for path in [format!("/chat/{id}"), "/handover".into()] {
+    for path in [
+        format!("/chat/{id}"),
+        "/handover".into(),
+        "/report".into(),
+        "/notifications".into(),
+    ] {
         assert_eq!(
             stranger.get(&path).await.status,
             StatusCode::SEE_OTHER,
@@ -228,6 +238,10 @@ async fn every_route_wants_a_session_and_every_post_its_csrf_token() {
     }
     let page = stranger
         .post_raw(&format!("/chat/{id}/claim"), &[("csrf", "x")])
+        .await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    let page = stranger
+        .post_raw("/notifications/retry", &[("csrf", "x")])
         .await;
     assert_eq!(page.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
@@ -712,6 +726,101 @@ async fn live_updates_carry_only_the_shops_the_agent_serves() {
         "an event of another shop leaked: {seen}"
     );
     assert!(!seen.contains("退款"), "events carry no buyer text");
+    env.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisors_see_undelivered_notifications_and_send_them_again() {
+    // A receiver that refuses once (a bad request is not retried), then takes everything.
+    let refusals = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1));
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = {
+        let (refusals, taken) = (refusals.clone(), taken.clone());
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                let (refusals, taken) = (refusals.clone(), taken.clone());
+                async move {
+                    use std::sync::atomic::Ordering::SeqCst;
+                    if refusals
+                        .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
+                    {
+                        StatusCode::BAD_REQUEST
+                    } else {
+                        taken.fetch_add(1, SeqCst);
+                        StatusCode::OK
+                    }
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let entry: toml::Value = toml::from_str(&format!(
+        "kind = \"generic\"\nurl = \"{url}\"\nname = \"ops-hook\""
+    ))
+    .unwrap();
+    let env = env_with(vec![xiaoer::notify::Target::from_toml(0, &entry).unwrap()]).await;
+    let id = env.refund("shop1", "n1", "我要退款，东西坏了").await;
+
+    let lead = env.agent("lead", Role::Supervisor, &[]).await;
+    let alice = env.agent("alice", Role::Agent, &[]).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let page = loop {
+        let page = lead.get("/notifications").await;
+        assert_eq!(page.status, StatusCode::OK);
+        if page.body.contains("ops-hook") || tokio::time::Instant::now() > deadline {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        page.body.contains("data-dead-letters=\"1\""),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("400"), "the reason is shown");
+    assert!(
+        page.body.contains(&format!("href=\"/chat/{id}\"")),
+        "a link to the chat"
+    );
+    assert!(lead.get("/").await.body.contains("href=\"/notifications\""));
+    assert!(
+        !alice
+            .get("/")
+            .await
+            .body
+            .contains("href=\"/notifications\"")
+    );
+    assert_eq!(
+        alice.get("/notifications").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        alice.post("/notifications/retry", &[]).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    let retried = lead
+        .post("/notifications/retry", &[("target", "ops-hook")])
+        .await;
+    assert_eq!(retried.status, StatusCode::SEE_OTHER);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while taken.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "not sent again");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let page = lead.get("/notifications").await;
+        if page.body.contains("没有未送达的通知") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", page.body);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     env.running.stop().await;
 }
 

@@ -62,6 +62,8 @@ pub fn app(state: ConsoleState) -> Router {
         .route("/phrases/{id}/delete", post(delete_phrase))
         .route("/events", get(events))
         .route("/report", get(report_page))
+        .route("/notifications", get(notifications_page))
+        .route("/notifications/retry", post(retry_notifications))
         .route("/static/{file}", get(asset))
         .layer(middleware::from_fn_with_state(state.clone(), csrf_guard))
         .layer(middleware::from_fn(security_headers))
@@ -785,6 +787,45 @@ async fn report_page(
     };
     let report = crate::report::compute(&rows, period, Some(&rule_ids));
     Ok(views::report_page(&session, &query, &report))
+}
+
+// ---- notifications --------------------------------------------------------------------------
+
+/// How many dead letters the page lists.
+const DEAD_LETTERS_SHOWN: i64 = 200;
+
+/// What the outbox owes and what it gave up on, for supervisors.
+async fn notifications_page(
+    State(state): State<ConsoleState>,
+    session: Session,
+) -> Result<Markup, AppError> {
+    session.require_supervisor("see undelivered notifications")?;
+    let counts = state.store().outbox_counts().await?;
+    let mut dead = state.store().dead_letters(DEAD_LETTERS_SHOWN).await?;
+    dead.retain(|d| session.serves(&d.entry.chat.self_id));
+    Ok(views::notifications_page(&session, &counts, &dead))
+}
+
+/// Sends dead-lettered notifications again (to one target, or all), at once.
+async fn retry_notifications(
+    State(state): State<ConsoleState>,
+    axum::Extension(session): axum::Extension<Session>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, AppError> {
+    session.require_supervisor("retry notifications")?;
+    let target = form
+        .get("target")
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
+    tracing::info!(agent = %session.agent.name, target = ?target, "dead-lettered notifications retried from the console");
+    state
+        .store()
+        .outbox(crate::store::OutboxOp::Revive {
+            target,
+            at_ms: now_ms(),
+        })
+        .await?;
+    Ok(Redirect::to("/notifications").into_response())
 }
 
 // ---- embedded assets ------------------------------------------------------------------------

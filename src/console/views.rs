@@ -117,7 +117,10 @@ pub fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                         nav {
                             a href="/" { "队列" }
                             a href="/handover" { "交接班" }
-                            @if session.supervises() { a href="/report" { "报表" } }
+                            @if session.supervises() {
+                                a href="/report" { "报表" }
+                                a href="/notifications" { "通知" }
+                            }
                         }
                         span class="who" { bdi { (session.agent.name) } " · " (session.agent.role.as_str()) }
                         form method="post" action="/logout" class="inline" {
@@ -570,6 +573,61 @@ pub fn report_page(
                 button type="submit" { "查看" }
             }
             (crate::report::html::body(report))
+        },
+    )
+}
+
+/// The notification outbox: counts, and the deliveries given up on with a way to send them again.
+pub fn notifications_page(
+    session: &Session,
+    counts: &crate::store::OutboxCounts,
+    dead: &[crate::store::DeadLetter],
+) -> Markup {
+    layout(
+        "通知",
+        Some(session),
+        html! {
+            h1 { "通知" }
+            p class="counts" {
+                "待发送 " strong { (counts.pending + counts.unplanned) }
+                " · 已送达 " strong { (counts.delivered) }
+                " · 未送达（已放弃）" strong data-dead-letters=(counts.dead) { (counts.dead) }
+            }
+            @if dead.is_empty() {
+                p { "没有未送达的通知。" }
+            } @else {
+                form method="post" action="/notifications/retry" class="inline" {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    button type="submit" data-action="retry" { "全部重发" }
+                }
+                table class="dead-letters" {
+                    thead { tr { th { "放弃于" } th { "接收方" } th { "事件" } th { "队列" } th { "会话" } th { "尝试" } th { "原因" } th {} } }
+                    tbody {
+                        @for d in dead {
+                            tr data-outbox-id=(d.entry.id) {
+                                td { (day_and_time(d.given_up_ms)) }
+                                td { bdi { (d.target) } }
+                                td { (d.entry.event) }
+                                td { (queue_name(d.entry.queue)) }
+                                td {
+                                    @if let Some(id) = d.entry.escalation_id {
+                                        a href={ "/chat/" (id) } { bdi { (shorten(&d.entry.first_message, 40)) } }
+                                    }
+                                }
+                                td { (d.attempts) }
+                                td { (d.last_error.as_deref().unwrap_or("—")) }
+                                td {
+                                    form method="post" action="/notifications/retry" class="inline" {
+                                        input type="hidden" name="csrf" value=(session.csrf);
+                                        input type="hidden" name="target" value=(d.target);
+                                        button type="submit" data-action="retry" { "重发此接收方" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         },
     )
 }
