@@ -4,6 +4,7 @@
 //! Which messages escalate to which queue is the rule files' business; this module holds the
 //! policy around it that is not about message text.
 
+pub mod clock;
 pub mod hours;
 
 use std::collections::HashMap;
