@@ -288,6 +288,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         escalation: config.escalation.clone(),
         shop_names: config.shop_names(),
         hours: config.shop_hours(),
+        clocks: config.shop_clocks(),
         events: chat_events.clone(),
         metrics: Arc::clone(&metrics),
     });

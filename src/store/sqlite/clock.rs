@@ -126,3 +126,117 @@ pub(crate) async fn open_rounds(pool: &SqlitePool) -> Result<Vec<OpenRound>, Sto
         .map(open_round_row)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{Actor, Conversation, ConversationKey, Direction, Sender};
+    use crate::store::{InboundLine, RoundStep, Store, StoreError, Turn, TurnOutcome};
+
+    fn buyer_turn(conversation: Conversation, id: &str, at_ms: i64) -> Turn {
+        let mut turn = Turn::new(conversation, Actor::Bot, "message handled", at_ms);
+        turn.inbound = Some(InboundLine {
+            message_id: id.to_owned(),
+            sender: Sender::Buyer,
+            direction: Direction::Inbound,
+            text: "在吗".to_owned(),
+            parts: Vec::new(),
+            at_ms,
+            decision: None,
+        });
+        turn.clock = vec![RoundStep::Open { budget_ms: 180_000 }];
+        turn
+    }
+
+    #[tokio::test]
+    async fn turns_open_and_answer_rounds_with_everything_else_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let key = ConversationKey::new("qq", "shop1", "buyer1");
+        let fresh = || Conversation::new(key.clone(), 1000);
+
+        store
+            .commit_turn(buyer_turn(fresh(), "m1", 1000))
+            .await
+            .unwrap();
+        let open = store.open_round(&key).await.unwrap().unwrap();
+        assert_eq!(
+            (open.started_ms, open.budget_ms, open.warned_pct),
+            (1000, 180_000, 0)
+        );
+
+        // A later message in the same wait does not restart the round, and a redelivery writes
+        // nothing at all.
+        let stored = store.conversation(&key).await.unwrap().unwrap();
+        store
+            .commit_turn(buyer_turn(stored.clone(), "m2", 5000))
+            .await
+            .unwrap();
+        let stored = store.conversation(&key).await.unwrap().unwrap();
+        assert_eq!(
+            store
+                .commit_turn(buyer_turn(stored.clone(), "m1", 9000))
+                .await
+                .unwrap(),
+            TurnOutcome::Duplicate
+        );
+        assert_eq!(store.open_round(&key).await.unwrap().unwrap().id, open.id);
+
+        let answer = |conversation: Conversation, at_ms| {
+            let mut turn = Turn::new(
+                conversation,
+                Actor::Agent("a".into()),
+                "agent replied",
+                at_ms,
+            );
+            turn.clock = vec![RoundStep::Answer {
+                by: "agent:a".into(),
+                counted_ms: at_ms - 1000,
+                in_time: false,
+            }];
+            turn
+        };
+        // A turn refused for a stale conversation leaves the round open.
+        let stale = Conversation {
+            version: stored.version - 1,
+            ..stored.clone()
+        };
+        assert!(matches!(
+            store.commit_turn(answer(stale, 200_000)).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        assert!(store.open_round(&key).await.unwrap().is_some());
+
+        store.commit_turn(answer(stored, 200_000)).await.unwrap();
+        assert_eq!(store.open_round(&key).await.unwrap(), None);
+        let rounds = store.report_rows(0, i64::MAX, None).await.unwrap().rounds;
+        assert_eq!(rounds.len(), 1);
+        let round = &rounds[0];
+        assert_eq!(
+            (
+                round.started_ms,
+                round.answered_ms,
+                round.answered_by.as_deref(),
+                round.counted_ms,
+                round.outcome.as_deref()
+            ),
+            (
+                1000,
+                Some(200_000),
+                Some("agent:a"),
+                Some(199_000),
+                Some("late")
+            )
+        );
+
+        // The buyer's next message opens the next round.
+        let stored = store.conversation(&key).await.unwrap().unwrap();
+        store
+            .commit_turn(buyer_turn(stored, "m3", 300_000))
+            .await
+            .unwrap();
+        let next = store.open_round(&key).await.unwrap().unwrap();
+        assert_ne!(next.id, open.id);
+        assert_eq!(next.started_ms, 300_000);
+        store.close().await.unwrap();
+    }
+}
