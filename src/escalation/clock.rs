@@ -415,6 +415,15 @@ mod tests {
         (buyer_wrote, replies.to_vec(), with, at_ms)
     }
 
+    /// What happens, the clock, the open round, the turn, the steps expected.
+    type Case = (
+        &'static str,
+        ShopClock,
+        Option<Round>,
+        Facts,
+        Vec<RoundStep>,
+    );
+
     fn steps(clock: &ShopClock, open: Option<Round>, facts: &Facts) -> Vec<RoundStep> {
         let (buyer_wrote, replies, with, at_ms) = facts;
         clock.steps(
@@ -440,7 +449,7 @@ mod tests {
 
     #[test]
     fn turns_open_and_answer_rounds() {
-        let agent = Sender::Agent("小王".into());
+        let agent = || Sender::Agent("小王".into());
         let started = Some(Round {
             started_ms: 0,
             budget_ms: 3 * MIN,
@@ -453,7 +462,7 @@ mod tests {
             BusinessHours::always_open(),
         );
         #[rustfmt::skip]
-        let cases: Vec<(&str, ShopClock, Option<Round>, Facts, Vec<RoundStep>)> = vec![
+        let cases: Vec<Case> = vec![
             ("a first buyer message opens a round", taobao(), None,
                 facts(true, &[], ChatWith::Person, 5 * SEC), vec![OPEN_3MIN]),
             ("a later buyer message does not restart it", taobao(), started,
@@ -469,19 +478,19 @@ mod tests {
             ("unless the platform counts bot replies to waiting buyers", waiting_bot, started,
                 facts(false, &[Sender::Bot], ChatWith::Person, MIN), vec![answer("bot", MIN, true)]),
             ("an agent's reply ends the wait", taobao(), started,
-                facts(false, &[agent.clone()], ChatWith::Person, 2 * MIN), vec![answer("agent:小王", 2 * MIN, true)]),
+                facts(false, &[agent()], ChatWith::Person, 2 * MIN), vec![answer("agent:小王", 2 * MIN, true)]),
             ("the shop writing from another client ends it too", taobao(), started,
                 facts(false, &[Sender::Shop], ChatWith::Person, MIN), vec![answer("shop", MIN, true)]),
             ("the first valid reply of a turn is the one recorded", taobao(), started,
-                facts(false, &[Sender::Bot, agent.clone()], ChatWith::Person, MIN), vec![answer("agent:小王", MIN, true)]),
+                facts(false, &[Sender::Bot, agent()], ChatWith::Person, MIN), vec![answer("agent:小王", MIN, true)]),
             ("a reply with no buyer waiting changes nothing", taobao(), None,
-                facts(false, &[agent.clone()], ChatWith::Person, MIN), vec![]),
+                facts(false, &[agent()], ChatWith::Person, MIN), vec![]),
             ("an answer right at the budget is in time", taobao(), started,
-                facts(false, &[agent.clone()], ChatWith::Person, 3 * MIN), vec![answer("agent:小王", 3 * MIN, true)]),
+                facts(false, &[agent()], ChatWith::Person, 3 * MIN), vec![answer("agent:小王", 3 * MIN, true)]),
             ("a moment past it is late", taobao(), started,
-                facts(false, &[agent.clone()], ChatWith::Person, 3 * MIN + 1), vec![answer("agent:小王", 3 * MIN + 1, false)]),
+                facts(false, &[agent()], ChatWith::Person, 3 * MIN + 1), vec![answer("agent:小王", 3 * MIN + 1, false)]),
             ("a wait is counted at most the cap", taobao(), started,
-                facts(false, &[agent], ChatWith::Person, 60 * MIN), vec![answer("agent:小王", 10 * MIN, false)]),
+                facts(false, &[agent()], ChatWith::Person, 60 * MIN), vec![answer("agent:小王", 10 * MIN, false)]),
         ];
         for (what, clock, open, turn, expected) in cases {
             assert_eq!(steps(&clock, open, &turn), expected, "{what}");
