@@ -48,6 +48,7 @@ use toml::{Spanned, Value};
 use crate::console::ConsoleSettings;
 use crate::conversation::ConversationPolicy;
 use crate::escalation::EscalationPolicy;
+use crate::escalation::clock::{ClockRules, CountedHours, Platform, ShopClock, ShopClocks};
 use crate::escalation::hours::{self, BusinessHours, DateRange, Shift};
 use crate::gateway::GatewayConfig;
 use crate::model::Queue;
@@ -148,6 +149,9 @@ pub struct ShopSettings {
     pub overlay: Option<PathBuf>,
     /// When the shop's people are in (`[shop.hours]`); always, when the file gives none.
     pub hours: BusinessHours,
+    /// How the shop's platform times its answers (`[shop.clock]`); taobao's rules, when the
+    /// file gives none.
+    pub clock: ClockRules,
 }
 
 /// Where the store is, parsed from a store URL (`store`, `XIAOER_STORE`, `--store`).
@@ -600,6 +604,22 @@ impl Config {
             .collect()
     }
 
+    /// Each shop's response clock with the hours it may count; shops not listed get the taobao
+    /// rules, counted around the clock.
+    pub fn shop_clocks(&self) -> ShopClocks {
+        ShopClocks::new(
+            self.shops
+                .iter()
+                .map(|s| {
+                    (
+                        s.id.clone(),
+                        ShopClock::new(s.clock.clone(), s.hours.clone()),
+                    )
+                })
+                .collect(),
+        )
+    }
+
     /// Lays the environment's and the flags' values over the file's; a flag wins over the
     /// environment setting the same thing.
     fn apply(&mut self, env: &Overrides, flags: &Overrides, problems: &mut Vec<Problem>) {
@@ -736,6 +756,13 @@ impl Config {
                     "shop.id",
                     &key,
                     format!("shop {:?} is listed twice", shop.id),
+                );
+            }
+            for (name, message) in shop.clock.problems() {
+                report(
+                    &format!("shop.clock.{name}"),
+                    &format!("shop.{i}.clock.{name}"),
+                    message,
                 );
             }
         }
@@ -995,6 +1022,13 @@ const KEYS: &[&str] = &[
     "holidays",
     "workdays",
     "makeup",
+    "clock",
+    "platform",
+    "budget",
+    "counted_hours",
+    "bot_counts_when_waiting",
+    "warn_at",
+    "cap",
     "greeting",
     "greeting_window",
     "pause",
@@ -1042,6 +1076,18 @@ struct RawShop {
     name: Raw,
     overlay: Raw,
     hours: Option<RawHours>,
+    clock: Option<RawClock>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClock {
+    platform: Raw,
+    budget: Raw,
+    counted_hours: Raw,
+    bot_counts_when_waiting: Raw,
+    warn_at: Raw,
+    cap: Raw,
 }
 
 #[derive(Deserialize)]
@@ -1296,11 +1342,16 @@ impl FileReader<'_> {
                 Some(raw) => self.read_hours(i, raw, origin),
                 None => BusinessHours::always_open(),
             };
+            let clock = shop
+                .clock
+                .map(|raw| self.read_clock(i, raw))
+                .unwrap_or_default();
             self.config.shops.push(ShopSettings {
                 id: id.unwrap_or_default(),
                 name,
                 overlay,
                 hours,
+                clock,
             });
         }
         self.read_conversation(raw.conversation);
@@ -1450,6 +1501,47 @@ impl FileReader<'_> {
                 weekly
             }
         }
+    }
+
+    /// Reads the `[shop.clock]` of shop `i`: the platform's defaults first, then the keys the
+    /// shop sets itself. A bad value is reported and the platform's default kept.
+    fn read_clock(&mut self, i: usize, raw: RawClock) -> ClockRules {
+        let key = |name: &str| {
+            (
+                format!("shop.clock.{name}"),
+                format!("shop.{i}.clock.{name}"),
+            )
+        };
+        let (setting, origin_key) = key("platform");
+        let platform = self
+            .take(&setting, &origin_key, raw.platform, |v| {
+                string(v)?.parse::<Platform>()
+            })
+            .unwrap_or(Platform::Taobao);
+        let mut rules = ClockRules::for_platform(platform);
+        let (setting, origin_key) = key("budget");
+        if let Some(v) = self.take(&setting, &origin_key, raw.budget, duration) {
+            rules.budget = v;
+        }
+        let (setting, origin_key) = key("cap");
+        if let Some(v) = self.take(&setting, &origin_key, raw.cap, duration) {
+            rules.cap = v;
+        }
+        let (setting, origin_key) = key("counted_hours");
+        if let Some(v) = self.take(&setting, &origin_key, raw.counted_hours, |v| {
+            string(v)?.parse::<CountedHours>()
+        }) {
+            rules.counted_hours = v;
+        }
+        let (setting, origin_key) = key("bot_counts_when_waiting");
+        if let Some(v) = self.take(&setting, &origin_key, raw.bot_counts_when_waiting, boolean) {
+            rules.bot_counts_when_waiting = v;
+        }
+        let (setting, origin_key) = key("warn_at");
+        if let Some(v) = self.take(&setting, &origin_key, raw.warn_at, percentages) {
+            rules.warn_at = v;
+        }
+        rules
     }
 
     fn read_console(&mut self, raw: RawConsole) {
@@ -1703,6 +1795,26 @@ fn queue_etas(value: &Value) -> Result<HashMap<Queue, String>, String> {
     } else {
         Err(errors.join("; "))
     }
+}
+
+/// Shares of a budget in percent, `[50, 80]`, sorted and without repeats.
+fn percentages(value: &Value) -> Result<Vec<u32>, String> {
+    let Value::Array(items) = value else {
+        return Err(format!(
+            "expected a list of percentages like [50, 80], found {}",
+            describe(value)
+        ));
+    };
+    let mut shares = Vec::new();
+    for item in items {
+        let n = integer(item)?;
+        shares.push(u32::try_from(n).map_err(|_| {
+            format!("{n} is not a share of the budget: write percentages from 1 to 99")
+        })?);
+    }
+    shares.sort_unstable();
+    shares.dedup();
+    Ok(shares)
 }
 
 /// One day's shifts, `["09:00-12:00", "13:30-18:00"]`; `[]` is closed.
@@ -2598,6 +2710,70 @@ id = "always"
         let mut with_hours: Vec<_> = config.shop_hours().into_keys().collect();
         with_hours.sort();
         assert_eq!(with_hours, ["berlin", "shop1"]);
+    }
+
+    #[test]
+    fn shop_clocks_start_from_their_platform_s_defaults() {
+        let config = load(&format!(
+            r#"{GATEWAY}
+[[shop]]
+id = "jd1"
+[shop.clock]
+platform = "jd"
+warn_at = [80, 50, 80]
+[[shop]]
+id = "tm"
+[shop.clock]
+platform = "tmall"
+budget = "2min"
+counted_hours = "business"
+bot_counts_when_waiting = true
+cap = "5min"
+[[shop]]
+id = "plain"
+"#
+        ))
+        .unwrap();
+        let jd = &config.shop("jd1").unwrap().clock;
+        assert_eq!(jd.platform, Platform::Jd);
+        assert_eq!(jd.budget, Duration::from_secs(30));
+        assert_eq!(jd.warn_at, [50, 80]);
+        let tmall = &config.shop("tm").unwrap().clock;
+        assert_eq!(
+            (
+                tmall.budget,
+                tmall.cap,
+                tmall.counted_hours,
+                tmall.bot_counts_when_waiting
+            ),
+            (
+                Duration::from_secs(120),
+                Duration::from_secs(300),
+                CountedHours::Business,
+                true
+            )
+        );
+        assert_eq!(config.shop("plain").unwrap().clock, ClockRules::default());
+        let clocks = config.shop_clocks();
+        assert_eq!(clocks.for_shop("jd1").rules.budget, Duration::from_secs(30));
+        assert_eq!(clocks.for_shop("unlisted").rules.platform, Platform::Taobao);
+    }
+
+    #[test]
+    fn bad_clock_settings_are_reported() {
+        let found = problems(&format!(
+            "{GATEWAY}[[shop]]\nid = \"a\"\n[shop.clock]\nplatform = \"amazon\"\n\
+             counted_hours = \"sometimes\"\nwarn_at = [50, 100]\nbudget = \"20min\"\n"
+        ));
+        assert_eq!(
+            found,
+            [
+                "shop.clock.platform: \"amazon\" is not a platform xiaoer knows: write taobao, tmall, jd, douyin or custom",
+                "shop.clock.counted_hours: \"sometimes\" is not a choice here: write \"always\" (every minute counts) or \"business\" (only minutes inside [shop.hours])",
+                "shop.clock.cap: 10min is shorter than the budget (20min): a late answer could never be counted late",
+                "shop.clock.warn_at: 100 is not a share of the budget: write percentages from 1 to 99",
+            ]
+        );
     }
 
     #[test]

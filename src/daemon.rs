@@ -288,6 +288,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         escalation: config.escalation.clone(),
         shop_names: config.shop_names(),
         hours: config.shop_hours(),
+        clocks: config.shop_clocks(),
         events: chat_events.clone(),
         metrics: Arc::clone(&metrics),
     });
@@ -341,7 +342,10 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
             let stop = CancellationToken::new();
             let state = ConsoleState::new(
                 handle.clone(),
-                config.console.clone(),
+                ConsoleSettings {
+                    clocks: config.shop_clocks(),
+                    ..config.console.clone()
+                },
                 config.shop_names(),
                 stop.clone(),
             );
@@ -372,6 +376,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
                 .iter()
                 .map(|&queue| (queue, config.console.sla(queue)))
                 .collect(),
+            clocks: config.shop_clocks(),
         },
         Arc::clone(&handle.metrics),
         handle.events.subscribe(),

@@ -21,7 +21,8 @@
 //!   transfer); the chat worker, the only writer of a chat and the only sender to its buyer; the
 //!   dispatcher that keeps one worker per chat.
 //! - [`escalation`]: the policy around human queues: when the bot gives up, what waits are quoted,
-//!   and each shop's business hours (weekly shifts, holidays, make-up days, in the shop's zone).
+//!   each shop's business hours (weekly shifts, holidays, make-up days, in the shop's zone), and
+//!   the platform response clock (rounds, what counts as a reply, budgets, warnings).
 //! - [`gateway`]: the connection to the chat gateway: codecs (OneBot 12), transports (forward
 //!   websocket), connection supervision (auth, heartbeat, reconnect) and `send_message`.
 //! - [`devgateway`]: a development OneBot 12 gateway with a buyer chat page, for `xiaoer demo`

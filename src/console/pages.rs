@@ -268,6 +268,7 @@ async fn queue_data(
         }
     }
     counts.sort_by_key(|(q, _)| std::cmp::Reverse(q.severity()));
+    let alerts = clock_alerts(state, now).await?;
     let rows = escalations
         .into_iter()
         .filter(|e| filter.queue.is_empty() || e.queue.as_str() == filter.queue)
@@ -277,10 +278,37 @@ async fn queue_data(
             shop: state.shop_name(&e.key.self_id),
             waiting_ms: now.saturating_sub(e.created_ms),
             sla_ms: millis(state.settings().sla(e.queue)),
+            clock: alerts
+                .get(&e.id)
+                .map(|&remaining_ms| views::ClockAlert { remaining_ms }),
             escalation: e,
         })
         .collect();
     Ok((rows, counts, shops))
+}
+
+/// The budget left of each escalation whose buyer's response-clock round has reached a warning
+/// share, by escalation id.
+async fn clock_alerts(
+    state: &ConsoleState,
+    now: i64,
+) -> Result<std::collections::HashMap<i64, i64>, AppError> {
+    use crate::escalation::clock::Round;
+    let mut alerts = std::collections::HashMap::new();
+    for round in state.store().open_rounds().await? {
+        let Some(escalation) = round.escalation else {
+            continue;
+        };
+        let clock = state.settings().clocks.for_shop(&round.key.self_id);
+        let timed = Round {
+            started_ms: round.started_ms,
+            budget_ms: round.budget_ms,
+        };
+        if clock.is_warning(timed, now) {
+            alerts.insert(escalation, clock.standing(timed, now).remaining_ms);
+        }
+    }
+    Ok(alerts)
 }
 
 async fn queue_page(

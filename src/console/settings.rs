@@ -23,6 +23,9 @@ pub struct ConsoleSettings {
     pub lease: Duration,
     /// How long a chat may wait in each queue before it turns amber (half) and red (all).
     pub sla: HashMap<Queue, Duration>,
+    /// Each shop's platform response clock, for the queue's highlight of buyers about to be
+    /// answered late. Not a `[console]` key: the daemon fills it from `[shop.clock]`.
+    pub clocks: crate::escalation::clock::ShopClocks,
 }
 
 impl Default for ConsoleSettings {
@@ -35,6 +38,7 @@ impl Default for ConsoleSettings {
             session_max: Duration::from_secs(12 * 3600),
             lease: Duration::from_secs(10 * 60),
             sla: HashMap::new(),
+            clocks: Default::default(),
         }
     }
 }

@@ -161,9 +161,34 @@ pub struct QueueRow {
     pub shop: String,
     pub waiting_ms: i64,
     pub sla_ms: i64,
+    /// The platform's response clock, once the buyer's wait has reached a warning share.
+    pub clock: Option<ClockAlert>,
+}
+
+/// A buyer close to, or past, the platform's response time.
+pub struct ClockAlert {
+    /// Budget left as the platform counts it; zero or less when late.
+    pub remaining_ms: i64,
+}
+
+impl ClockAlert {
+    fn class(&self) -> &'static str {
+        if self.remaining_ms <= 0 {
+            "clock-late"
+        } else {
+            "clock-warn"
+        }
+    }
 }
 
 impl QueueRow {
+    fn classes(&self) -> String {
+        match &self.clock {
+            Some(clock) => format!("{} {}", self.sla_class(), clock.class()),
+            None => self.sla_class().to_owned(),
+        }
+    }
+
     fn sla_class(&self) -> &'static str {
         if self.escalation.state == EscalationState::Claimed {
             "held"
@@ -255,8 +280,16 @@ pub fn queue_rows(session: &Session, rows: &[QueueRow]) -> Markup {
         }
         @for row in rows {
             @let e = &row.escalation;
-            tr data-escalation-id=(e.id) class=(row.sla_class()) {
-                td class="wait" { (waited(row.waiting_ms)) }
+            tr data-escalation-id=(e.id) class=(row.classes()) {
+                td class="wait" {
+                    (waited(row.waiting_ms))
+                    @if let Some(clock) = &row.clock {
+                        br;
+                        small class="clock" {
+                            @if clock.remaining_ms > 0 { "平台时限剩 " (waited(clock.remaining_ms)) } @else { "已超平台时限" }
+                        }
+                    }
+                }
                 td { span class={ "tag q-" (e.queue.as_str()) } { (queue_name(e.queue)) } }
                 td { bdi { (row.shop) } }
                 td { a href={ "/chat/" (e.id) } { bdi { (e.key.user_id) } } }

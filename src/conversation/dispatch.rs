@@ -217,6 +217,7 @@ mod tests {
             escalation: EscalationPolicy::default(),
             shop_names: Default::default(),
             hours: Default::default(),
+            clocks: Default::default(),
             events: tokio::sync::broadcast::channel(16).0,
             metrics: Default::default(),
         });
@@ -308,6 +309,7 @@ mod reaping {
             escalation: EscalationPolicy::default(),
             shop_names: Default::default(),
             hours: Default::default(),
+            clocks: Default::default(),
             events: tokio::sync::broadcast::channel(16).0,
             metrics: Default::default(),
         });

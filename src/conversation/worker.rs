@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use super::commands::{self, ActionError, AgentAction};
 use super::{ConversationPolicy, Decided, Moment, Plan, Step, plan_message, plan_outgoing};
 use crate::escalation::EscalationPolicy;
+use crate::escalation::clock::{ChatWith, Round, ShopClocks, TurnFacts};
 use crate::escalation::hours::BusinessHours;
 use crate::model::{
     Actor, ChatEvent, Conversation, ConversationKey, ConversationState, Delivery, Direction,
@@ -30,7 +31,7 @@ use crate::replies::RenderContext;
 use crate::routing::{OutcomeKind, route};
 use crate::rules::RuleSet;
 use crate::store::{
-    DecisionRecord, EscalationStep, InboundLine, OutboundLine, Store, StoreError, Turn,
+    DecisionRecord, EscalationStep, InboundLine, OutboundLine, RoundStep, Store, StoreError, Turn,
     TurnOutcome, now_ms,
 };
 
@@ -164,6 +165,8 @@ pub struct Shared<O> {
     pub escalation: EscalationPolicy,
     pub shop_names: ShopNames,
     pub hours: ShopHours,
+    /// Each shop's platform response clock.
+    pub clocks: ShopClocks,
     /// Chat events, announced after their commit.
     pub events: broadcast::Sender<ChatEvent>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -343,6 +346,7 @@ impl<O: Outbox> Worker<O> {
             now,
             reopens.as_deref(),
         );
+        self.time_turn(&mut turn).await?;
         let committed = store.commit_turn(turn.clone()).await?;
         let TurnOutcome::Applied {
             escalation,
@@ -354,6 +358,7 @@ impl<O: Outbox> Worker<O> {
             return Ok(false);
         };
         self.recent_replies = recent;
+        self.count_breaches(&turn);
         self.shared.metrics.message_received(&self.key.self_id);
         self.shared.metrics.decision(&decided);
         self.announce(&before, &turn, escalation);
@@ -590,6 +595,55 @@ impl<O: Outbox> Worker<O> {
         }
     }
 
+    /// Adds the turn's response-clock steps: a buyer message opens a round when none is open,
+    /// and the turn's first reply that counts (an agent's, the shop's, the bot's while the chat
+    /// is with the bot) answers it. A reply counts once it is recorded, before its send.
+    async fn time_turn(&self, turn: &mut Turn) -> Result<(), StoreError> {
+        let open = self
+            .shared
+            .store
+            .open_round(&self.key)
+            .await?
+            .map(|r| Round {
+                started_ms: r.started_ms,
+                budget_ms: r.budget_ms,
+            });
+        let inbound = turn.inbound.as_ref();
+        let replies: Vec<Sender> = inbound
+            .filter(|line| line.direction == Direction::Outbound)
+            .map(|line| line.sender.clone())
+            .into_iter()
+            .chain(turn.outbound.iter().map(|line| line.sender.clone()))
+            .collect();
+        let facts = TurnFacts {
+            buyer_wrote: inbound.is_some_and(|line| line.sender == Sender::Buyer),
+            replies: &replies,
+            with: ChatWith::of(turn.conversation.state),
+            at_ms: turn.at_ms,
+        };
+        turn.clock = self
+            .shared
+            .clocks
+            .for_shop(&self.key.self_id)
+            .steps(open, &facts);
+        Ok(())
+    }
+
+    /// Counts a round the committed turn ended late as a breach of the platform's clock.
+    fn count_breaches(&self, turn: &Turn) {
+        for step in &turn.clock {
+            if let RoundStep::Answer {
+                by,
+                counted_ms,
+                in_time: false,
+            } = step
+            {
+                self.shared.metrics.clock_breach(&self.key.self_id);
+                info!(chat = %self.key, answered_by = %by, counted_ms, "answered after the platform's response time");
+            }
+        }
+    }
+
     /// Sends a recorded line and marks what became of it.
     async fn deliver(
         &mut self,
@@ -699,7 +753,9 @@ impl<O: Outbox> Worker<O> {
             at_ms: now,
             decision: None,
         });
+        self.time_turn(&mut turn).await?;
         if let TurnOutcome::Applied { .. } = self.shared.store.commit_turn(turn.clone()).await? {
+            self.count_breaches(&turn);
             if turn.conversation.state == ConversationState::Paused
                 && before.state != ConversationState::Paused
             {
@@ -753,8 +809,10 @@ impl<O: Outbox> Worker<O> {
                 text: text.to_owned(),
                 at_ms: now,
             });
-            match self.shared.store.commit_turn(turn).await {
+            self.time_turn(&mut turn).await?;
+            match self.shared.store.commit_turn(turn.clone()).await {
                 Ok(TurnOutcome::Applied { outbound, .. }) => {
+                    self.count_breaches(&turn);
                     break outbound
                         .first()
                         .copied()
@@ -823,12 +881,14 @@ impl<O: Outbox> Worker<O> {
                     at_ms: now,
                 });
             }
+            self.time_turn(&mut turn).await?;
             match self.shared.store.commit_turn(turn.clone()).await {
                 Ok(TurnOutcome::Applied {
                     escalation: id,
                     outbound,
                     ..
                 }) => {
+                    self.count_breaches(&turn);
                     self.announce(&before, &turn, id);
                     if joined {
                         self.shared

@@ -1,9 +1,11 @@
 //! When and where chats go to humans: the bot's give-up threshold, what buyers are told about
-//! each queue's wait, and each shop's business hours ([`hours`]).
+//! each queue's wait, each shop's business hours ([`hours`]) and the platform's response clock
+//! ([`clock`]).
 //!
 //! Which messages escalate to which queue is the rule files' business; this module holds the
 //! policy around it that is not about message text.
 
+pub mod clock;
 pub mod hours;
 
 use std::collections::HashMap;

@@ -40,6 +40,8 @@ pub struct DelivererSettings {
     /// How long an unclaimed escalation may wait in each queue: the warning goes out at half of
     /// it, the breach at all of it.
     pub sla: HashMap<Queue, Duration>,
+    /// Each shop's platform response clock, for `clock.warning`s.
+    pub clocks: crate::escalation::clock::ShopClocks,
 }
 
 /// Runs until `cancel`, waking at every escalation announced on `events` and at least every
@@ -106,6 +108,7 @@ struct Deliverer {
 impl Deliverer {
     async fn pass(&mut self, now: i64) -> Result<(), StoreError> {
         self.watch_slas(now).await?;
+        self.watch_clocks(now).await?;
         self.plan(now).await?;
         self.deliver_due(now).await
     }
@@ -144,6 +147,44 @@ impl Deliverer {
                     warn!(escalation = escalation.id, queue = %escalation.queue, "escalation waited past its queue's target");
                 }
                 self.alerted.insert(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a `clock.warning` for every buyer waiting on a person whose round has reached a
+    /// warning share of the platform's budget. Chats with the bot are not warned about: the bot
+    /// answers them. Nor are paused chats without an escalation: no queue holds them.
+    async fn watch_clocks(&mut self, now: i64) -> Result<(), StoreError> {
+        use crate::escalation::clock::{ChatWith, Round, warning_detail};
+        for round in self.store.open_rounds().await? {
+            let Some(escalation_id) = round.escalation else {
+                continue;
+            };
+            if ChatWith::of(round.state) != ChatWith::Person {
+                continue;
+            }
+            let clock = self.settings.clocks.for_shop(&round.key.self_id);
+            let timed = Round {
+                started_ms: round.started_ms,
+                budget_ms: round.budget_ms,
+            };
+            let Some(pct) = clock.warning_due(timed, round.warned_pct, now) else {
+                continue;
+            };
+            let counted = clock.standing(timed, now).counted_ms;
+            let written = self
+                .store
+                .clock_warning(crate::store::ClockWarning {
+                    round_id: round.id,
+                    pct,
+                    escalation_id,
+                    detail: warning_detail(counted, round.budget_ms),
+                    at_ms: now,
+                })
+                .await?;
+            if written {
+                info!(chat = %round.key, round = round.id, pct, "buyer waiting past {pct}% of the platform's response time");
             }
         }
         Ok(())

@@ -39,8 +39,8 @@ use tokio::task::JoinHandle;
 
 pub use error::StoreError;
 pub use ops::{
-    AccountOp, DecisionRecord, EscalationStep, InboundLine, OutboundLine, OutboxOp, Turn,
-    TurnOutcome,
+    AccountOp, ClockWarning, DecisionRecord, EscalationStep, InboundLine, OutboundLine, OutboxOp,
+    RoundStep, Turn, TurnOutcome,
 };
 pub use report::{ReportEscalationEvent, ReportLine, ReportRows, ResponseRound};
 pub use writer::Fault;
@@ -167,6 +167,22 @@ pub struct OutboxCounts {
     pub dead: i64,
     /// Notifications whose deliveries are not planned yet.
     pub unplanned: i64,
+}
+
+/// A response-clock round still open: a buyer waiting for a valid reply, with where the chat
+/// stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenRound {
+    pub id: i64,
+    pub key: ConversationKey,
+    pub started_ms: i64,
+    pub budget_ms: i64,
+    /// The highest share of the budget already warned about (0: none).
+    pub warned_pct: u32,
+    /// Who answers the chat now.
+    pub state: ConversationState,
+    /// The chat's open or claimed escalation, which warnings are about.
+    pub escalation: Option<i64>,
 }
 
 /// One of an agent's own quick phrases.
@@ -532,6 +548,41 @@ impl Store {
             self.submit(Op::Outbox(op)).await?,
             Reply::Created(0)
         ))
+    }
+
+    /// Writes a response-clock warning (see [`ClockWarning`]) and waits for the commit. False
+    /// when its key was in the outbox already.
+    ///
+    /// # Errors
+    ///
+    /// A failed write, a closed or read-only store.
+    pub async fn clock_warning(&self, warning: ClockWarning) -> Result<bool, StoreError> {
+        Ok(!matches!(
+            self.submit(Op::ClockWarning(warning)).await?,
+            Reply::Created(0)
+        ))
+    }
+
+    /// The chat's open response-clock round, if its buyer waits.
+    ///
+    /// # Errors
+    ///
+    /// If the read fails or a stored value is not understood.
+    pub async fn open_round(&self, key: &ConversationKey) -> Result<Option<OpenRound>, StoreError> {
+        match &self.inner.reader {
+            Reader::Sqlite(r) => sqlite::clock::open_round(&r.pool, key).await,
+        }
+    }
+
+    /// Every open response-clock round, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// If the read fails or a stored value is not understood.
+    pub async fn open_rounds(&self) -> Result<Vec<OpenRound>, StoreError> {
+        match &self.inner.reader {
+            Reader::Sqlite(r) => sqlite::clock::open_rounds(&r.pool).await,
+        }
     }
 
     /// Up to `limit` notifications whose deliveries are not planned yet, oldest first.

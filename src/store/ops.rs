@@ -90,6 +90,40 @@ impl EscalationStep {
     }
 }
 
+/// What a turn does to the chat's response-clock round (see `escalation::clock`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoundStep {
+    /// The buyer waits now: start a round at the turn's time, unless one is open already.
+    Open { budget_ms: i64 },
+    /// A valid reply at the turn's time ends the open round (the one a step before may have
+    /// opened).
+    Answer {
+        /// `bot`, `agent:<name>` or `shop`.
+        by: String,
+        /// The wait as the platform counts it.
+        counted_ms: i64,
+        in_time: bool,
+    },
+}
+
+/// A response-clock warning about round `round_id` at `pct` % of its budget: the notification
+/// (about the chat's open escalation) and the round's `warned_pct`, written together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClockWarning {
+    pub round_id: i64,
+    pub pct: u32,
+    pub escalation_id: i64,
+    pub detail: String,
+    pub at_ms: i64,
+}
+
+impl ClockWarning {
+    /// The idempotency key receivers see.
+    pub fn key(&self) -> String {
+        format!("clock.warning:{}:{}", self.round_id, self.pct)
+    }
+}
+
 /// Everything one message or command changes in one chat, written atomically.
 ///
 /// The conversation is written only if the stored one still has `conversation.version` (0: not
@@ -108,6 +142,9 @@ pub struct Turn {
     /// new one open in the same turn).
     pub escalations: Vec<EscalationStep>,
     pub outbound: Vec<OutboundLine>,
+    /// Steps on the chat's response-clock round, in order (a bot answering at once opens and
+    /// answers one in the same turn).
+    pub clock: Vec<RoundStep>,
     /// When the turn happened (unix ms); escalation steps are stamped with it.
     pub at_ms: i64,
 }
@@ -127,6 +164,7 @@ impl Turn {
             reason: reason.into(),
             escalations: Vec::new(),
             outbound: Vec::new(),
+            clock: Vec::new(),
             at_ms,
         }
     }
@@ -242,6 +280,7 @@ pub(crate) enum Op {
     Turn(Box<Turn>),
     Account(AccountOp),
     Outbox(OutboxOp),
+    ClockWarning(ClockWarning),
     /// What became of an outbound line after the send.
     MarkDelivery {
         line: i64,
@@ -304,6 +343,11 @@ impl Op {
                 } => format!("record a failed delivery of notification {outbox_id} to {target}"),
                 OutboxOp::Revive { .. } => "retry dead-lettered notifications".to_owned(),
             },
+            Op::ClockWarning(warning) => format!(
+                "queue response-clock warning {} for escalation {}",
+                warning.key(),
+                warning.escalation_id
+            ),
             Op::MarkDelivery { line, delivery, .. } => {
                 format!("mark transcript line {line} as {}", delivery.as_str())
             }

@@ -5,6 +5,7 @@
 //! (`$n` placeholders, `ON CONFLICT`, `RETURNING`, integer unix-ms timestamps) so a PostgreSQL
 //! backend can mirror it.
 
+pub(crate) mod clock;
 pub(crate) mod outbox;
 mod read;
 mod report;

@@ -90,6 +90,10 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Reply, StoreError
             .await
             .map(|written| Reply::Created(i64::from(written)))
             .map_err(|e| StoreError::query(cx(), e)),
+        Op::ClockWarning(warning) => super::clock::warn(conn, warning)
+            .await
+            .map(|written| Reply::Created(i64::from(written)))
+            .map_err(|e| StoreError::query(cx(), e)),
         Op::MarkDelivery {
             line,
             delivery,
@@ -185,6 +189,11 @@ async fn apply_turn(
     let mut escalation_id = None;
     for (step, found) in turn.escalations.iter().zip(found) {
         escalation_id = Some(apply_step(conn, turn, step, found).await.map_err(db)?);
+    }
+    for step in &turn.clock {
+        super::clock::apply_step(conn, key, step, turn.at_ms)
+            .await
+            .map_err(db)?;
     }
     let mut outbound = Vec::with_capacity(turn.outbound.len());
     for line in &turn.outbound {
