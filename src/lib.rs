@@ -43,6 +43,7 @@
 //!   queues, topics, unanswered messages, rules that never fire, answers that did not help),
 //!   computed from one store read and rendered as text, JSON or a self-contained HTML page.
 //! - [`accounts`]: console accounts: argon2id password hashes, add, passwords, disabling.
+//! - [`timefmt`]: timestamps as text at the shop's clock and in RFC 3339, through jiff.
 //! - [`cli`]: one file per command (`run`, `demo`, `check`, `route`, `explain`, `eval`, `queue`,
 //!   `agent`, `hours`, `report`).
 
@@ -66,3 +67,4 @@ pub mod report;
 pub mod routing;
 pub mod rules;
 pub mod store;
+pub mod timefmt;

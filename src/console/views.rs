@@ -16,38 +16,14 @@ use crate::model::{
 };
 use crate::store::{EscalationRecord, QuickPhrase};
 
-/// China keeps one time zone and no daylight saving: times are shown at UTC+8.
-const SHOP_OFFSET_MS: i64 = 8 * 3600 * 1000;
-
 /// `HH:MM:SS` at the shop's clock.
 pub fn clock(ms: i64) -> String {
-    let seconds = (ms + SHOP_OFFSET_MS).div_euclid(1000).rem_euclid(86_400);
-    format!(
-        "{:02}:{:02}:{:02}",
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60
-    )
+    crate::timefmt::shop_local(ms, "%H:%M:%S")
 }
 
 /// `MM-DD HH:MM` at the shop's clock.
 pub fn day_and_time(ms: i64) -> String {
-    let days = (ms + SHOP_OFFSET_MS).div_euclid(86_400_000);
-    let (_, month, day) = civil_from_days(days);
-    format!("{month:02}-{day:02} {}", &clock(ms)[..5])
-}
-
-/// The calendar date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
+    crate::timefmt::shop_local(ms, "%m-%d %H:%M")
 }
 
 /// A wait in words: `45秒`, `12分`, `2小时5分`.

@@ -9,9 +9,7 @@
 //! look-alikes. Replacing, not backslash-escaping: the robots' markdown subsets do not document
 //! escapes, and a full-width `＊` reads the same to a person and can never render as markup.
 //!
-//! Times are formatted here from Unix milliseconds (a few lines of calendar arithmetic) rather
-//! than with a date crate: the generic body needs UTC and the chat text Beijing time, both fixed
-//! offsets, and nothing else needs a calendar.
+//! Times come from [`crate::timefmt`]: UTC in the generic body, Beijing time in the chat text.
 
 use serde_json::{Value, json};
 
@@ -25,8 +23,6 @@ pub const NAME_LIMIT: usize = 64;
 
 /// The word every chat message contains, so a robot secured by keyword can name it.
 pub const KEYWORD: &str = "店小二";
-
-const BEIJING_OFFSET_MS: i64 = 8 * 60 * 60 * 1000;
 
 /// The generic body (see the module docs of [`crate::notify`] for the schema).
 pub fn generic(n: &Notification) -> Value {
@@ -247,48 +243,14 @@ fn link_target(url: &str) -> String {
     out
 }
 
-/// The civil date and time of Unix milliseconds: (year, month, day, hour, minute, second, ms).
-fn civil(at_ms: i64) -> (i64, u32, u32, u32, u32, u32, u32) {
-    let days = at_ms.div_euclid(86_400_000);
-    let ms_of_day = at_ms.rem_euclid(86_400_000);
-    // Days since 1970-01-01 to a proleptic Gregorian date, in 400-year eras counted from
-    // March 1st so the leap day falls at the end of a year.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    let seconds = ms_of_day / 1000;
-    (
-        year,
-        month as u32,
-        day as u32,
-        (seconds / 3600) as u32,
-        (seconds / 60 % 60) as u32,
-        (seconds % 60) as u32,
-        (ms_of_day % 1000) as u32,
-    )
-}
-
 /// RFC 3339 in UTC with milliseconds: `2026-12-02T08:30:15.250Z`.
 pub fn rfc3339_utc(at_ms: i64) -> String {
-    let (year, month, day, hour, minute, second, ms) = civil(at_ms);
-    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{ms:03}Z")
+    crate::timefmt::utc_rfc3339(at_ms)
 }
 
 /// The minute in Beijing time (UTC+8, no daylight saving): `2026-12-02 16:30`.
 fn beijing_minute(at_ms: i64) -> String {
-    let (year, month, day, hour, minute, _, _) = civil(at_ms.saturating_add(BEIJING_OFFSET_MS));
-    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}")
+    crate::timefmt::shop_local(at_ms, "%Y-%m-%d %H:%M")
 }
 
 #[cfg(test)]

@@ -3,8 +3,9 @@
 //! Accepted: a duration back from now (`24h`, `7d`, `90min`; humantime's units), a date
 //! (`2026-12-01`, midnight at the shop's clock), or a date and time (`2026-12-01T08:00`,
 //! `2026-12-01 08:00:00`, with `Z` or an offset such as `+08:00`; without one it is the shop's
-//! clock). The shop's clock is China's, UTC+8 all year (no daylight saving), as in the console;
-//! that fixed offset is why no time-zone crate is needed and the few formats are read by hand.
+//! clock). The shop's clock is China's, UTC+8 all year (no daylight saving), as in the console.
+//! The few accepted shapes are split by hand so that each can be named in the error; dates are
+//! checked and turned into instants by [`crate::timefmt`] (jiff).
 
 use serde::Serialize;
 
@@ -85,13 +86,10 @@ pub fn instant(text: &str, now_ms: i64) -> Result<i64, PeriodError> {
 fn date_time(text: &str) -> Option<i64> {
     let (date, rest) = text.split_at_checked(10)?;
     let mut fields = date.split('-');
-    let year: i64 = number(fields.next()?, 4)?;
-    let month: i64 = number(fields.next()?, 2)?;
-    let day: i64 = number(fields.next()?, 2)?;
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
-    let midnight_utc = days_from_civil(year, month, day) * 86_400_000;
+    let year = i16::try_from(number(fields.next()?, 4)?).ok()?;
+    let month = i8::try_from(number(fields.next()?, 2)?).ok()?;
+    let day = i8::try_from(number(fields.next()?, 2)?).ok()?;
+    let midnight_utc = crate::timefmt::shop_midnight(year, month, day)? + SHOP_OFFSET_MS;
     if rest.is_empty() {
         return Some(midnight_utc - SHOP_OFFSET_MS);
     }
@@ -140,50 +138,9 @@ fn number(text: &str, digits: usize) -> Option<i64> {
     text.parse().ok()
 }
 
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a calendar date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// `YYYY-MM-DD HH:MM` at the shop's clock, for headings.
 pub fn shop_time(ms: i64) -> String {
-    let local = ms + SHOP_OFFSET_MS;
-    let days = local.div_euclid(86_400_000);
-    let seconds = local.div_euclid(1000).rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
-        seconds / 3600,
-        seconds / 60 % 60
-    )
-}
-
-/// The calendar date of a day count since 1970-01-01 (the inverse of [`days_from_civil`]).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
+    crate::timefmt::shop_local(ms, "%Y-%m-%d %H:%M")
 }
 
 #[cfg(test)]
