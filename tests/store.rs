@@ -745,3 +745,61 @@ async fn a_burst_of_inbound_messages_costs_few_commits() {
     assert_eq!(stats.retried_batches, 0);
     store.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn opening_and_raising_an_escalation_put_their_notifications_in_the_outbox_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let k = ConversationKey::new("qq", "shop1", "buyer");
+    let id = escalate(&store, &k, "after_sale", "坏了", None, "收到的杯子碎了", 10)
+        .await
+        .unwrap();
+    // The chat already waits: a second open keeps its place and tells nobody again.
+    let again = escalate(&store, &k, "after_sale", "还是坏的", None, "还是碎的", 20)
+        .await
+        .unwrap();
+    assert_eq!(again, id);
+    let conversation = store.conversation_or_new(&k, 30).await.unwrap();
+    let mut turn = Turn::new(conversation, Actor::Bot, "threatens a bad review", 30);
+    turn.escalations.push(EscalationStep::Raise {
+        id,
+        queue: Queue::BadReview,
+        reason: "threatens a bad review".into(),
+    });
+    store.commit_turn(turn).await.unwrap();
+
+    let planned = store.unplanned_notifications(10).await.unwrap();
+    let events: Vec<_> = planned
+        .iter()
+        .map(|n| (n.event.as_str(), n.queue, n.escalation_id, n.at_ms))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("escalation.created", Queue::AfterSale, Some(id), 10),
+            ("escalation.raised", Queue::BadReview, Some(id), 30),
+        ]
+    );
+    assert!(
+        planned.iter().all(|n| n.first_message == "收到的杯子碎了"),
+        "the first message of the chat, whatever came later"
+    );
+    assert_ne!(planned[0].key, planned[1].key);
+    // A time-driven alert with a key already in the outbox is stored once.
+    let mut written = Vec::new();
+    for _ in 0..2 {
+        let fresh = store
+            .outbox(xiaoer::store::OutboxOp::Enqueue {
+                key: format!("sla.breach:{id}:bad_review"),
+                event: "sla.breach".into(),
+                escalation_id: id,
+                detail: String::new(),
+                at_ms: 40,
+            })
+            .await
+            .unwrap();
+        written.push(fresh);
+    }
+    assert_eq!(written, [true, false]);
+    assert_eq!(store.unplanned_notifications(10).await.unwrap().len(), 3);
+}
