@@ -1,4 +1,4 @@
-//! `xiaoer hours` as an operator runs it: the built binary, a config file, `--at`.
+//! Business hours as operators and buyers meet them: `xiaoer hours` (the built binary, a config file, `--at`), and a daemon whose shop is closed.
 
 use std::process::Command;
 
@@ -80,4 +80,95 @@ fn an_unknown_shop_or_time_fails_and_says_why() {
     let (ok, _, stderr) = hours(&["--shop", "shop1", "--at", "next friday"]);
     assert!(!ok);
     assert!(stderr.contains("\"next friday\" is not a time"), "{stderr}");
+}
+
+/// A shop whose people come in six hours from now, for half an hour every day: closed now,
+/// whenever the test runs.
+fn closed_now() -> xiaoer::escalation::hours::BusinessHours {
+    use xiaoer::escalation::hours::{BusinessHours, Shift};
+    let zone = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();
+    let opens = (jiff::Timestamp::now()
+        .to_zoned_datetime(zone.clone())
+        .hour()
+        + 6)
+        % 24;
+    let shift = format!("{opens:02}:00-{opens:02}:30");
+    let day = Shift::parse_day(&[shift]).unwrap();
+    BusinessHours::weekly(zone, "Asia/Shanghai", std::array::from_fn(|_| day.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_hours_the_bot_answers_says_once_when_people_are_in_and_queues_the_refund() {
+    use std::time::Duration;
+    use xiaoer::config::{Config, GatewaySettings, ShopSettings};
+    use xiaoer::devgateway::{DevGateway, DevGatewayConfig};
+    const WAIT: Duration = Duration::from_secs(10);
+
+    let hours = closed_now();
+    let now = jiff::Timestamp::now();
+    let eta = hours.eta_words(now, hours.next_open(now).expect("opens within a day"));
+    let gateway = DevGateway::start(DevGatewayConfig {
+        token: Some("t".into()),
+        shops: vec!["shop1".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = tempfile::tempdir().unwrap();
+    let running = xiaoer::daemon::start(Config {
+        data: data.path().to_path_buf(),
+        rules: root.join("rules"),
+        replies: root.join("replies"),
+        gateways: vec![GatewaySettings {
+            url: gateway.url(),
+            token: Some("t".into()),
+            name: None,
+        }],
+        shops: vec![ShopSettings {
+            id: "shop1".into(),
+            hours,
+            ..Default::default()
+        }],
+        watch: false,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    assert!(gateway.wait_for_bots(1, WAIT).await);
+
+    // The first question of the closed period: greeting, the one off-hours notice, the answer.
+    gateway.buyer_says("shop1", "night-owl", "发什么快递");
+    let mut first = Vec::new();
+    while !first.iter().any(|t: &String| t.contains("快递")) {
+        first.push(gateway.next_bot_message(WAIT).await.expect("a reply").text);
+    }
+    let notices: Vec<_> = first.iter().filter(|t| t.contains(&eta)).collect();
+    assert_eq!(notices.len(), 1, "one notice naming {eta:?}: {first:?}");
+
+    // Another question in the same closed period: answered, and no second notice.
+    gateway.buyer_says("shop1", "night-owl", "可以开发票吗");
+    let answer = gateway
+        .next_bot_message(WAIT)
+        .await
+        .expect("an answer")
+        .text;
+    assert!(answer.contains("发票"), "{answer:?}");
+    assert!(!answer.contains(&eta), "no second notice: {answer:?}");
+
+    // The refund is queued, and its acknowledgement says when a person will be in.
+    gateway.buyer_says("shop1", "night-owl", "我要退款");
+    let ack = gateway
+        .next_bot_message(WAIT)
+        .await
+        .expect("an acknowledgement")
+        .text;
+    assert!(ack.contains(&eta), "the wait is the opening time: {ack:?}");
+    assert!(!ack.contains("分钟内"), "not a wait in minutes: {ack:?}");
+    let open = running.store().open_escalations().await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].queue, xiaoer::model::Queue::Refund);
+    tokio::time::timeout(Duration::from_secs(5), running.stop())
+        .await
+        .unwrap();
 }
