@@ -28,7 +28,8 @@
 //! - [`devgateway`]: a development OneBot 12 gateway with a buyer chat page, for `xiaoer demo`
 //!   and the end-to-end tests.
 //! - [`notify`]: webhook notifications (generic JSON, DingTalk, WeCom, Feishu): targets and
-//!   their filters, message bodies, signatures, one delivery attempt, and the retry policy.
+//!   their filters, message bodies, signatures, one delivery attempt, the retry policy, and the
+//!   task that works the durable outbox (deliveries, retries, dead letters, SLA alerts).
 //! - [`store`]: durable storage behind one interface: the batching writer, the atomic turn (one
 //!   write per handled message), and the SQLite backend beside which PostgreSQL will go.
 //! - [`config`]: daemon settings, layered defaults < file < `XIAOER_*` environment < flags.
@@ -38,7 +39,8 @@
 //! - [`metrics`]: the Prometheus registry every part records into, and the `/metrics`,
 //!   `/healthz` and `/readyz` router.
 //! - [`console`]: the agent console (axum, maud, htmx, server-sent events): logins and sessions,
-//!   the queue, a chat, replies and actions through the chat's worker, shift handover.
+//!   the queue, a chat, replies and actions through the chat's worker, shift handover, the
+//!   supervisors' report and undelivered notifications.
 //! - [`report`]: the shift and weekly report (volumes, response times, the response clock,
 //!   queues, topics, unanswered messages, rules that never fire, answers that did not help),
 //!   computed from one store read and rendered as text, JSON or a self-contained HTML page.
