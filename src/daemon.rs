@@ -372,10 +372,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
             retry: config.notify_retry,
             shop_names: config.shop_names(),
             console_url,
-            sla: crate::model::Queue::ALL
-                .iter()
-                .map(|&queue| (queue, config.console.sla(queue)))
-                .collect(),
+            console: config.console.clone(),
             clocks: config.shop_clocks(),
         },
         Arc::clone(&handle.metrics),

@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::{Event, Notification, RetryPolicy, Sender, Target};
+use crate::console::ConsoleSettings;
 use crate::metrics::Metrics;
-use crate::model::{ChatEvent, EscalationState, Queue};
+use crate::model::{ChatEvent, EscalationState};
 use crate::store::{DueDelivery, OutboxEntry, OutboxOp, Store, StoreError, now_ms};
 
 /// How often the outbox is looked at when nothing wakes it.
@@ -37,9 +38,9 @@ pub struct DelivererSettings {
     /// The console's address as agents open it (`console.public_url`, or its listen address),
     /// for links; `None` when there is no console.
     pub console_url: Option<String>,
-    /// How long an unclaimed escalation may wait in each queue: the warning goes out at half of
-    /// it, the breach at all of it.
-    pub sla: HashMap<Queue, Duration>,
+    /// The console's settings, for how long an unclaimed escalation may wait in each queue
+    /// ([`ConsoleSettings::sla`]): the warning goes out at half of it, the breach at all of it.
+    pub console: ConsoleSettings,
     /// Each shop's platform response clock, for `clock.warning`s.
     pub clocks: crate::escalation::clock::ShopClocks,
 }
@@ -120,7 +121,7 @@ impl Deliverer {
             if escalation.state != EscalationState::Open {
                 continue;
             }
-            let target = millis(self.sla(escalation.queue));
+            let target = millis(self.settings.console.sla(escalation.queue));
             let waited = now.saturating_sub(escalation.created_ms);
             for (event, due) in [(Event::SlaWarning, target / 2), (Event::SlaBreach, target)] {
                 if waited < due {
@@ -188,14 +189,6 @@ impl Deliverer {
             }
         }
         Ok(())
-    }
-
-    fn sla(&self, queue: Queue) -> Duration {
-        self.settings
-            .sla
-            .get(&queue)
-            .copied()
-            .unwrap_or(Duration::from_secs(15 * 60))
     }
 
     /// One pending delivery per target that wants each new notification. A notification older
