@@ -153,9 +153,9 @@ fn config(gateway: &DevGateway, data: &Path, rules: &Path, replies: &Path, url: 
 }
 
 /// Waits until `check` holds, or fails the test after [`WAIT`].
-async fn eventually<F: Fn() -> bool>(what: &str, check: F) {
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
+    while !check().await {
         assert!(
             tokio::time::Instant::now() < deadline,
             "timed out waiting for {what}"
@@ -187,7 +187,7 @@ async fn a_receiver_that_fails_at_first_gets_the_escalation_once_signed_with_one
     assert!(gateway.wait_for_bots(1, WAIT).await);
 
     gateway.buyer_says("shop1", "buyer-1", "我要退款");
-    eventually("the delivery after three failures", || {
+    eventually("the delivery after three failures", async || {
         !receiver.delivered().is_empty()
     })
     .await;
@@ -219,14 +219,10 @@ async fn a_receiver_that_fails_at_first_gets_the_escalation_once_signed_with_one
     assert!(body.get("console_url").is_none(), "no console, no link");
 
     // What the store says matches: one delivered, nothing owed, nothing given up.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while running.store().outbox_counts().await.unwrap().delivered != 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "delivery not recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    eventually("the delivery recorded", async || {
+        running.store().outbox_counts().await.unwrap().delivered == 1
+    })
+    .await;
     let counts = running.store().outbox_counts().await.unwrap();
     assert_eq!((counts.pending, counts.dead, counts.unplanned), (0, 0, 0));
     tokio::time::timeout(Duration::from_secs(5), running.stop())
@@ -250,13 +246,11 @@ async fn a_refused_notification_is_dead_lettered_and_delivered_once_revived() {
     gateway.buyer_says("shop1", "buyer-2", "我要退款");
 
     let store = running.store().clone();
-    let mut dead = Vec::new();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while dead.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "no dead letter");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-        dead = store.dead_letters(10).await.unwrap();
-    }
+    eventually("a dead letter", async || {
+        !store.dead_letters(10).await.unwrap().is_empty()
+    })
+    .await;
+    let dead = store.dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].target, "hook");
     assert_eq!(dead[0].attempts, 1);
@@ -275,7 +269,10 @@ async fn a_refused_notification_is_dead_lettered_and_delivered_once_revived() {
         })
         .await
         .unwrap();
-    eventually("the revived delivery", || receiver.delivered().len() == 1).await;
+    eventually("the revived delivery", async || {
+        receiver.delivered().len() == 1
+    })
+    .await;
     let seen = receiver.seen();
     assert_eq!(seen[0].key, seen[1].key);
     assert!(store.dead_letters(10).await.unwrap().is_empty());
@@ -353,14 +350,10 @@ retry_cap = "300ms"
     );
     assert!(gateway.wait_for_bots(1, WAIT).await);
     gateway.buyer_says("shop1", "buyer-3", "我要退款");
-    let deadline = std::time::Instant::now() + WAIT;
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the fault did not fire"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    eventually("the fault to end the process", async || {
+        child.try_wait().unwrap().is_some()
+    })
+    .await;
     let store = Store::open_existing(data.path()).await.unwrap();
     assert_eq!(store.open_escalations().await.unwrap().len(), 1);
     assert_eq!(
@@ -370,24 +363,19 @@ retry_cap = "300ms"
     );
 
     // Started again without the fault: the outbox delivers what it owes, once.
-    let deadline = std::time::Instant::now() + WAIT;
-    while gateway.connected_bots() > 0 {
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    eventually("the gateway to see the connection gone", async || {
+        gateway.connected_bots() == 0
+    })
+    .await;
     let mut child = spawn_daemon(&config_file, data.path(), None);
-    eventually("the delivery after the restart", || {
+    eventually("the delivery after the restart", async || {
         !receiver.delivered().is_empty()
     })
     .await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while store.outbox_counts().await.unwrap().delivered != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "delivery not recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    eventually("the delivery recorded", async || {
+        store.outbox_counts().await.unwrap().delivered == 1
+    })
+    .await;
     let seen = receiver.seen();
     let keys: std::collections::BTreeSet<_> = seen.iter().map(|s| s.key.clone()).collect();
     assert_eq!(
