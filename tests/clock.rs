@@ -2,15 +2,15 @@
 //! refund goes to a person, the bot's acknowledgement that does not stop the clock, a warning
 //! that reaches a generic webhook on 127.0.0.1, and the agent's late reply that ends the round.
 
-use std::path::Path;
+mod common;
+
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::routing::post;
 use tokio::sync::mpsc;
-use xiaoer::config::{Config, GatewaySettings, ShopSettings};
+use xiaoer::config::{Config, ShopSettings};
 use xiaoer::conversation::commands::AgentAction;
-use xiaoer::devgateway::{DevGateway, DevGatewayConfig};
 use xiaoer::escalation::clock::ClockRules;
 use xiaoer::model::ConversationKey;
 
@@ -47,37 +47,22 @@ fn generic_target(url: &str) -> xiaoer::notify::Target {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_buyer_waiting_on_a_person_is_warned_about_and_the_late_answer_recorded() {
-    let gateway = DevGateway::start(DevGatewayConfig {
-        shops: vec!["shop1".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let gateway = common::shop1_gateway().await;
     let (hook, mut bodies) = receiver().await;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let data = tempfile::tempdir().unwrap();
     let budget = Duration::from_secs(1);
+    let base = common::shipped_pack_config(&gateway, data.path());
     let config = Config {
-        data: data.path().to_path_buf(),
-        rules: root.join("rules"),
-        replies: root.join("replies"),
-        gateways: vec![GatewaySettings {
-            url: gateway.url(),
-            token: None,
-            name: Some("gw1".into()),
-        }],
         shops: vec![ShopSettings {
-            id: "shop1".into(),
             clock: ClockRules {
                 budget,
                 warn_at: vec![50],
                 ..ClockRules::default()
             },
-            ..Default::default()
+            ..base.shops[0].clone()
         }],
         notify: vec![generic_target(&hook)],
-        watch: false,
-        ..Config::default()
+        ..base
     };
     config.validate().unwrap();
     let running = xiaoer::daemon::start(config).await.unwrap();

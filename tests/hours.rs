@@ -1,5 +1,7 @@
 //! Business hours as operators and buyers meet them: `xiaoer hours` (the built binary, a config file, `--at`), and a daemon whose shop is closed.
 
+mod common;
+
 use std::process::Command;
 
 const CONFIG: &str = r#"
@@ -100,38 +102,22 @@ fn closed_now() -> xiaoer::escalation::hours::BusinessHours {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn off_hours_the_bot_answers_says_once_when_people_are_in_and_queues_the_refund() {
     use std::time::Duration;
-    use xiaoer::config::{Config, GatewaySettings, ShopSettings};
-    use xiaoer::devgateway::{DevGateway, DevGatewayConfig};
+    use xiaoer::config::{Config, ShopSettings};
     const WAIT: Duration = Duration::from_secs(10);
 
     let hours = closed_now();
     let now = jiff::Timestamp::now();
     let eta = hours.eta_words(now, hours.next_open(now).expect("opens within a day"));
-    let gateway = DevGateway::start(DevGatewayConfig {
-        token: Some("t".into()),
-        shops: vec!["shop1".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let gateway = common::shop1_gateway().await;
     let data = tempfile::tempdir().unwrap();
+    let base = common::shipped_pack_config(&gateway, data.path());
+    let shop = ShopSettings {
+        hours,
+        ..base.shops[0].clone()
+    };
     let running = xiaoer::daemon::start(Config {
-        data: data.path().to_path_buf(),
-        rules: root.join("rules"),
-        replies: root.join("replies"),
-        gateways: vec![GatewaySettings {
-            url: gateway.url(),
-            token: Some("t".into()),
-            name: None,
-        }],
-        shops: vec![ShopSettings {
-            id: "shop1".into(),
-            hours,
-            ..Default::default()
-        }],
-        watch: false,
-        ..Config::default()
+        shops: vec![shop],
+        ..base
     })
     .await
     .unwrap();

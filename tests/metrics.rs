@@ -1,12 +1,12 @@
 //! `/metrics` end to end: a daemon on the development gateway handles real chats, and what it
 //! serves is parsed by a Prometheus text parser and checked against what happened.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
-use xiaoer::config::{Config, GatewaySettings, ShopSettings};
-use xiaoer::devgateway::{DevGateway, DevGatewayConfig};
+use xiaoer::config::Config;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -49,32 +49,11 @@ fn get(samples: &HashMap<(String, String), f64>, metric: &str, labels: &str) -> 
 
 #[tokio::test]
 async fn metrics_count_what_the_daemon_did_and_show_no_buyer_text() {
-    let gateway = DevGateway::start(DevGatewayConfig {
-        token: Some("t".into()),
-        shops: vec!["shop1".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let gateway = common::shop1_gateway().await;
     let data = tempfile::tempdir().unwrap();
     let config = Config {
-        data: data.path().to_path_buf(),
-        rules: root.join("rules"),
-        replies: root.join("replies"),
-        gateways: vec![GatewaySettings {
-            url: gateway.url(),
-            token: Some("t".into()),
-            name: Some("gw1".into()),
-        }],
-        shops: vec![ShopSettings {
-            id: "shop1".into(),
-            name: Some("测试小店".into()),
-            ..Default::default()
-        }],
-        watch: false,
         metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
-        ..Config::default()
+        ..common::shipped_pack_config(&gateway, data.path())
     };
     let running = xiaoer::daemon::start(config).await.unwrap();
     assert!(gateway.wait_for_bots(1, WAIT).await);
