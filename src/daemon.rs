@@ -53,10 +53,10 @@ pub enum DaemonError {
         path: std::path::PathBuf,
         pid: String,
     },
-    #[error("cannot take the store's lock file {}: {source}", path.display())]
+    #[error("cannot take the store's lock file {}: {}", path.display(), crate::store::explain_io(cause))]
     Lock {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("cannot serve the console on {addr}: {source} (pick another with --console)")]
     Console {
@@ -134,16 +134,16 @@ fn lock_store(db: &std::path::Path) -> Result<std::fs::File, DaemonError> {
         std::fs::create_dir_all(dir).map_err(|source| {
             DaemonError::Store(StoreError::CreateDir {
                 path: dir.to_owned(),
-                source,
+                cause: source,
             })
         })?;
     }
     let mut lock_path = db.as_os_str().to_owned();
     lock_path.push(".lock");
     let lock_path = std::path::PathBuf::from(lock_path);
-    let cannot = |source: std::io::Error| DaemonError::Lock {
+    let cannot = |cause: std::io::Error| DaemonError::Lock {
         path: lock_path.clone(),
-        source,
+        cause,
     };
     let mut file = std::fs::OpenOptions::new()
         .read(true)

@@ -1,23 +1,30 @@
 //! Property-based fuzzing of everything that reads input from outside: gateway frames, rule and
-//! reply files, buyer text, reply templates, the config file, the model file. Each target feeds mutated and
-//! random input and requires an answer — a value or an error with a message — and never a
-//! panic. (cargo-fuzz needs a nightly toolchain, which this project's machines do not have;
-//! proptest runs on stable and shrinks what it finds.)
+//! reply files, buyer text, reply templates, the config file, the model file. Each target feeds
+//! mutated seeds and random input and requires an answer — a value or an error with a message —
+//! and never a panic. (cargo-fuzz needs a nightly toolchain, which this project's machines do not
+//! have; proptest runs on stable and shrinks what it finds.)
 //!
-//! Short runs go with every `cargo test`. A long run of every target:
-//! `PROPTEST_CASES=200000 cargo test --release --test fuzz` (see docs/reliability.md).
+//! The seeds are committed: `tests/fuzz-seeds/` (frames as real and hostile gateways send them,
+//! buyer texts that have tripped routing), the fixture rule and reply files, `deploy/xiaoer.toml`.
+//!
+//! Every `cargo test` runs 128 cases a target. `XIAOER_FUZZ_SECONDS=N` runs each target for N
+//! seconds instead, in rounds of fresh seeds, and prints how many cases it ran; `.ci/run` does a
+//! short one, and the long one is in docs/reliability.md.
 
 mod common;
 
 use common::copy_dir;
+use std::fmt::Debug;
 use std::path::Path;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 use xiaoer::gateway::onebot;
 use xiaoer::rules::{Layer, RuleSet, load};
 
-/// 128 cases per target, or `PROPTEST_CASES` for a long run.
+/// 128 cases per target, or `PROPTEST_CASES`.
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
@@ -25,8 +32,88 @@ fn cases() -> u32 {
         .unwrap_or(128)
 }
 
+/// How long each target runs when a timed run is asked for.
+fn budget() -> Option<Duration> {
+    std::env::var("XIAOER_FUZZ_SECONDS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// Runs `test` on inputs from `strategy`: one round of [`cases`], or rounds of 100 cases with
+/// fresh seeds until [`budget`] has passed. A failure panics with the shrunk input and the seed
+/// that found it (`XIAOER_FUZZ_SEED` replays a run).
+fn fuzz<S>(target: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
+where
+    S: Strategy,
+    S::Value: Debug,
+{
+    let budget = budget();
+    let seed: u64 = std::env::var("XIAOER_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    let started = Instant::now();
+    let mut total: u64 = 0;
+    for round in 0u64.. {
+        let cases = if budget.is_some() { 100 } else { cases() };
+        let config = Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        };
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&seed.to_le_bytes());
+        key[8..16].copy_from_slice(&round.to_le_bytes());
+        let mut runner =
+            TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &key));
+        match runner.run(&strategy, &test) {
+            Ok(()) => {}
+            Err(TestError::Fail(why, input)) => panic!(
+                "fuzz target {target} failed (XIAOER_FUZZ_SEED={seed}, round {round}): {why}\nminimal input: {input:#?}"
+            ),
+            Err(TestError::Abort(why)) => {
+                panic!(
+                    "fuzz target {target} gave up (XIAOER_FUZZ_SEED={seed}, round {round}): {why}"
+                )
+            }
+        }
+        total += u64::from(cases);
+        match budget {
+            Some(budget) if started.elapsed() < budget => {}
+            _ => break,
+        }
+    }
+    if budget.is_some() {
+        eprintln!(
+            "fuzz target {target}: {total} cases in {:.0} s, all passed (XIAOER_FUZZ_SEED={seed})",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One seed file's lines.
+fn seeds(name: &str) -> Vec<String> {
+    let path = root().join("tests/fuzz-seeds").join(name);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn any_text(max: usize) -> impl Strategy<Value = String> {
+    proptest::string::string_regex(&format!(".{{0,{max}}}")).expect("a valid pattern")
 }
 
 /// Characters that matter to the formats under test, plus CJK, combining marks and controls.
@@ -86,15 +173,6 @@ fn mutate(text: &str, edits: &[Edit]) -> String {
     chars.into_iter().collect()
 }
 
-fn sample_frames() -> Vec<String> {
-    vec![
-        r#"{"id":"1","time":1.5,"type":"message","detail_type":"private","sub_type":"","message_id":"m1","user_id":"u1","self":{"platform":"qq","user_id":"s1"},"message":[{"type":"text","data":{"text":"我要退款"}},{"type":"shop.item","data":{"item_id":"9","title":"T恤"}}],"alt_message":"我要退款"}"#.to_owned(),
-        r#"{"id":"2","time":1,"type":"meta","detail_type":"heartbeat","sub_type":"","interval":5000,"status":{"good":true,"bots":[]}}"#.to_owned(),
-        r#"{"status":"ok","retcode":0,"data":{"message_id":"x"},"message":"","echo":"e1"}"#.to_owned(),
-        r#"{"id":"3","time":1,"type":"meta","detail_type":"connect","sub_type":"","version":{"impl":"walle","version":"0.7","onebot_version":"12"}}"#.to_owned(),
-    ]
-}
-
 /// The shipped pack, compiled once.
 fn pack() -> &'static RuleSet {
     static PACK: OnceLock<RuleSet> = OnceLock::new();
@@ -142,15 +220,14 @@ fn model_bytes() -> &'static [u8] {
     })
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
-
-    #[test]
-    fn damaged_model_files_are_refused_not_panicked_on(
-        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
-        cut in any::<prop::sample::Index>(),
-        reseal in any::<bool>(),
-    ) {
+#[test]
+fn damaged_model_files_are_refused_not_panicked_on() {
+    let strategy = (
+        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        any::<prop::sample::Index>(),
+        any::<bool>(),
+    );
+    fuzz("model file", strategy, |(flips, cut, reseal)| {
         use sha2::{Digest, Sha256};
         let original = model_bytes();
         prop_assume!(original.len() > 64);
@@ -172,60 +249,88 @@ proptest! {
             // Whatever loads must predict without panicking.
             let _ = model.predict(&xiaoer::rules::normalise("收到的杯子碎了"));
         }
-    }
+        Ok(())
+    });
+}
 
-    #[test]
-    fn gateway_frames_never_panic_the_decoder(
-        frame in prop::sample::select(sample_frames()),
-        edits in edits(),
-        noise in ".{0,200}",
-    ) {
+#[test]
+fn gateway_frames_never_panic_the_decoder() {
+    let strategy = (
+        prop::sample::select(seeds("frames.txt")),
+        edits(),
+        any_text(200),
+    );
+    fuzz("gateway frames", strategy, |(frame, edits, noise)| {
         let _ = onebot::decode(&mutate(&frame, &edits));
         let _ = onebot::decode(&noise);
-    }
+        Ok(())
+    });
+}
 
-    #[test]
-    fn any_buyer_text_is_decided_the_same_way_twice(text in ".{0,300}") {
+#[test]
+fn any_buyer_text_is_decided_the_same_way_twice() {
+    let strategy = prop_oneof![
+        any_text(300),
+        (prop::sample::select(seeds("texts.txt")), edits()).prop_map(|(t, e)| mutate(&t, &e)),
+    ];
+    fuzz("normalise and route", strategy, |text| {
         let rules = pack();
         let first = xiaoer::routing::route(rules, &text);
         let second = xiaoer::routing::route(rules, &text);
         prop_assert_eq!(first, second);
         let normalised = xiaoer::rules::normalise(&text);
-        prop_assert_eq!(xiaoer::rules::normalise(&normalised), normalised, "normalising is idempotent");
-    }
+        prop_assert_eq!(
+            xiaoer::rules::normalise(&normalised),
+            normalised,
+            "normalising is idempotent"
+        );
+        Ok(())
+    });
+}
 
-    #[test]
-    fn broken_rule_and_reply_files_get_errors_not_panics(
-        rules_edits in edits(),
-        replies_edits in edits(),
-    ) {
-        let dir = tempfile::tempdir().unwrap();
-        let (rules, replies) = (dir.path().join("rules"), dir.path().join("replies"));
-        std::fs::create_dir_all(&rules).unwrap();
-        std::fs::create_dir_all(&replies).unwrap();
-        let fixture = root().join("tests/fixtures/good");
-        let rule_text = std::fs::read_to_string(fixture.join("rules/rules.toml")).unwrap();
-        let reply_text = std::fs::read_to_string(fixture.join("replies/replies.toml")).unwrap();
-        std::fs::write(rules.join("rules.toml"), mutate(&rule_text, &rules_edits)).unwrap();
-        std::fs::write(replies.join("replies.toml"), mutate(&reply_text, &replies_edits)).unwrap();
-        match load(&[Layer::new(&rules, &replies)]) {
-            Ok(loaded) => {
-                // Whatever loaded also answers.
-                let _ = xiaoer::routing::route(&loaded.rules, "我要退款，什么时候发货");
-            }
-            Err(error) => {
-                let text = error.to_string();
-                prop_assert!(!text.is_empty());
-                for problem in error.errors() {
-                    let line = error.sources.one_line(problem);
-                    prop_assert!(!line.is_empty());
+#[test]
+fn broken_rule_and_reply_files_get_errors_not_panics() {
+    let fixture = root().join("tests/fixtures/good");
+    let rule_text = std::fs::read_to_string(fixture.join("rules/rules.toml")).unwrap();
+    let reply_text = std::fs::read_to_string(fixture.join("replies/replies.toml")).unwrap();
+    fuzz(
+        "rule and reply files",
+        (edits(), edits()),
+        |(rules_edits, replies_edits)| {
+            let dir = tempfile::tempdir().unwrap();
+            let (rules, replies) = (dir.path().join("rules"), dir.path().join("replies"));
+            std::fs::create_dir_all(&rules).unwrap();
+            std::fs::create_dir_all(&replies).unwrap();
+            std::fs::write(rules.join("rules.toml"), mutate(&rule_text, &rules_edits)).unwrap();
+            std::fs::write(
+                replies.join("replies.toml"),
+                mutate(&reply_text, &replies_edits),
+            )
+            .unwrap();
+            match load(&[Layer::new(&rules, &replies)]) {
+                Ok(loaded) => {
+                    // Whatever loaded also answers.
+                    let _ = xiaoer::routing::route(&loaded.rules, "我要退款，什么时候发货");
+                }
+                Err(error) => {
+                    let text = error.to_string();
+                    prop_assert!(!text.is_empty());
+                    for problem in error.errors() {
+                        let line = error.sources.one_line(problem);
+                        prop_assert!(!line.is_empty());
+                    }
                 }
             }
-        }
-    }
+            Ok(())
+        },
+    );
+}
 
-    #[test]
-    fn reply_templates_render_or_are_refused(template in "[^\"\\\\\n]{0,80}", key in "[a-z_]{1,10}") {
+#[test]
+fn reply_templates_render_or_are_refused() {
+    let templates = proptest::string::string_regex("[^\"\\\\\n]{0,80}").expect("a valid pattern");
+    let keys = proptest::string::string_regex("[a-z_]{1,10}").expect("a valid pattern");
+    fuzz("reply templates", (templates, keys), |(template, key)| {
         let dir = tempfile::tempdir().unwrap();
         let (rules, replies) = (dir.path().join("rules"), dir.path().join("replies"));
         copy_dir(&root().join("tests/fixtures/good/rules"), &rules);
@@ -243,14 +348,20 @@ proptest! {
                 queue_eta: Some("5分钟"),
             };
             for rotation in 0..3 {
-                let _ = loaded.rules.replies().render(&format!("fuzz_{key}"), rotation, &context);
+                let _ = loaded
+                    .rules
+                    .replies()
+                    .render(&format!("fuzz_{key}"), rotation, &context);
             }
         }
-    }
+        Ok(())
+    });
+}
 
-    #[test]
-    fn broken_config_files_get_errors_not_panics(edits in edits()) {
-        let text = std::fs::read_to_string(root().join("deploy/xiaoer.toml")).unwrap();
+#[test]
+fn broken_config_files_get_errors_not_panics() {
+    let text = std::fs::read_to_string(root().join("deploy/xiaoer.toml")).unwrap();
+    fuzz("config file", edits(), |edits| {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("xiaoer.toml");
         std::fs::write(&path, mutate(&text, &edits)).unwrap();
@@ -258,5 +369,6 @@ proptest! {
         if let Err(error) = xiaoer::config::Config::load(Some(&path), no_env, &Default::default()) {
             prop_assert!(!error.to_string().is_empty());
         }
-    }
+        Ok(())
+    });
 }

@@ -285,3 +285,124 @@ async fn a_damaged_write_ahead_log_is_set_aside_and_reported() {
         .collect();
     assert_eq!(kept.len(), 1, "the damaged log is kept for inspection");
 }
+
+/// How this machine can make a directory read-only for a daemon: a read-only bind mount in a
+/// private mount namespace (root, where `unshare` is allowed), or file modes (any other user).
+enum ReadOnly {
+    Mount,
+    Modes,
+}
+
+fn read_only_method() -> Option<ReadOnly> {
+    use std::os::unix::fs::MetadataExt;
+    // A file this process creates is owned by its effective user.
+    let probe_file = tempfile::NamedTempFile::new().unwrap();
+    let root = probe_file.as_file().metadata().unwrap().uid() == 0;
+    if !root {
+        return Some(ReadOnly::Modes);
+    }
+    let probe = Command::new("unshare")
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            "mount --bind / /mnt 2>/dev/null || mount --bind /tmp /tmp",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    matches!(probe, Ok(status) if status.success()).then_some(ReadOnly::Mount)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_on_a_read_only_file_system_is_refused_at_start_with_why() {
+    let Some(method) = read_only_method() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but this machine can neither mount read-only (unshare) nor drop write permission"
+        );
+        eprintln!("skipped: running as root without unshare, so nothing here is read-only to us");
+        return;
+    };
+    let (_dir, rules, replies) = rule_dirs();
+    let data = tempfile::tempdir().unwrap();
+    // An existing store with an escalation in it, as a shop's would be.
+    let store = Store::open(data.path()).await.unwrap();
+    store.close().await.unwrap();
+    let before: Vec<_> = std::fs::read_dir(data.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let daemon = format!(
+        "exec {} run --gateway ws://127.0.0.1:9/ --data {} --rules {} --replies {}",
+        env!("CARGO_BIN_EXE_xiaoer"),
+        data.path().display(),
+        rules.display(),
+        replies.display()
+    );
+    let dir = data.path().display().to_string();
+    let mut command = match method {
+        ReadOnly::Mount => {
+            let mut c = Command::new("unshare");
+            c.args([
+                "-m",
+                "sh",
+                "-c",
+                &format!(
+                    "mount --bind {dir} {dir} && mount -o remount,bind,ro {dir} {dir} && {daemon}"
+                ),
+            ]);
+            c
+        }
+        ReadOnly::Modes => {
+            use std::os::unix::fs::PermissionsExt;
+            for entry in std::fs::read_dir(data.path()).unwrap() {
+                let path = entry.unwrap().path();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+            }
+            std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+            let mut c = Command::new("sh");
+            c.args(["-c", &daemon]);
+            c
+        }
+    };
+    let mut child = command
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the daemon kept running on a store it cannot write to");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!status.success(), "it refuses to start: {log}");
+    assert!(
+        log.contains(&dir),
+        "the message names the data directory: {log}"
+    );
+    match method {
+        ReadOnly::Mount => assert!(log.contains("mounted read-only"), "{log}"),
+        ReadOnly::Modes => assert!(log.contains("not writable by"), "{log}"),
+    }
+    assert!(!log.contains("os error"), "said in words: {log}");
+    if let ReadOnly::Modes = method {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let after: Vec<_> = std::fs::read_dir(data.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before, after, "nothing was written beside the store");
+}

@@ -7,12 +7,12 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum StoreError {
     /// The data directory could not be created.
-    #[error("cannot create data directory {}: {source}", path.display())]
+    #[error("cannot create data directory {}: {}", path.display(), explain_io(cause))]
     CreateDir {
         /// The directory.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (said in words in the message, so not a `source` an error chain repeats).
+        cause: std::io::Error,
     },
     /// There is no store in the data directory (read-only tools need an existing one).
     #[error("no xiaoer store at {} (run the daemon first or pass --data)", dir.display())]
@@ -201,6 +201,22 @@ fn user() -> String {
         .unwrap_or_else(|_| "the daemon's user".to_owned())
 }
 
+/// A file-system error in the data directory in words an operator understands: what is wrong
+/// and what to do, instead of "os error 30".
+pub fn explain_io(error: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::ReadOnlyFilesystem => "the file system holding the data directory is mounted read-only (remount it read-write, or point --data at a writable directory)".to_owned(),
+        ErrorKind::PermissionDenied => format!(
+            "the data directory is not writable by {} (fix its owner or mode, or point --data elsewhere)",
+            user()
+        ),
+        ErrorKind::StorageFull => "the disk is full (free some space and start again)".to_owned(),
+        ErrorKind::NotFound => "a directory on the way to it does not exist".to_owned(),
+        _ => error.to_string(),
+    }
+}
+
 /// A database error in words an operator understands, not SQLite's result codes.
 pub(crate) fn explain(error: &sqlx::Error) -> String {
     match sqlite_code(error) {
@@ -229,6 +245,30 @@ pub(crate) fn explain(error: &sqlx::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_system_errors_are_told_in_words() {
+        use std::io::{Error, ErrorKind};
+        let read_only = explain_io(&Error::from(ErrorKind::ReadOnlyFilesystem));
+        assert!(read_only.contains("mounted read-only"), "{read_only}");
+        let denied = explain_io(&Error::from(ErrorKind::PermissionDenied));
+        assert!(denied.contains("not writable by"), "{denied}");
+        let error = StoreError::CreateDir {
+            path: "/srv/xiaoer".into(),
+            cause: Error::from(ErrorKind::PermissionDenied),
+        };
+        let message = error.to_string();
+        assert!(
+            message.starts_with(
+                "cannot create data directory /srv/xiaoer: the data directory is not writable"
+            ),
+            "{message}"
+        );
+        assert!(
+            std::error::Error::source(&error).is_none(),
+            "the cause is in the words, not repeated by a chain"
+        );
+    }
 
     #[tokio::test]
     async fn database_errors_are_told_in_words() {

@@ -37,7 +37,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use error::StoreError;
+pub use error::{StoreError, explain_io};
 pub use ops::{
     AccountOp, ClockWarning, DecisionRecord, EscalationStep, InboundLine, OutboundLine, OutboxOp,
     RoundStep, Turn, TurnOutcome,
@@ -214,9 +214,9 @@ impl Store {
     /// See [`Store::open`].
     pub async fn open_file(path: &Path) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            std::fs::create_dir_all(dir).map_err(|cause| StoreError::CreateDir {
                 path: dir.to_owned(),
-                source,
+                cause,
             })?;
         }
         let path = path.to_owned();
