@@ -36,6 +36,9 @@
 //! - [`daemon`]: `start(config) -> Running`: gateways, chat workers, store, reload, chat events,
 //!   agents' commands; phased shutdown.
 //! - [`reload`]: the live rule sets (shared and per-shop overlays) and their hot reload.
+//! - [`load`]: the load generator behind the `xiaoer-load` binary: a loopback OneBot 12 gateway
+//!   that drives a real daemon (and a bare baseline client) closed or open loop and measures
+//!   throughput, latency, CPU and memory.
 //! - [`metrics`]: the Prometheus registry every part records into, and the `/metrics`,
 //!   `/healthz` and `/readyz` router.
 //! - [`console`]: the agent console (axum, maud, htmx, server-sent events): logins and sessions,
@@ -60,6 +63,7 @@ pub mod devgateway;
 pub mod diagnostics;
 pub mod escalation;
 pub mod gateway;
+pub mod load;
 pub mod metrics;
 pub mod model;
 pub mod notify;
