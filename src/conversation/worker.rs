@@ -209,6 +209,18 @@ pub struct Worker<O> {
     recent_replies: VecDeque<i64>,
     sent: VecDeque<(String, String, i64)>,
     rotation: usize,
+    known: Option<Known>,
+}
+
+/// The chat as this worker last committed it, so the next buyer message need not read it back.
+/// Kept only while the chat has no open escalation (agents act on escalated chats) and only
+/// between two buyer messages: any other command forgets it. A copy made stale by another
+/// process (`xiaoer queue`) does no harm: the write is conditional on the version, the
+/// conflict drops the copy, and the retry reads afresh.
+struct Known {
+    conversation: Conversation,
+    /// The open response-clock round, if any.
+    round: Option<Round>,
 }
 
 impl<O: Outbox> Worker<O> {
@@ -222,6 +234,7 @@ impl<O: Outbox> Worker<O> {
             recent_replies: VecDeque::new(),
             sent: VecDeque::new(),
             rotation: hasher.finish() as usize,
+            known: None,
         }
     }
 
@@ -233,6 +246,9 @@ impl<O: Outbox> Worker<O> {
     /// cannot be recorded could be sent twice after a restart). Agent commands report their
     /// failures through their completion channel.
     pub async fn handle(&mut self, command: ChatCommand) -> Result<(), WorkerError> {
+        if !matches!(&command, ChatCommand::Message(m) if !m.outgoing) {
+            self.known = None;
+        }
         match command {
             ChatCommand::Message(message) if message.outgoing => {
                 self.handle_outgoing(message).await
@@ -298,8 +314,12 @@ impl<O: Outbox> Worker<O> {
         now: i64,
     ) -> Result<bool, StoreError> {
         let store = self.shared.store.clone();
-        // Read fresh every time: an agent may have claimed or closed the chat meanwhile.
-        let mut conversation = store.conversation_or_new(&self.key, now).await?;
+        // What this worker committed last, or else read fresh: an agent may have claimed or
+        // closed the chat meanwhile.
+        let (mut conversation, known_round) = match self.known.take() {
+            Some(known) => (known.conversation, Some(known.round)),
+            None => (store.conversation_or_new(&self.key, now).await?, None),
+        };
         let before = conversation.clone();
         let open = match conversation.open_escalation {
             Some(id) => store.escalation(id).await?,
@@ -346,17 +366,25 @@ impl<O: Outbox> Worker<O> {
             now,
             reopens.as_deref(),
         );
-        self.time_turn(&mut turn).await?;
+        let round_before = self.time_turn(&mut turn, known_round).await?;
         let committed = store.commit_turn(turn.clone()).await?;
         let TurnOutcome::Applied {
+            version,
             escalation,
             outbound,
-            ..
         } = committed
         else {
             info!(chat = %self.key, message_id = %message.message_id, "redelivered message ignored");
             return Ok(false);
         };
+        if turn.conversation.open_escalation.is_none() && turn.escalations.is_empty() {
+            let mut conversation = turn.conversation.clone();
+            conversation.version = version;
+            self.known = Some(Known {
+                conversation,
+                round: round_after(round_before, &turn.clock, turn.at_ms),
+            });
+        }
         self.recent_replies = recent;
         self.count_breaches(&turn);
         self.shared.metrics.message_received(&self.key.self_id);
@@ -598,16 +626,25 @@ impl<O: Outbox> Worker<O> {
     /// Adds the turn's response-clock steps: a buyer message opens a round when none is open,
     /// and the turn's first reply that counts (an agent's, the shop's, the bot's while the chat
     /// is with the bot) answers it. A reply counts once it is recorded, before its send.
-    async fn time_turn(&self, turn: &mut Turn) -> Result<(), StoreError> {
-        let open = self
-            .shared
-            .store
-            .open_round(&self.key)
-            .await?
-            .map(|r| Round {
-                started_ms: r.started_ms,
-                budget_ms: r.budget_ms,
-            });
+    /// Adds the turn's response-clock steps, given the open round when the caller knows it
+    /// (else it is read); returns the open round the steps were planned from.
+    async fn time_turn(
+        &self,
+        turn: &mut Turn,
+        known: Option<Option<Round>>,
+    ) -> Result<Option<Round>, StoreError> {
+        let open = match known {
+            Some(round) => round,
+            None => self
+                .shared
+                .store
+                .open_round(&self.key)
+                .await?
+                .map(|r| Round {
+                    started_ms: r.started_ms,
+                    budget_ms: r.budget_ms,
+                }),
+        };
         let inbound = turn.inbound.as_ref();
         let replies: Vec<Sender> = inbound
             .filter(|line| line.direction == Direction::Outbound)
@@ -626,7 +663,7 @@ impl<O: Outbox> Worker<O> {
             .clocks
             .for_shop(&self.key.self_id)
             .steps(open, &facts);
-        Ok(())
+        Ok(open)
     }
 
     /// Counts a round the committed turn ended late as a breach of the platform's clock.
@@ -753,7 +790,7 @@ impl<O: Outbox> Worker<O> {
             at_ms: now,
             decision: None,
         });
-        self.time_turn(&mut turn).await?;
+        self.time_turn(&mut turn, None).await?;
         if let TurnOutcome::Applied { .. } = self.shared.store.commit_turn(turn.clone()).await? {
             self.count_breaches(&turn);
             if turn.conversation.state == ConversationState::Paused
@@ -809,7 +846,7 @@ impl<O: Outbox> Worker<O> {
                 text: text.to_owned(),
                 at_ms: now,
             });
-            self.time_turn(&mut turn).await?;
+            self.time_turn(&mut turn, None).await?;
             match self.shared.store.commit_turn(turn.clone()).await {
                 Ok(TurnOutcome::Applied { outbound, .. }) => {
                     self.count_breaches(&turn);
@@ -881,7 +918,7 @@ impl<O: Outbox> Worker<O> {
                     at_ms: now,
                 });
             }
-            self.time_turn(&mut turn).await?;
+            self.time_turn(&mut turn, None).await?;
             match self.shared.store.commit_turn(turn.clone()).await {
                 Ok(TurnOutcome::Applied {
                     escalation: id,
@@ -970,9 +1007,50 @@ fn millis_between(from_ms: i64, to_ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(to_ms.saturating_sub(from_ms)).unwrap_or(0))
 }
 
+/// The chat's open round once `steps` are written: what the store's `open_round` would read.
+fn round_after(open: Option<Round>, steps: &[RoundStep], at_ms: i64) -> Option<Round> {
+    steps.iter().fold(open, |open, step| match step {
+        RoundStep::Open { budget_ms } => open.or(Some(Round {
+            started_ms: at_ms,
+            budget_ms: *budget_ms,
+        })),
+        RoundStep::Answer { .. } => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_round_after_a_turn_is_what_its_steps_leave_open() {
+        let open = Round {
+            started_ms: 100,
+            budget_ms: 180_000,
+        };
+        let opened = RoundStep::Open { budget_ms: 30_000 };
+        let answered = RoundStep::Answer {
+            by: "bot".into(),
+            counted_ms: 5,
+            in_time: true,
+        };
+        assert_eq!(round_after(None, &[], 500), None);
+        assert_eq!(round_after(Some(open), &[], 500), Some(open));
+        assert_eq!(
+            round_after(None, std::slice::from_ref(&opened), 500),
+            Some(Round {
+                started_ms: 500,
+                budget_ms: 30_000
+            })
+        );
+        // A round already open is not restarted, as the store's insert is not.
+        assert_eq!(
+            round_after(Some(open), std::slice::from_ref(&opened), 500),
+            Some(open)
+        );
+        assert_eq!(round_after(None, &[opened, answered.clone()], 500), None);
+        assert_eq!(round_after(Some(open), &[answered], 500), None);
+    }
 
     #[test]
     fn a_message_without_text_is_described_in_the_transcript() {
