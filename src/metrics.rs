@@ -115,6 +115,7 @@ pub struct Metrics {
     oldest_wait: Family<QueueLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     sla_breaches: Family<QueueLabel, Counter>,
     clock_breaches: Family<ShopLabel, Counter>,
+    set_aside: Family<ShopLabel, Counter>,
     gateway_connected: Family<GatewayLabel, Gauge>,
     reconnects: Family<GatewayLabel, Counter>,
     send_failures: Family<RetcodeLabel, Counter>,
@@ -199,6 +200,12 @@ impl Metrics {
             "Escalations that waited past their queue's target without being claimed",
             sla_breaches.clone(),
         );
+        let set_aside = Family::default();
+        registry.register(
+            "messages_set_aside",
+            "Buyer messages recorded but not answered because their chat had too many waiting (a flood, or the daemon falling behind), by shop account",
+            set_aside.clone(),
+        );
         let clock_breaches = Family::default();
         registry.register(
             "response_clock_breaches",
@@ -277,6 +284,7 @@ impl Metrics {
             oldest_wait,
             sla_breaches,
             clock_breaches,
+            set_aside,
             gateway_connected,
             reconnects,
             send_failures,
@@ -289,6 +297,15 @@ impl Metrics {
             dead_letters,
             notifications_pending,
         }
+    }
+
+    /// A buyer message recorded but not answered: its chat's queue was full.
+    pub fn message_set_aside(&self, shop: &str) {
+        self.set_aside
+            .get_or_create(&ShopLabel {
+                shop: shop.to_owned(),
+            })
+            .inc();
     }
 
     pub fn message_received(&self, shop: &str) {
@@ -447,6 +464,11 @@ impl Metrics {
             }
             Err(error) => tracing::warn!(%error, "metrics: cannot read the notification outbox"),
         }
+        self.text()
+    }
+
+    /// The registry as OpenMetrics text, as it stands (no store gauges read).
+    pub(crate) fn text(&self) -> String {
         let mut text = String::new();
         if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
             tracing::warn!(%error, "metrics could not be written");

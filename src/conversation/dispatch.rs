@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::worker::{ChatCommand, ChatMessage, CommandError, Outbox, Shared, Worker};
+use crate::gateway::log_limit::{LogLimiter, Verdict};
 use crate::model::{ConversationKey, Direction, Sender, TranscriptEntry};
 use crate::store::now_ms;
 
@@ -36,6 +37,9 @@ pub struct Dispatcher<O> {
     workers: HashMap<ConversationKey, WorkerHandle>,
     tracker: TaskTracker,
     idle_after: Duration,
+    /// A flood sets aside one message after another: one warning per chat per minute, with
+    /// the count of the ones not logged.
+    flood_log: LogLimiter,
 }
 
 impl<O: Outbox> Dispatcher<O> {
@@ -45,6 +49,7 @@ impl<O: Outbox> Dispatcher<O> {
             workers: HashMap::new(),
             tracker,
             idle_after,
+            flood_log: LogLimiter::new(Duration::from_secs(60)),
         }
     }
 
@@ -114,12 +119,16 @@ impl<O: Outbox> Dispatcher<O> {
 
     /// A chat sending faster than it can be answered: keep its message as evidence (not marked
     /// as seen, so a redelivery is still handled), refuse agent commands as busy.
-    fn set_aside(&self, command: ChatCommand) {
+    fn set_aside(&mut self, command: ChatCommand) {
         let ChatCommand::Message(message) = command else {
             command.refuse(CommandError::Busy);
             return;
         };
-        warn!(chat = %message.key, message_id = %message.message_id, "chat is flooding; message recorded but not answered");
+        self.shared.metrics.message_set_aside(&message.key.self_id);
+        let kind = format!("flooding {}", message.key);
+        if let Verdict::Log { suppressed } = self.flood_log.check(&kind, Instant::now()) {
+            warn!(chat = %message.key, message_id = %message.message_id, not_logged_since = suppressed, "chat is flooding; message recorded but not answered");
+        }
         let store = self.shared.store.clone();
         self.tracker.spawn(async move {
             let entry = TranscriptEntry {
@@ -353,6 +362,68 @@ mod reaping {
             tokio::time::sleep(idle).await;
         }
         assert_eq!(dispatcher.active(), 0, "reaped once it held nothing");
+        store.close().await.unwrap();
+    }
+    #[tokio::test]
+    async fn a_flooding_chat_has_its_extra_messages_recorded_counted_and_not_answered() {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path()).await.unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good");
+        let rules = load(&[Layer::overlay(&root)]).unwrap().rules;
+        let outbox = Arc::new(GatedOutbox {
+            entered: Semaphore::new(0),
+            release: Semaphore::new(0),
+        });
+        let metrics: Arc<crate::metrics::Metrics> = Default::default();
+        let shared = Arc::new(Shared {
+            store: store.clone(),
+            outbox: Arc::clone(&outbox),
+            rules: Arc::new(ArcSwap::from_pointee(RuleBook::single(rules))),
+            policy: ConversationPolicy::default(),
+            escalation: EscalationPolicy::default(),
+            shop_names: Default::default(),
+            hours: Default::default(),
+            clocks: Default::default(),
+            events: tokio::sync::broadcast::channel(16).0,
+            metrics: Arc::clone(&metrics),
+        });
+        let mut dispatcher = Dispatcher::new(shared, TaskTracker::new(), Duration::from_secs(300));
+        let key = ConversationKey::new("dev", "shop1", "flood");
+        let say = |n: usize| ChatMessage {
+            key: key.clone(),
+            message_id: format!("m{n}"),
+            text: "什么时候发货".into(),
+            parts: Vec::new(),
+            outgoing: false,
+        };
+        dispatcher.dispatch(say(0));
+        // The worker is stuck inside its first send; its queue takes CHAT_QUEUE more.
+        outbox.entered.acquire().await.unwrap().forget();
+        let extra = 10;
+        for n in 1..=CHAT_QUEUE + extra {
+            dispatcher.dispatch(say(n));
+        }
+        let line = "xiaoer_messages_set_aside_total{shop=\"shop1\"} 10";
+        assert!(metrics.text().contains(line), "{}", metrics.text());
+        // The ones set aside are kept as evidence.
+        let kept = || async {
+            store
+                .transcript(&key, 500)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|l| l.sender == crate::model::Sender::Buyer)
+                .count()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while kept().await < 1 + extra {
+            assert!(
+                Instant::now() < deadline,
+                "the set-aside messages were not recorded"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        outbox.release.close();
         store.close().await.unwrap();
     }
 }

@@ -19,7 +19,7 @@ pub mod client;
 pub mod codec;
 mod error;
 mod json;
-mod log_limit;
+pub(crate) mod log_limit;
 pub mod onebot;
 pub mod transport;
 
