@@ -65,6 +65,11 @@ struct RunArgs {
     /// Offered rate, messages per second (open loop).
     #[arg(long, default_value_t = 5000.0)]
     rate: f64,
+    /// Open loop: then this rate on the same process (recovery after an overload).
+    #[arg(long)]
+    then_rate: Option<f64>,
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    then_duration: Duration,
     /// Ramp: first rate, last rate, factor per step, and step length.
     #[arg(long, default_value_t = 2000.0)]
     from: f64,
@@ -181,6 +186,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         extra_rules: args.extra_rules,
         worker_idle,
         log: args.log.clone(),
+        then: args.then_rate.map(|rate| (rate, args.then_duration)),
         seed: args.seed,
     };
     let mut comparison = Comparison {

@@ -38,6 +38,8 @@ pub(super) struct Window {
     pub answered: u64,
     /// Replies with no unanswered message of that buyer to match.
     pub duplicates: u64,
+    /// Replies to messages of an earlier window that had given up waiting for them.
+    pub late: u64,
 }
 
 impl Window {
@@ -50,6 +52,7 @@ impl Window {
             sent: 0,
             answered: 0,
             duplicates: 0,
+            late: 0,
         }
     }
 }
@@ -58,6 +61,8 @@ struct Pending {
     at: Instant,
     /// Counted in the current window (false during warm-up).
     measured: bool,
+    /// Its window ended without a reply; a reply now is late, not a duplicate.
+    expired: bool,
     /// Wakes a closed-loop buyer.
     done: Option<oneshot::Sender<()>>,
 }
@@ -176,7 +181,12 @@ impl LoadGateway {
             pending
                 .entry(key(&self_id, user))
                 .or_default()
-                .push_back(Pending { at, measured, done });
+                .push_back(Pending {
+                    at,
+                    measured,
+                    expired: false,
+                    done,
+                });
         }
         if measured && let Ok(mut window) = self.window.lock() {
             window.sent += 1;
@@ -199,19 +209,26 @@ impl LoadGateway {
             .unwrap_or_else(|_| Window::new())
     }
 
-    /// Messages still waiting for a reply.
-    pub fn unanswered(&self) -> usize {
-        self.pending
-            .lock()
-            .map(|p| p.values().map(VecDeque::len).sum())
-            .unwrap_or(0)
+    /// Gives up waiting for the unanswered messages (their window is over): a reply to one
+    /// later counts as late, not as a duplicate or in the next window's latency.
+    pub fn expire_unanswered(&self) {
+        if let Ok(mut pending) = self.pending.lock() {
+            for queue in pending.values_mut() {
+                for p in queue.iter_mut() {
+                    p.expired = true;
+                    p.measured = false;
+                    p.done = None;
+                }
+            }
+        }
     }
 
-    /// Forgets unanswered messages (between phases, after their wait has run out).
-    pub fn forget_unanswered(&self) {
-        if let Ok(mut pending) = self.pending.lock() {
-            pending.clear();
-        }
+    /// Messages still waiting for a reply in the current window.
+    pub fn waiting(&self) -> usize {
+        self.pending
+            .lock()
+            .map(|p| p.values().flatten().filter(|p| !p.expired).count())
+            .unwrap_or(0)
     }
 
     fn replied(&self, self_id: &str, user: &str) {
@@ -230,6 +247,9 @@ impl LoadGateway {
         };
         match first {
             Some(pending) => {
+                if pending.expired {
+                    window.late += 1;
+                }
                 if pending.measured {
                     window.answered += 1;
                     let us = now.saturating_duration_since(pending.at).as_micros();

@@ -111,6 +111,9 @@ pub struct Settings {
     pub worker_idle: Duration,
     /// `RUST_LOG` of the daemon.
     pub log: String,
+    /// Open loop: a second window on the same process at this rate, for this long (recovery
+    /// after an overload).
+    pub then: Option<(f64, Duration)>,
     pub seed: u64,
 }
 
@@ -154,6 +157,8 @@ pub struct Measured {
     /// Sent in the window and never answered, even after the drain.
     pub unanswered: u64,
     pub duplicates: u64,
+    /// Replies in this window to messages an earlier window gave up on (after an overload).
+    pub late: u64,
     /// Answered messages per second.
     pub throughput_per_s: f64,
     pub latency: Latency,
@@ -389,6 +394,11 @@ pub async fn run(settings: &Settings, target: TargetKind) -> Result<RunReport, L
                     .open(rate, settings.warmup, settings.duration, 0)
                     .await,
             );
+            if let Some((rate, duration)) = settings.then {
+                report
+                    .windows
+                    .push(driver.open(rate, Duration::ZERO, duration, 1).await);
+            }
         }
         Mode::Ramp {
             from,
@@ -482,10 +492,10 @@ impl Driver {
         let seconds = started.elapsed().as_secs_f64();
         let cpu_after = self.cpu();
         let deadline = Instant::now() + DRAIN;
-        while self.gateway.unanswered() > 0 && Instant::now() < deadline {
+        while self.gateway.waiting() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.gateway.forget_unanswered();
+        self.gateway.expire_unanswered();
         let window = self.gateway.take_window();
         measured(
             &window,
@@ -534,7 +544,7 @@ impl Driver {
         for buyer in buyers {
             let _ = buyer.await;
         }
-        self.gateway.forget_unanswered();
+        self.gateway.expire_unanswered();
         let window = self.gateway.take_window();
         measured(
             &window,
@@ -620,7 +630,7 @@ impl Driver {
             );
         }
         let deadline = Instant::now() + Duration::from_secs(60);
-        while self.gateway.unanswered() > 0 && Instant::now() < deadline {
+        while self.gateway.waiting() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let window = self.gateway.take_window();
@@ -659,6 +669,7 @@ fn measured(window: &Window, seconds: f64, offered: Option<f64>, cpu: Option<f64
         answered: window.answered,
         unanswered: window.sent.saturating_sub(window.answered),
         duplicates: window.duplicates,
+        late: window.late,
         throughput_per_s: if seconds > 0.0 {
             window.answered as f64 / seconds
         } else {
@@ -674,7 +685,7 @@ pub fn summary(report: &RunReport) -> String {
     let mut out = String::new();
     for w in &report.windows {
         out.push_str(&format!(
-            "{:?}: {:.0} msg/s answered{} · p50 {:.2} ms p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} · sent {} unanswered {} duplicates {} · cpu {} s/1k msg\n",
+            "{:?}: {:.0} msg/s answered{} · p50 {:.2} ms p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} · sent {} unanswered {} duplicates {} late {} · cpu {} s/1k msg\n",
             report.target,
             w.throughput_per_s,
             w.offered_per_s.map(|o| format!(" of {o:.0} offered")).unwrap_or_default(),
@@ -686,6 +697,7 @@ pub fn summary(report: &RunReport) -> String {
             w.sent,
             w.unanswered,
             w.duplicates,
+            w.late,
             w.cpu_s_per_1k.map(|c| format!("{c:.3}")).unwrap_or_else(|| "?".into()),
         ));
     }
