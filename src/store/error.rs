@@ -193,6 +193,78 @@ fn sqlite_code(error: &sqlx::Error) -> Option<i32> {
     db.code()?.parse::<i32>().ok().map(|code| code & 0xff)
 }
 
+/// A rusqlite error (the writer's connection) as the `sqlx::Error` every other store error
+/// carries, so [`explain`], [`StoreError::is_disk_full`] and the rest read SQLite's result code
+/// the same way whichever connection failed.
+pub(crate) fn from_rusqlite(error: rusqlite::Error) -> sqlx::Error {
+    use rusqlite::Error as E;
+    match &error {
+        E::SqliteFailure(failure, _) => sqlx::Error::Database(Box::new(NativeError {
+            code: failure.extended_code,
+            message: error.to_string(),
+        })),
+        E::InvalidColumnType(..)
+        | E::FromSqlConversionFailure(..)
+        | E::IntegralValueOutOfRange(..)
+        | E::InvalidColumnName(_)
+        | E::InvalidColumnIndex(_)
+        | E::Utf8Error(_) => sqlx::Error::Decode(Box::new(error)),
+        _ => sqlx::Error::Protocol(error.to_string()),
+    }
+}
+
+/// A failure SQLite reported on the writer's connection: its extended result code and message.
+#[derive(Debug)]
+struct NativeError {
+    code: std::ffi::c_int,
+    message: String,
+}
+
+impl std::fmt::Display for NativeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for NativeError {}
+
+impl sqlx::error::DatabaseError for NativeError {
+    fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The extended result code, as sqlx's own SQLite errors give it.
+    fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+        Some(self.code.to_string().into())
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        use rusqlite::ffi;
+        use sqlx::error::ErrorKind;
+        match self.code {
+            ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                ErrorKind::UniqueViolation
+            }
+            ffi::SQLITE_CONSTRAINT_FOREIGNKEY => ErrorKind::ForeignKeyViolation,
+            ffi::SQLITE_CONSTRAINT_NOTNULL => ErrorKind::NotNullViolation,
+            ffi::SQLITE_CONSTRAINT_CHECK => ErrorKind::CheckViolation,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
 /// Who the daemon runs as, for messages about permissions.
 fn user() -> String {
     std::env::var("USER")
@@ -308,6 +380,60 @@ mod tests {
             .await
             .unwrap_err();
         let message = explain(&missing);
+        assert!(
+            message.contains("data directory is missing or not writable"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_writer_connections_errors_are_told_in_the_same_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+        conn.execute_batch("CREATE TABLE t (x TEXT UNIQUE)")
+            .unwrap();
+        let _: i64 = conn
+            .query_row("PRAGMA max_page_count = 2", [], |row| row.get(0))
+            .unwrap();
+        let big = "x".repeat(100_000);
+        let full = conn
+            .execute("INSERT INTO t VALUES (?1)", [&big])
+            .unwrap_err();
+        let error = StoreError::query("save a chat", from_rusqlite(full));
+        assert!(error.is_disk_full());
+        assert!(error.is_database_failure());
+        let message = error.to_string();
+        assert!(
+            message.starts_with("cannot save a chat: the disk is full"),
+            "{message}"
+        );
+
+        let _: i64 = conn
+            .query_row("PRAGMA max_page_count = 1000", [], |row| row.get(0))
+            .unwrap();
+        conn.execute("INSERT INTO t VALUES ('a')", []).unwrap();
+        let duplicate = conn.execute("INSERT INTO t VALUES ('a')", []).unwrap_err();
+        let duplicate = from_rusqlite(duplicate);
+        assert!(
+            duplicate
+                .as_database_error()
+                .is_some_and(|e| e.is_unique_violation()),
+            "{duplicate:?}"
+        );
+        let message = StoreError::query("save a chat", duplicate).to_string();
+        assert!(
+            message
+                .ends_with("a record breaks the database's rules (a duplicate or a missing link)"),
+            "{message}"
+        );
+        assert!(!message.contains("code"), "{message}");
+
+        let missing = rusqlite::Connection::open_with_flags(
+            dir.path().join("no/such/dir/t.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE,
+        )
+        .unwrap_err();
+        let message = explain(&from_rusqlite(missing));
         assert!(
             message.contains("data directory is missing or not writable"),
             "{message}"

@@ -275,7 +275,7 @@ pub enum OutboxOp {
 }
 
 /// One write (or a barrier) for the writer.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Op {
     Turn(Box<Turn>),
     Account(AccountOp),

@@ -1,7 +1,9 @@
-//! The SQL of the platform response clock: a turn's round steps (on the writer's connection,
-//! inside the turn's transaction), the warnings the outbox writes, and the reads of open rounds.
+//! The SQL of the platform response clock: a turn's round steps (rusqlite, on the writer's
+//! thread inside the turn's transaction; see `write.rs`), the warnings the outbox writes, and
+//! the reads of open rounds (sqlx, on the read pool).
 
-use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
+use rusqlite::{Connection, params};
+use sqlx::sqlite::{SqlitePool, SqliteRow};
 
 use super::rows::{self, get};
 use super::write::enqueue_notification;
@@ -11,46 +13,46 @@ use crate::store::{OpenRound, StoreError};
 
 /// Applies one round step of a turn at `at_ms`. Opening leaves an open round alone (one per
 /// conversation, by the unique index); answering with no round open does nothing.
-pub(crate) async fn apply_step(
-    conn: &mut SqliteConnection,
+pub(crate) fn apply_step(
+    conn: &Connection,
     key: &ConversationKey,
     step: &RoundStep,
     at_ms: i64,
-) -> Result<(), sqlx::Error> {
+) -> rusqlite::Result<()> {
     match step {
         RoundStep::Open { budget_ms } => {
-            sqlx::query(
+            conn.prepare_cached(
                 "INSERT INTO response_rounds (platform, self_id, user_id, started_ms, budget_ms) \
-                 VALUES ($1, $2, $3, $4, $5) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) \
                  ON CONFLICT (platform, self_id, user_id) WHERE outcome IS NULL DO NOTHING",
-            )
-            .bind(&key.platform)
-            .bind(&key.self_id)
-            .bind(&key.user_id)
-            .bind(at_ms)
-            .bind(budget_ms)
-            .execute(&mut *conn)
-            .await?;
+            )?
+            .execute(params![
+                key.platform,
+                key.self_id,
+                key.user_id,
+                at_ms,
+                budget_ms
+            ])?;
         }
         RoundStep::Answer {
             by,
             counted_ms,
             in_time,
         } => {
-            sqlx::query(
-                "UPDATE response_rounds SET answered_ms = $4, answered_by = $5, counted_ms = $6, \
-                 outcome = $7 \
-                 WHERE platform = $1 AND self_id = $2 AND user_id = $3 AND outcome IS NULL",
-            )
-            .bind(&key.platform)
-            .bind(&key.self_id)
-            .bind(&key.user_id)
-            .bind(at_ms)
-            .bind(by)
-            .bind(counted_ms)
-            .bind(if *in_time { "in_time" } else { "late" })
-            .execute(&mut *conn)
-            .await?;
+            conn.prepare_cached(
+                "UPDATE response_rounds SET answered_ms = ?4, answered_by = ?5, counted_ms = ?6, \
+                 outcome = ?7 \
+                 WHERE platform = ?1 AND self_id = ?2 AND user_id = ?3 AND outcome IS NULL",
+            )?
+            .execute(params![
+                key.platform,
+                key.self_id,
+                key.user_id,
+                at_ms,
+                by,
+                counted_ms,
+                if *in_time { "in_time" } else { "late" }
+            ])?;
         }
     }
     Ok(())
@@ -58,24 +60,19 @@ pub(crate) async fn apply_step(
 
 /// Writes a warning's notification and raises the round's `warned_pct`; false (and nothing
 /// written) when the notification was there already.
-pub(crate) async fn warn(
-    conn: &mut SqliteConnection,
-    warning: &ClockWarning,
-) -> Result<bool, sqlx::Error> {
+pub(crate) fn warn(conn: &Connection, warning: &ClockWarning) -> rusqlite::Result<bool> {
     let written = enqueue_notification(
-        &mut *conn,
+        conn,
         &warning.key(),
         "clock.warning",
         warning.escalation_id,
         &warning.detail,
         warning.at_ms,
-    )
-    .await?;
-    sqlx::query("UPDATE response_rounds SET warned_pct = MAX(warned_pct, $2) WHERE id = $1")
-        .bind(warning.round_id)
-        .bind(i64::from(warning.pct))
-        .execute(&mut *conn)
-        .await?;
+    )?;
+    conn.prepare_cached(
+        "UPDATE response_rounds SET warned_pct = MAX(warned_pct, ?2) WHERE id = ?1",
+    )?
+    .execute(params![warning.round_id, i64::from(warning.pct)])?;
     Ok(written)
 }
 

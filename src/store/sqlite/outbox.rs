@@ -1,16 +1,18 @@
-//! The SQL of the notification outbox: the deliverer's writes (on the writer's connection) and
-//! its reads (on the read pool).
+//! The SQL of the notification outbox: the deliverer's writes (rusqlite, on the writer's
+//! thread; see `write.rs`) and its reads (sqlx, on the read pool).
 
+use rusqlite::{Connection, params};
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
+use sqlx::sqlite::{SqlitePool, SqliteRow};
 
 use super::rows;
 use super::write::enqueue_notification;
 use crate::store::ops::OutboxOp;
 use crate::store::{DeadLetter, DueDelivery, OutboxCounts, OutboxEntry, StoreError};
 
-/// Applies one outbox change; false when an enqueued key was there already.
-pub(crate) async fn apply(conn: &mut SqliteConnection, op: &OutboxOp) -> Result<bool, sqlx::Error> {
+/// Applies one outbox change on the writer's connection; false when an enqueued key was there
+/// already.
+pub(crate) fn apply(conn: &Connection, op: &OutboxOp) -> rusqlite::Result<bool> {
     match op {
         OutboxOp::Enqueue {
             key,
@@ -19,43 +21,33 @@ pub(crate) async fn apply(conn: &mut SqliteConnection, op: &OutboxOp) -> Result<
             detail,
             at_ms,
         } => {
-            return enqueue_notification(conn, key, event, *escalation_id, detail, *at_ms).await;
+            return enqueue_notification(conn, key, event, *escalation_id, detail, *at_ms);
         }
         OutboxOp::FanOut {
             outbox_id,
             targets,
             due_ms,
         } => {
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO outbox_deliveries (outbox_id, target, state, next_attempt_ms) \
+                 VALUES (?1, ?2, 'pending', ?3) ON CONFLICT (outbox_id, target) DO NOTHING",
+            )?;
             for target in targets {
-                sqlx::query(
-                    "INSERT INTO outbox_deliveries (outbox_id, target, state, next_attempt_ms) \
-                     VALUES ($1, $2, 'pending', $3) ON CONFLICT (outbox_id, target) DO NOTHING",
-                )
-                .bind(outbox_id)
-                .bind(target)
-                .bind(due_ms)
-                .execute(&mut *conn)
-                .await?;
+                insert.execute(params![outbox_id, target, due_ms])?;
             }
-            sqlx::query("UPDATE outbox SET fanned_out = 1 WHERE id = $1")
-                .bind(outbox_id)
-                .execute(&mut *conn)
-                .await?;
+            conn.prepare_cached("UPDATE outbox SET fanned_out = 1 WHERE id = ?1")?
+                .execute(params![outbox_id])?;
         }
         OutboxOp::Delivered {
             outbox_id,
             target,
             at_ms,
         } => {
-            sqlx::query(
+            conn.prepare_cached(
                 "UPDATE outbox_deliveries SET state = 'delivered', attempts = attempts + 1, \
-                 done_ms = $3, last_error = NULL WHERE outbox_id = $1 AND target = $2",
-            )
-            .bind(outbox_id)
-            .bind(target)
-            .bind(at_ms)
-            .execute(&mut *conn)
-            .await?;
+                 done_ms = ?3, last_error = NULL WHERE outbox_id = ?1 AND target = ?2",
+            )?
+            .execute(params![outbox_id, target, at_ms])?;
         }
         OutboxOp::Failed {
             outbox_id,
@@ -64,30 +56,21 @@ pub(crate) async fn apply(conn: &mut SqliteConnection, op: &OutboxOp) -> Result<
             retry_at_ms,
             at_ms,
         } => {
-            sqlx::query(
-                "UPDATE outbox_deliveries SET attempts = attempts + 1, last_error = $3, \
-                 state = CASE WHEN $4 IS NULL THEN 'dead' ELSE 'pending' END, \
-                 next_attempt_ms = COALESCE($4, next_attempt_ms), \
-                 done_ms = CASE WHEN $4 IS NULL THEN $5 ELSE NULL END \
-                 WHERE outbox_id = $1 AND target = $2",
-            )
-            .bind(outbox_id)
-            .bind(target)
-            .bind(error)
-            .bind(retry_at_ms)
-            .bind(at_ms)
-            .execute(&mut *conn)
-            .await?;
+            conn.prepare_cached(
+                "UPDATE outbox_deliveries SET attempts = attempts + 1, last_error = ?3, \
+                 state = CASE WHEN ?4 IS NULL THEN 'dead' ELSE 'pending' END, \
+                 next_attempt_ms = COALESCE(?4, next_attempt_ms), \
+                 done_ms = CASE WHEN ?4 IS NULL THEN ?5 ELSE NULL END \
+                 WHERE outbox_id = ?1 AND target = ?2",
+            )?
+            .execute(params![outbox_id, target, error, retry_at_ms, at_ms])?;
         }
         OutboxOp::Revive { target, at_ms } => {
-            sqlx::query(
-                "UPDATE outbox_deliveries SET state = 'pending', next_attempt_ms = $2, \
-                 done_ms = NULL WHERE state = 'dead' AND ($1 IS NULL OR target = $1)",
-            )
-            .bind(target)
-            .bind(at_ms)
-            .execute(&mut *conn)
-            .await?;
+            conn.prepare_cached(
+                "UPDATE outbox_deliveries SET state = 'pending', next_attempt_ms = ?2, \
+                 done_ms = NULL WHERE state = 'dead' AND (?1 IS NULL OR target = ?1)",
+            )?
+            .execute(params![target, at_ms])?;
         }
     }
     Ok(true)

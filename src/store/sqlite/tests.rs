@@ -50,10 +50,10 @@ async fn writer(dir: &tempfile::TempDir) -> SqliteWriter {
 }
 
 async fn count(writer: &mut SqliteWriter, table: &str) -> i64 {
-    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-        .fetch_one(&mut writer.conn)
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    writer
+        .with_connection(move |conn| conn.query_row(&sql, [], |row| row.get(0)).unwrap())
         .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -74,6 +74,33 @@ async fn the_writer_connection_is_wal_and_fully_synchronous() {
         .await
         .unwrap();
     assert!(sync >= 2, "synchronous = {sync}");
+}
+
+#[tokio::test]
+async fn the_writer_thread_connection_is_wal_fully_synchronous_and_checks_foreign_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = writer(&dir).await;
+    let (mode, sync, foreign_keys, timeout) = backend
+        .with_connection(|conn| {
+            let pragma = |name: &str| {
+                conn.query_row(&format!("PRAGMA {name}"), [], |row| {
+                    row.get::<_, rusqlite::types::Value>(0)
+                })
+                .unwrap()
+            };
+            (
+                pragma("journal_mode"),
+                pragma("synchronous"),
+                pragma("foreign_keys"),
+                pragma("busy_timeout"),
+            )
+        })
+        .await;
+    use rusqlite::types::Value;
+    assert_eq!(mode, Value::Text("wal".to_owned()));
+    assert_eq!(sync, Value::Integer(2), "FULL");
+    assert_eq!(foreign_keys, Value::Integer(1));
+    assert_eq!(timeout, Value::Integer(5000));
 }
 
 #[tokio::test]
@@ -251,10 +278,12 @@ async fn a_redelivered_message_writes_nothing() {
         rx.await.unwrap(),
         Ok(Reply::Turn(TurnOutcome::Duplicate))
     ));
-    let version: i64 = sqlx::query_scalar("SELECT version FROM conversations")
-        .fetch_one(&mut backend.conn)
-        .await
-        .unwrap();
+    let version: i64 = backend
+        .with_connection(|conn| {
+            conn.query_row("SELECT version FROM conversations", [], |row| row.get(0))
+                .unwrap()
+        })
+        .await;
     assert_eq!(version, 1, "a duplicate does not touch the conversation");
     let _unused: Option<TranscriptEntry> = None;
 }

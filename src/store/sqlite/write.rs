@@ -1,28 +1,167 @@
 //! The SQL of every write, on the writer's one connection.
 //!
+//! # Why rusqlite on a thread of its own
+//!
+//! Reads go through sqlx's pool, which runs each SQLite connection on a worker thread and makes
+//! every statement a round trip between the calling task and that thread. A turn is seven or
+//! eight statements, so under load the writer spent about half of the daemon's CPU waking
+//! threads instead of writing. Here the writer's connection is a `rusqlite` connection owned by
+//! one OS thread, and the writer task hands it a whole batch at once: one hop there, one answer
+//! back, however many statements the batch runs. SQLite calls are cheap in-process function
+//! calls on that thread, and every statement is prepared once and cached.
+//!
+//! The connection is opened only after [`open_writer`](super::open_writer) has migrated and
+//! checked the database with sqlx, with the same settings (WAL, `synchronous=FULL`, the busy
+//! timeout, foreign keys). Its errors are carried as `sqlx::Error` (see
+//! [`from_rusqlite`](crate::store::error::from_rusqlite)), so the store has one error type and
+//! one set of words for SQLite's result codes.
+//!
+//! # Refusals
+//!
 //! A turn first checks everything that can refuse it (a stale conversation version, an
 //! escalation in the wrong state, a message id the chat already has) and only then writes, so a
 //! refused turn leaves nothing behind even inside a batch that commits.
+//!
+//! Placeholders are SQLite's numbered `?n` (the same numbers as PostgreSQL's `$n`): SQLite
+//! reads `$n` as a *named* parameter, numbered by first appearance, which positional binding
+//! would silently mismatch.
 
-use sqlx::sqlite::SqliteConnection;
-use sqlx::{Connection, Row, SqliteExecutor};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tokio::sync::oneshot;
 
 use super::rows;
 use crate::model::{
-    Actor, ConversationKey, ConversationState, Delivery, Direction, Escalation, EscalationEvent,
+    ConversationKey, ConversationState, Delivery, Direction, Escalation, EscalationEvent,
     EscalationState, Queue, TranscriptEntry,
 };
 use crate::store::StoreError;
+use crate::store::error::from_rusqlite;
 use crate::store::ops::{
     AccountOp, DecisionRecord, EscalationStep, InboundLine, Op, Reply, Turn, TurnOutcome,
 };
 
-/// The writer's side of a SQLite store.
+/// A statement's failure, as the store's errors carry it.
+pub(crate) fn db(error: rusqlite::Error) -> sqlx::Error {
+    from_rusqlite(error)
+}
+
+/// Work for the writer thread, run with its connection.
+type Job = Box<dyn FnOnce(&mut Native) + Send>;
+
+/// How many prepared statements the connection keeps (every write statement fits).
+const STATEMENT_CACHE: usize = 128;
+
+/// The writer's side of a SQLite store: a handle on the thread that owns the connection.
 pub(crate) struct SqliteWriter {
-    pub(crate) conn: SqliteConnection,
-    pub(crate) path: std::path::PathBuf,
+    jobs: mpsc::Sender<Job>,
+    /// Answered by the thread once it has closed the connection.
+    closed: oneshot::Receiver<()>,
+}
+
+/// The writer thread's connection and what it checks before each batch.
+pub(crate) struct Native {
+    conn: Connection,
+    path: PathBuf,
     /// The database file's inode at open; `None` where it cannot be read.
-    pub(crate) inode: Option<u64>,
+    inode: Option<u64>,
+}
+
+impl SqliteWriter {
+    /// Starts the writer thread and opens its connection on `path` (migrated and checked
+    /// already); `inode` is the file's identity at open.
+    pub(crate) async fn start(path: &Path, inode: Option<u64>) -> Result<Self, StoreError> {
+        let open_error = |cause| StoreError::Open {
+            path: path.to_owned(),
+            cause,
+        };
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (opened_tx, opened) = oneshot::channel();
+        let (closed_tx, closed) = oneshot::channel();
+        let thread_path = path.to_owned();
+        std::thread::Builder::new()
+            .name("xiaoer-store-writer".to_owned())
+            .spawn(move || {
+                let conn = match connect(&thread_path) {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = opened_tx.send(Ok(()));
+                let mut native = Native {
+                    conn,
+                    path: thread_path,
+                    inode,
+                };
+                // Ends when the handle is dropped or closed.
+                while let Ok(job) = queue.recv() {
+                    job(&mut native);
+                }
+                if let Err((_, e)) = native.conn.close() {
+                    tracing::warn!(error = %e, "closing the store's writer connection failed");
+                }
+                let _ = closed_tx.send(());
+            })
+            .map_err(|e| open_error(sqlx::Error::Io(e)))?;
+        match opened.await {
+            Ok(Ok(())) => Ok(SqliteWriter { jobs, closed }),
+            Ok(Err(e)) => Err(open_error(db(e))),
+            Err(_) => Err(open_error(sqlx::Error::Protocol(
+                "the writer thread stopped while opening the database".to_owned(),
+            ))),
+        }
+    }
+
+    /// Runs `f` on the writer thread; `None` if the thread is gone.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Native) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move |native| {
+                let _ = tx.send(f(native));
+            }))
+            .ok()?;
+        rx.await.ok()
+    }
+
+    /// Runs `f` with the writer's connection, for tests that look at what it wrote.
+    #[cfg(test)]
+    pub(crate) async fn with_connection<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> T + Send + 'static,
+    ) -> T {
+        self.call(move |native| f(&native.conn))
+            .await
+            .expect("the writer thread is running")
+    }
+}
+
+/// Opens the writer's connection with the settings of [`super::writer_options`].
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    // No CREATE: sqlx made and migrated the file; if it is gone now, that is an error.
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_PRIVATE_CACHE,
+    )?;
+    conn.busy_timeout(super::BUSY_TIMEOUT)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(%mode, "the store's writer connection is not in WAL mode");
+    }
+    // Every commit survives a power cut (see `writer_options`).
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    // As sqlx sets it on every connection it opens.
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
 }
 
 impl crate::store::writer::Backend for SqliteWriter {
@@ -30,128 +169,131 @@ impl crate::store::writer::Backend for SqliteWriter {
         &mut self,
         ops: &[&Op],
     ) -> Result<Vec<Result<Reply, StoreError>>, StoreError> {
+        let owned: Vec<Op> = ops.iter().map(|op| (*op).clone()).collect();
+        let n = owned.len();
+        self.call(move |native| native.apply_batch(&owned))
+            .await
+            .unwrap_or_else(|| {
+                Err(StoreError::Closed {
+                    context: format!("commit a batch of {n} writes"),
+                })
+            })
+    }
+
+    async fn limit_pages(&mut self, pages: u32) {
+        self.call(move |native| {
+            let _ = native
+                .conn
+                .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |row| {
+                    row.get::<_, i64>(0)
+                });
+        })
+        .await;
+    }
+
+    async fn close(self) {
+        let SqliteWriter { jobs, closed } = self;
+        drop(jobs);
+        let _ = closed.await;
+    }
+}
+
+impl Native {
+    fn apply_batch(&mut self, ops: &[Op]) -> Result<Vec<Result<Reply, StoreError>>, StoreError> {
         if self.inode.is_some() && super::inode_of(&self.path) != self.inode {
             // The connection would go on writing to a file nobody can open again.
             return Err(StoreError::Vanished {
                 path: self.path.clone(),
             });
         }
-        let result = apply_all(&mut self.conn, ops).await;
+        let result = apply_all(&self.conn, ops);
         if result.is_err() {
             // A failed COMMIT (a full disk) can leave the transaction open; a connection stuck
             // in it would report later batches as committed while writing nothing.
-            let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+            let _ = self.conn.execute_batch("ROLLBACK");
         }
         result
     }
-
-    async fn limit_pages(&mut self, pages: u32) {
-        let _ = sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
-            .execute(&mut self.conn)
-            .await;
-    }
-
-    async fn close(self) {
-        if let Err(e) = self.conn.close().await {
-            tracing::warn!(error = %e, "closing the store's writer connection failed");
-        }
-    }
 }
 
-async fn apply_all(
-    conn: &mut SqliteConnection,
-    ops: &[&Op],
-) -> Result<Vec<Result<Reply, StoreError>>, StoreError> {
+fn apply_all(conn: &Connection, ops: &[Op]) -> Result<Vec<Result<Reply, StoreError>>, StoreError> {
     // IMMEDIATE takes the write lock up front, so the version checks below read what the
     // transaction's writes will be based on, even with another process writing.
-    let mut tx = conn
-        .begin_with("BEGIN IMMEDIATE")
-        .await
-        .map_err(|e| StoreError::query("begin a write transaction", e))?;
+    conn.prepare_cached("BEGIN IMMEDIATE")
+        .and_then(|mut begin| begin.execute([]))
+        .map_err(|e| StoreError::query("begin a write transaction", db(e)))?;
     let mut results = Vec::with_capacity(ops.len());
     for op in ops {
-        match apply(&mut tx, op).await {
+        match apply(conn, op) {
             Err(e) if e.is_database_failure() => return Err(e),
             result => results.push(result),
         }
     }
-    tx.commit()
-        .await
-        .map_err(|e| StoreError::query(format!("commit a batch of {} writes", ops.len()), e))?;
+    conn.prepare_cached("COMMIT")
+        .and_then(|mut commit| commit.execute([]))
+        .map_err(|e| StoreError::query(format!("commit a batch of {} writes", ops.len()), db(e)))?;
     Ok(results)
 }
 
-async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Reply, StoreError> {
-    let cx = || op.describe();
+fn apply(conn: &Connection, op: &Op) -> Result<Reply, StoreError> {
+    let cx = |e| StoreError::query(op.describe(), db(e));
     match op {
-        Op::Turn(turn) => apply_turn(conn, turn, op).await.map(Reply::Turn),
-        Op::Account(account) => apply_account(conn, account, op).await,
+        Op::Turn(turn) => apply_turn(conn, turn, op).map(Reply::Turn),
+        Op::Account(account) => apply_account(conn, account, op),
         Op::Outbox(change) => super::outbox::apply(conn, change)
-            .await
             .map(|written| Reply::Created(i64::from(written)))
-            .map_err(|e| StoreError::query(cx(), e)),
+            .map_err(cx),
         Op::ClockWarning(warning) => super::clock::warn(conn, warning)
-            .await
             .map(|written| Reply::Created(i64::from(written)))
-            .map_err(|e| StoreError::query(cx(), e)),
+            .map_err(cx),
         Op::MarkDelivery {
             line,
             delivery,
             message_id,
-        } => sqlx::query(
-            "UPDATE transcript SET delivery = $2, message_id = COALESCE($3, message_id) \
-             WHERE id = $1",
-        )
-        .bind(line)
-        .bind(delivery.as_str())
-        .bind(message_id)
-        .execute(&mut *conn)
-        .await
-        .map(|_| Reply::Done)
-        .map_err(|e| StoreError::query(cx(), e)),
-        Op::Append(entry) => insert_transcript(&mut *conn, entry, None)
-            .await
+        } => conn
+            .prepare_cached(
+                "UPDATE transcript SET delivery = ?2, message_id = COALESCE(?3, message_id) \
+                 WHERE id = ?1",
+            )
+            .and_then(|mut update| update.execute(params![line, delivery.as_str(), message_id]))
             .map(|_| Reply::Done)
-            .map_err(|e| StoreError::query(cx(), e)),
+            .map_err(cx),
+        Op::Append(entry) => insert_transcript(conn, entry, None)
+            .map(|_| Reply::Done)
+            .map_err(cx),
         Op::Flush | Op::Shutdown => Ok(Reply::Done),
         #[cfg(test)]
-        Op::FailForTest => sqlx::query("SELECT * FROM no_such_table")
-            .execute(&mut *conn)
-            .await
+        Op::FailForTest => conn
+            .execute("SELECT * FROM no_such_table", [])
             .map(|_| Reply::Done)
-            .map_err(|e| StoreError::query(cx(), e)),
+            .map_err(cx),
     }
 }
 
-async fn apply_turn(
-    conn: &mut SqliteConnection,
-    turn: &Turn,
-    op: &Op,
-) -> Result<TurnOutcome, StoreError> {
-    let db = |e| StoreError::query(op.describe(), e);
+fn apply_turn(conn: &Connection, turn: &Turn, op: &Op) -> Result<TurnOutcome, StoreError> {
+    let db = |e| StoreError::query(op.describe(), db(e));
     let key = turn.key();
-    let stored = sqlx::query(
-        "SELECT state, version FROM conversations \
-         WHERE platform = $1 AND self_id = $2 AND user_id = $3",
-    )
-    .bind(&key.platform)
-    .bind(&key.self_id)
-    .bind(&key.user_id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db)?;
+    let stored: Option<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT state, version FROM conversations \
+             WHERE platform = ?1 AND self_id = ?2 AND user_id = ?3",
+        )
+        .and_then(|mut select| {
+            select
+                .query_row(params![key.platform, key.self_id, key.user_id], |row| {
+                    Ok((row.get("state")?, row.get("version")?))
+                })
+                .optional()
+        })
+        .map_err(db)?;
     let (before, stored_version) = match &stored {
-        Some(row) => {
-            let state: String = row.try_get("state").map_err(db)?;
-            let version: i64 = row.try_get("version").map_err(db)?;
-            (
-                Some(rows::parse::<ConversationState>(
-                    &state,
-                    "reading a conversation",
-                )?),
-                version,
-            )
-        }
+        Some((state, version)) => (
+            Some(rows::parse::<ConversationState>(
+                state,
+                "reading a conversation",
+            )?),
+            *version,
+        ),
         None => (None, 0),
     };
     if stored_version != turn.conversation.version {
@@ -164,36 +306,33 @@ async fn apply_turn(
     let mut found = Vec::with_capacity(turn.escalations.len());
     for step in &turn.escalations {
         found.push(match step.id() {
-            Some(id) => Some(check_step(conn, id, turn, step, op).await?),
+            Some(id) => Some(check_step(conn, id, turn, step, op)?),
             None => None,
         });
     }
     if let Some(inbound) = &turn.inbound {
-        if !insert_inbound_id(conn, key, inbound).await.map_err(db)? {
+        if !insert_inbound_id(conn, key, inbound).map_err(db)? {
             return Ok(TurnOutcome::Duplicate);
         }
         insert_transcript(
-            &mut *conn,
+            conn,
             &inbound_entry(key, inbound),
             inbound.decision.as_ref(),
         )
-        .await
         .map_err(db)?;
     }
     let version = stored_version + 1;
-    upsert_conversation(conn, turn, version).await.map_err(db)?;
+    upsert_conversation(conn, turn, version).map_err(db)?;
     let after = turn.conversation.state;
     if before != Some(after) {
-        record_change(conn, turn, before, after).await.map_err(db)?;
+        record_change(conn, turn, before, after).map_err(db)?;
     }
     let mut escalation_id = None;
     for (step, found) in turn.escalations.iter().zip(found) {
-        escalation_id = Some(apply_step(conn, turn, step, found).await.map_err(db)?);
+        escalation_id = Some(apply_step(conn, turn, step, found).map_err(db)?);
     }
     for step in &turn.clock {
-        super::clock::apply_step(conn, key, step, turn.at_ms)
-            .await
-            .map_err(db)?;
+        super::clock::apply_step(conn, key, step, turn.at_ms).map_err(db)?;
     }
     let mut outbound = Vec::with_capacity(turn.outbound.len());
     for line in &turn.outbound {
@@ -207,11 +346,7 @@ async fn apply_turn(
             delivery: Some(Delivery::Pending),
             at_ms: line.at_ms,
         };
-        outbound.push(
-            insert_transcript(&mut *conn, &entry, None)
-                .await
-                .map_err(db)?,
-        );
+        outbound.push(insert_transcript(conn, &entry, None).map_err(db)?);
     }
     Ok(TurnOutcome::Applied {
         version,
@@ -221,14 +356,14 @@ async fn apply_turn(
 }
 
 /// Refuses a step on an escalation that is not in a state it applies to.
-async fn check_step(
-    conn: &mut SqliteConnection,
+fn check_step(
+    conn: &Connection,
     id: i64,
     turn: &Turn,
     step: &EscalationStep,
     op: &Op,
 ) -> Result<Escalation, StoreError> {
-    let escalation = find_escalation(conn, id, op).await?;
+    let escalation = find_escalation(conn, id, op)?;
     if &escalation.key != turn.key() {
         return Err(StoreError::EscalationNotFound { id });
     }
@@ -251,14 +386,15 @@ async fn check_step(
     }
 }
 
-async fn apply_step(
-    conn: &mut SqliteConnection,
+fn apply_step(
+    conn: &Connection,
     turn: &Turn,
     step: &EscalationStep,
     found: Option<Escalation>,
-) -> Result<i64, sqlx::Error> {
+) -> rusqlite::Result<i64> {
     let key = turn.key();
     let at = turn.at_ms;
+    let actor = turn.actor.to_string();
     // The notification this step causes, written with it so that a crash cannot separate them.
     let mut notify = None;
     let (id, kind, queue) = match step {
@@ -268,163 +404,131 @@ async fn apply_step(
             rule,
             first_message,
         } => {
-            let inserted: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO escalations \
-                 (platform, self_id, user_id, queue, reason, rule, state, created_ms, first_message) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8) \
-                 ON CONFLICT (platform, self_id, user_id) WHERE state <> 'closed' DO NOTHING \
-                 RETURNING id",
-            )
-            .bind(&key.platform)
-            .bind(&key.self_id)
-            .bind(&key.user_id)
-            .bind(queue.as_str())
-            .bind(reason)
-            .bind(rule)
-            .bind(at)
-            .bind(first_message)
-            .fetch_optional(&mut *conn)
-            .await?;
+            let inserted: Option<i64> = conn
+                .prepare_cached(
+                    "INSERT INTO escalations \
+                     (platform, self_id, user_id, queue, reason, rule, state, created_ms, \
+                     first_message) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8) \
+                     ON CONFLICT (platform, self_id, user_id) WHERE state <> 'closed' DO NOTHING \
+                     RETURNING id",
+                )?
+                .query_row(
+                    params![
+                        key.platform,
+                        key.self_id,
+                        key.user_id,
+                        queue.as_str(),
+                        reason,
+                        rule,
+                        at,
+                        first_message
+                    ],
+                    |row| row.get(0),
+                )
+                .optional()?;
             notify = inserted.is_some().then_some("escalation.created");
             let id = match inserted {
                 Some(id) => id,
                 // The chat already waits (written by another process): it keeps its place.
-                None => {
-                    sqlx::query_scalar(
-                        "SELECT id FROM escalations WHERE platform = $1 AND self_id = $2 \
-                         AND user_id = $3 AND state <> 'closed'",
-                    )
-                    .bind(&key.platform)
-                    .bind(&key.self_id)
-                    .bind(&key.user_id)
-                    .fetch_one(&mut *conn)
-                    .await?
-                }
+                None => conn
+                    .prepare_cached(
+                        "SELECT id FROM escalations WHERE platform = ?1 AND self_id = ?2 \
+                         AND user_id = ?3 AND state <> 'closed'",
+                    )?
+                    .query_row(params![key.platform, key.self_id, key.user_id], |row| {
+                        row.get(0)
+                    })?,
             };
-            sqlx::query(
-                "UPDATE conversations SET open_escalation = $4 \
-                 WHERE platform = $1 AND self_id = $2 AND user_id = $3",
-            )
-            .bind(&key.platform)
-            .bind(&key.self_id)
-            .bind(&key.user_id)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
+            conn.prepare_cached(
+                "UPDATE conversations SET open_escalation = ?4 \
+                 WHERE platform = ?1 AND self_id = ?2 AND user_id = ?3",
+            )?
+            .execute(params![key.platform, key.self_id, key.user_id, id])?;
             (id, EscalationEvent::Opened, *queue)
         }
         EscalationStep::Raise { id, queue, reason } => {
-            sqlx::query("UPDATE escalations SET queue = $2, reason = $3 WHERE id = $1")
-                .bind(id)
-                .bind(queue.as_str())
-                .bind(reason)
-                .execute(&mut *conn)
-                .await?;
+            conn.prepare_cached("UPDATE escalations SET queue = ?2, reason = ?3 WHERE id = ?1")?
+                .execute(params![id, queue.as_str(), reason])?;
             notify = Some("escalation.raised");
             (*id, EscalationEvent::Raised, *queue)
         }
         EscalationStep::Claim { id, agent } => {
-            sqlx::query(
-                "UPDATE escalations SET state = 'claimed', claimed_by = $2, claimed_ms = $3 \
-                 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(agent)
-            .bind(at)
-            .execute(&mut *conn)
-            .await?;
+            conn.prepare_cached(
+                "UPDATE escalations SET state = 'claimed', claimed_by = ?2, claimed_ms = ?3 \
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, agent, at])?;
             (*id, EscalationEvent::Claimed, queue_of(found.as_ref()))
         }
         EscalationStep::Release { id } => {
-            sqlx::query(
+            conn.prepare_cached(
                 "UPDATE escalations SET state = 'open', claimed_by = NULL, claimed_ms = NULL \
-                 WHERE id = $1",
-            )
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
+                 WHERE id = ?1",
+            )?
+            .execute(params![id])?;
             (*id, EscalationEvent::Released, queue_of(found.as_ref()))
         }
         EscalationStep::Transfer { id, queue, agent } => {
             let state = if agent.is_some() { "claimed" } else { "open" };
-            sqlx::query(
-                "UPDATE escalations SET queue = $2, state = $3, claimed_by = $4, \
-                 claimed_ms = CASE WHEN $4 IS NULL THEN NULL ELSE $5 END WHERE id = $1",
-            )
-            .bind(id)
-            .bind(queue.as_str())
-            .bind(state)
-            .bind(agent)
-            .bind(at)
-            .execute(&mut *conn)
-            .await?;
+            conn.prepare_cached(
+                "UPDATE escalations SET queue = ?2, state = ?3, claimed_by = ?4, \
+                 claimed_ms = CASE WHEN ?4 IS NULL THEN NULL ELSE ?5 END WHERE id = ?1",
+            )?
+            .execute(params![id, queue.as_str(), state, agent, at])?;
             (*id, EscalationEvent::Transferred, *queue)
         }
         EscalationStep::Close { id, outcome } => {
-            sqlx::query(
-                "UPDATE escalations SET state = 'closed', closed_by = $2, closed_ms = $3, \
-                 outcome = $4 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(turn.actor.to_string())
-            .bind(at)
-            .bind(outcome)
-            .execute(&mut *conn)
-            .await?;
+            conn.prepare_cached(
+                "UPDATE escalations SET state = 'closed', closed_by = ?2, closed_ms = ?3, \
+                 outcome = ?4 WHERE id = ?1",
+            )?
+            .execute(params![id, actor, at, outcome])?;
             (*id, EscalationEvent::Closed, queue_of(found.as_ref()))
         }
     };
-    let event: i64 = sqlx::query_scalar(
-        "INSERT INTO escalation_events (escalation_id, kind, queue, actor, detail, at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-    )
-    .bind(id)
-    .bind(kind.as_str())
-    .bind(queue.as_str())
-    .bind(turn.actor.to_string())
-    .bind(&turn.reason)
-    .bind(at)
-    .fetch_one(&mut *conn)
-    .await?;
+    let event: i64 = conn
+        .prepare_cached(
+            "INSERT INTO escalation_events (escalation_id, kind, queue, actor, detail, at_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+        )?
+        .query_row(
+            params![id, kind.as_str(), queue.as_str(), actor, turn.reason, at],
+            |row| row.get(0),
+        )?;
     if let Some(notify) = notify {
         enqueue_notification(
-            &mut *conn,
+            conn,
             &format!("{notify}:{id}:{event}"),
             notify,
             id,
             &turn.reason,
             at,
-        )
-        .await?;
+        )?;
     }
     Ok(id)
 }
 
 /// Puts a notification about escalation `id` in the outbox, as the escalation stands now; a key
 /// already there is left alone, so an event noticed twice is delivered once.
-pub(crate) async fn enqueue_notification(
-    conn: &mut SqliteConnection,
+pub(crate) fn enqueue_notification(
+    conn: &Connection,
     key: &str,
     event: &str,
     id: i64,
     detail: &str,
     at_ms: i64,
-) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO outbox \
-         (key, event, platform, self_id, user_id, queue, escalation_id, first_message, detail, at_ms) \
-         SELECT $1, $2, platform, self_id, user_id, queue, id, first_message, $4, $5 \
-         FROM escalations WHERE id = $3 \
-         ON CONFLICT (key) DO NOTHING",
-    )
-    .bind(key)
-    .bind(event)
-    .bind(id)
-    .bind(detail)
-    .bind(at_ms)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+) -> rusqlite::Result<bool> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO outbox \
+             (key, event, platform, self_id, user_id, queue, escalation_id, first_message, \
+             detail, at_ms) \
+             SELECT ?1, ?2, platform, self_id, user_id, queue, id, first_message, ?4, ?5 \
+             FROM escalations WHERE id = ?3 \
+             ON CONFLICT (key) DO NOTHING",
+        )?
+        .execute(params![key, event, id, detail, at_ms])?;
     Ok(inserted > 0)
 }
 
@@ -433,23 +537,23 @@ fn queue_of(escalation: Option<&Escalation>) -> Queue {
 }
 
 /// Records a message id unless the chat already has it; `true` if new.
-async fn insert_inbound_id(
-    conn: &mut SqliteConnection,
+fn insert_inbound_id(
+    conn: &Connection,
     key: &ConversationKey,
     inbound: &InboundLine,
-) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO inbound_messages (platform, self_id, user_id, message_id, at_ms) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-    )
-    .bind(&key.platform)
-    .bind(&key.self_id)
-    .bind(&key.user_id)
-    .bind(&inbound.message_id)
-    .bind(inbound.at_ms)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+) -> rusqlite::Result<bool> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO inbound_messages (platform, self_id, user_id, message_id, at_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            key.platform,
+            key.self_id,
+            key.user_id,
+            inbound.message_id,
+            inbound.at_ms
+        ])?;
     Ok(inserted > 0)
 }
 
@@ -466,18 +570,14 @@ fn inbound_entry(key: &ConversationKey, inbound: &InboundLine) -> TranscriptEntr
     }
 }
 
-async fn upsert_conversation(
-    conn: &mut SqliteConnection,
-    turn: &Turn,
-    version: i64,
-) -> Result<(), sqlx::Error> {
+fn upsert_conversation(conn: &Connection, turn: &Turn, version: i64) -> rusqlite::Result<()> {
     let c = &turn.conversation;
-    sqlx::query(
+    conn.prepare_cached(
         "INSERT INTO conversations (platform, self_id, user_id, state, state_since_ms, \
          paused_until_ms, greeted_at_ms, fallback_streak, queued_notice_sent, open_escalation, \
          last_buyer_ms, last_staff_ms, last_item_id, last_item_title, off_hours_notice_ms, \
          version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
          ON CONFLICT (platform, self_id, user_id) DO UPDATE SET \
          state = excluded.state, state_since_ms = excluded.state_since_ms, \
          paused_until_ms = excluded.paused_until_ms, greeted_at_ms = excluded.greeted_at_ms, \
@@ -487,129 +587,156 @@ async fn upsert_conversation(
          last_staff_ms = excluded.last_staff_ms, last_item_id = excluded.last_item_id, \
          last_item_title = excluded.last_item_title, \
          off_hours_notice_ms = excluded.off_hours_notice_ms, version = excluded.version",
-    )
-    .bind(&c.key.platform)
-    .bind(&c.key.self_id)
-    .bind(&c.key.user_id)
-    .bind(c.state.as_str())
-    .bind(c.state_since_ms)
-    .bind(c.paused_until_ms)
-    .bind(c.greeted_at_ms)
-    .bind(c.fallback_streak)
-    .bind(i64::from(c.queued_notice_sent))
-    .bind(c.open_escalation)
-    .bind(c.last_buyer_ms)
-    .bind(c.last_staff_ms)
-    .bind(c.last_item.as_ref().map(|i| i.id.as_str()))
-    .bind(c.last_item.as_ref().map(|i| i.title.as_str()))
-    .bind(c.off_hours_notice_ms)
-    .bind(version)
-    .execute(&mut *conn)
-    .await?;
+    )?
+    .execute(params![
+        c.key.platform,
+        c.key.self_id,
+        c.key.user_id,
+        c.state.as_str(),
+        c.state_since_ms,
+        c.paused_until_ms,
+        c.greeted_at_ms,
+        c.fallback_streak,
+        i64::from(c.queued_notice_sent),
+        c.open_escalation,
+        c.last_buyer_ms,
+        c.last_staff_ms,
+        c.last_item.as_ref().map(|i| i.id.as_str()),
+        c.last_item.as_ref().map(|i| i.title.as_str()),
+        c.off_hours_notice_ms,
+        version
+    ])?;
     Ok(())
 }
 
 /// Inserts a transcript line, with what routing decided when it is a buyer message; returns
 /// its id.
-pub(crate) async fn insert_transcript<'e>(
-    conn: impl SqliteExecutor<'e>,
+pub(crate) fn insert_transcript(
+    conn: &Connection,
     entry: &TranscriptEntry,
     decision: Option<&DecisionRecord>,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
         "INSERT INTO transcript \
          (platform, self_id, user_id, direction, sender, message_id, body, parts, delivery, at_ms, \
          action, topic, rule, decided_by) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) RETURNING id",
+    )?
+    .query_row(
+        params![
+            entry.key.platform,
+            entry.key.self_id,
+            entry.key.user_id,
+            entry.direction.as_str(),
+            entry.sender.to_string(),
+            entry.message_id,
+            entry.text,
+            rows::parts_json(&entry.parts),
+            entry.delivery.map(Delivery::as_str),
+            entry.at_ms,
+            decision.map(|d| d.action.as_str()),
+            decision.map(|d| d.topic.as_str()),
+            decision.and_then(|d| d.rule.as_deref()),
+            decision.map(|d| d.decided_by.as_str()),
+        ],
+        |row| row.get(0),
     )
-    .bind(&entry.key.platform)
-    .bind(&entry.key.self_id)
-    .bind(&entry.key.user_id)
-    .bind(entry.direction.as_str())
-    .bind(entry.sender.to_string())
-    .bind(&entry.message_id)
-    .bind(&entry.text)
-    .bind(rows::parts_json(&entry.parts))
-    .bind(entry.delivery.map(Delivery::as_str))
-    .bind(entry.at_ms)
-    .bind(decision.map(|d| d.action.as_str()))
-    .bind(decision.map(|d| d.topic.as_str()))
-    .bind(decision.and_then(|d| d.rule.as_deref()))
-    .bind(decision.map(|d| d.decided_by.as_str()))
-    .fetch_one(conn)
-    .await
 }
 
-async fn find_escalation(
-    conn: &mut SqliteConnection,
-    id: i64,
-    op: &Op,
-) -> Result<Escalation, StoreError> {
-    let row = sqlx::query(&format!(
-        "SELECT {} FROM escalations WHERE id = $1",
-        rows::ESCALATION_COLUMNS
-    ))
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(|e| StoreError::query(op.describe(), e))?;
-    match row {
-        Some(row) => rows::escalation(&row),
-        None => Err(StoreError::EscalationNotFound { id }),
+fn find_escalation(conn: &Connection, id: i64, op: &Op) -> Result<Escalation, StoreError> {
+    const CX: &str = "reading an escalation";
+    let failed = |e| StoreError::query(op.describe(), db(e));
+    let mut select = conn
+        .prepare_cached(&format!(
+            "SELECT {} FROM escalations WHERE id = ?1",
+            rows::ESCALATION_COLUMNS
+        ))
+        .map_err(failed)?;
+    let mut found = select.query(params![id]).map_err(failed)?;
+    let Some(row) = found.next().map_err(failed)? else {
+        return Err(StoreError::EscalationNotFound { id });
+    };
+    fn get<T: rusqlite::types::FromSql>(
+        row: &rusqlite::Row<'_>,
+        column: &str,
+    ) -> Result<T, StoreError> {
+        row.get(column)
+            .map_err(|e| StoreError::query(format!("read column {column} while {CX}"), db(e)))
     }
+    Ok(Escalation {
+        id: get(row, "id")?,
+        key: ConversationKey {
+            platform: get(row, "platform")?,
+            self_id: get(row, "self_id")?,
+            user_id: get(row, "user_id")?,
+        },
+        queue: rows::parse(&get::<String>(row, "queue")?, CX)?,
+        reason: get(row, "reason")?,
+        rule: get(row, "rule")?,
+        state: rows::parse(&get::<String>(row, "state")?, CX)?,
+        created_ms: get(row, "created_ms")?,
+        claimed_by: get(row, "claimed_by")?,
+        claimed_ms: get(row, "claimed_ms")?,
+        first_message: get(row, "first_message")?,
+        closed_by: get(row, "closed_by")?,
+        outcome: get(row, "outcome")?,
+    })
 }
 
-async fn record_change(
-    conn: &mut SqliteConnection,
+fn record_change(
+    conn: &Connection,
     turn: &Turn,
     from: Option<ConversationState>,
     to: ConversationState,
-) -> Result<(), sqlx::Error> {
+) -> rusqlite::Result<()> {
     let key = turn.key();
-    let actor: &Actor = &turn.actor;
-    sqlx::query(
+    conn.prepare_cached(
         "INSERT INTO state_changes \
          (platform, self_id, user_id, from_state, to_state, actor, reason, at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(&key.platform)
-    .bind(&key.self_id)
-    .bind(&key.user_id)
-    .bind(from.map(ConversationState::as_str))
-    .bind(to.as_str())
-    .bind(actor.to_string())
-    .bind(&turn.reason)
-    .bind(turn.conversation.state_since_ms)
-    .execute(conn)
-    .await?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        key.platform,
+        key.self_id,
+        key.user_id,
+        from.map(ConversationState::as_str),
+        to.as_str(),
+        turn.actor.to_string(),
+        turn.reason,
+        turn.conversation.state_since_ms
+    ])?;
     Ok(())
 }
 
-async fn apply_account(
-    conn: &mut SqliteConnection,
-    account: &AccountOp,
-    op: &Op,
-) -> Result<Reply, StoreError> {
-    let db = |e| StoreError::query(op.describe(), e);
+fn apply_account(conn: &Connection, account: &AccountOp, op: &Op) -> Result<Reply, StoreError> {
+    let db = |e| StoreError::query(op.describe(), db(e));
+    let run = |sql: &str, params: &[&dyn rusqlite::ToSql]| {
+        conn.prepare_cached(sql)
+            .and_then(|mut statement| statement.execute(params))
+            .map_err(db)
+    };
+    let returning = |sql: &str, params: &[&dyn rusqlite::ToSql]| {
+        conn.prepare_cached(sql)
+            .and_then(|mut statement| statement.query_row(params, |row| row.get::<_, i64>(0)))
+            .map_err(db)
+    };
     match account {
         AccountOp::AddAgent {
             agent,
             password_hash,
         } => {
-            let inserted = sqlx::query(
+            let inserted = run(
                 "INSERT INTO agents (name, password_hash, role, shops, disabled, created_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            )
-            .bind(&agent.name)
-            .bind(password_hash)
-            .bind(agent.role.as_str())
-            .bind(agent.shops.join(" "))
-            .bind(i64::from(agent.disabled))
-            .bind(agent.created_ms)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?
-            .rows_affected();
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                params![
+                    agent.name,
+                    password_hash,
+                    agent.role.as_str(),
+                    agent.shops.join(" "),
+                    i64::from(agent.disabled),
+                    agent.created_ms
+                ],
+            )?;
             if inserted == 0 {
                 return Err(StoreError::AgentExists {
                     name: agent.name.clone(),
@@ -620,31 +747,25 @@ async fn apply_account(
             name,
             password_hash,
         } => {
-            let updated = sqlx::query("UPDATE agents SET password_hash = $2 WHERE name = $1")
-                .bind(name)
-                .bind(password_hash)
-                .execute(&mut *conn)
-                .await
-                .map_err(db)?
-                .rows_affected();
+            let updated = run(
+                "UPDATE agents SET password_hash = ?2 WHERE name = ?1",
+                params![name, password_hash],
+            )?;
             if updated == 0 {
                 return Err(StoreError::AgentNotFound { name: name.clone() });
             }
-            end_sessions(conn, name).await.map_err(db)?;
+            end_sessions(conn, name).map_err(db)?;
         }
         AccountOp::SetDisabled { name, disabled } => {
-            let updated = sqlx::query("UPDATE agents SET disabled = $2 WHERE name = $1")
-                .bind(name)
-                .bind(i64::from(*disabled))
-                .execute(&mut *conn)
-                .await
-                .map_err(db)?
-                .rows_affected();
+            let updated = run(
+                "UPDATE agents SET disabled = ?2 WHERE name = ?1",
+                params![name, i64::from(*disabled)],
+            )?;
             if updated == 0 {
                 return Err(StoreError::AgentNotFound { name: name.clone() });
             }
             if *disabled {
-                end_sessions(conn, name).await.map_err(db)?;
+                end_sessions(conn, name).map_err(db)?;
             }
         }
         AccountOp::CreateSession {
@@ -653,90 +774,68 @@ async fn apply_account(
             csrf,
             at_ms,
         } => {
-            sqlx::query(
+            run(
                 "INSERT INTO sessions (token_hash, agent, csrf, created_ms, last_seen_ms) \
-                 VALUES ($1, $2, $3, $4, $4)",
-            )
-            .bind(token_hash)
-            .bind(agent)
-            .bind(csrf)
-            .bind(at_ms)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
+                 VALUES (?1, ?2, ?3, ?4, ?4)",
+                params![token_hash, agent, csrf, at_ms],
+            )?;
         }
         AccountOp::TouchSession { token_hash, at_ms } => {
-            sqlx::query(
-                "UPDATE sessions SET last_seen_ms = MAX(last_seen_ms, $2) WHERE token_hash = $1",
-            )
-            .bind(token_hash)
-            .bind(at_ms)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
+            run(
+                "UPDATE sessions SET last_seen_ms = MAX(last_seen_ms, ?2) WHERE token_hash = ?1",
+                params![token_hash, at_ms],
+            )?;
         }
         AccountOp::DeleteSession { token_hash } => {
-            sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-                .bind(token_hash)
-                .execute(&mut *conn)
-                .await
-                .map_err(db)?;
+            run(
+                "DELETE FROM sessions WHERE token_hash = ?1",
+                params![token_hash],
+            )?;
         }
         AccountOp::ExpireSessions { before_ms } => {
-            sqlx::query("DELETE FROM sessions WHERE last_seen_ms < $1")
-                .bind(before_ms)
-                .execute(&mut *conn)
-                .await
-                .map_err(db)?;
+            run(
+                "DELETE FROM sessions WHERE last_seen_ms < ?1",
+                params![before_ms],
+            )?;
         }
         AccountOp::AddNote(note) => {
-            let id: i64 = sqlx::query_scalar(
+            let id = returning(
                 "INSERT INTO notes \
                  (platform, self_id, user_id, escalation_id, author, kind, body, at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-            )
-            .bind(&note.key.platform)
-            .bind(&note.key.self_id)
-            .bind(&note.key.user_id)
-            .bind(note.escalation)
-            .bind(&note.author)
-            .bind(note.kind.as_str())
-            .bind(&note.body)
-            .bind(note.at_ms)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db)?;
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+                params![
+                    note.key.platform,
+                    note.key.self_id,
+                    note.key.user_id,
+                    note.escalation,
+                    note.author,
+                    note.kind.as_str(),
+                    note.body,
+                    note.at_ms
+                ],
+            )?;
             return Ok(Reply::Created(id));
         }
         AccountOp::AddPhrase { agent, text, at_ms } => {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO quick_phrases (agent, text, created_ms) VALUES ($1, $2, $3) \
+            let id = returning(
+                "INSERT INTO quick_phrases (agent, text, created_ms) VALUES (?1, ?2, ?3) \
                  RETURNING id",
-            )
-            .bind(agent)
-            .bind(text)
-            .bind(at_ms)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db)?;
+                params![agent, text, at_ms],
+            )?;
             return Ok(Reply::Created(id));
         }
         AccountOp::DeletePhrase { agent, id } => {
-            sqlx::query("DELETE FROM quick_phrases WHERE id = $1 AND agent = $2")
-                .bind(id)
-                .bind(agent)
-                .execute(&mut *conn)
-                .await
-                .map_err(db)?;
+            run(
+                "DELETE FROM quick_phrases WHERE id = ?1 AND agent = ?2",
+                params![id, agent],
+            )?;
         }
     }
     Ok(Reply::Done)
 }
 
-async fn end_sessions(conn: &mut SqliteConnection, agent: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM sessions WHERE agent = $1")
-        .bind(agent)
-        .execute(conn)
-        .await?;
+fn end_sessions(conn: &Connection, agent: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM sessions WHERE agent = ?1")?
+        .execute(params![agent])?;
     Ok(())
 }
