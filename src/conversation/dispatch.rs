@@ -300,10 +300,9 @@ mod reaping {
         }
     }
 
-    #[tokio::test]
-    async fn a_worker_busy_past_the_idle_period_is_not_reaped_and_never_doubled() {
-        let data = tempfile::tempdir().unwrap();
-        let store = Store::open(data.path()).await.unwrap();
+    /// A store in `data`, the fixture rules, and a gated gateway, shared by the workers.
+    async fn gated(data: &Path) -> (Store, Arc<GatedOutbox>, Arc<Shared<Arc<GatedOutbox>>>) {
+        let store = Store::open(data).await.unwrap();
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good");
         let rules = load(&[Layer::overlay(&root)]).unwrap().rules;
         let outbox = Arc::new(GatedOutbox {
@@ -322,6 +321,13 @@ mod reaping {
             events: tokio::sync::broadcast::channel(16).0,
             metrics: Default::default(),
         });
+        (store, outbox, shared)
+    }
+
+    #[tokio::test]
+    async fn a_worker_busy_past_the_idle_period_is_not_reaped_and_never_doubled() {
+        let data = tempfile::tempdir().unwrap();
+        let (store, outbox, shared) = gated(data.path()).await;
         let idle = Duration::from_millis(20);
         let mut dispatcher = Dispatcher::new(shared, TaskTracker::new(), idle);
         let key = ConversationKey::new("dev", "shop1", "b1");
@@ -367,26 +373,8 @@ mod reaping {
     #[tokio::test]
     async fn a_flooding_chat_has_its_extra_messages_recorded_counted_and_not_answered() {
         let data = tempfile::tempdir().unwrap();
-        let store = Store::open(data.path()).await.unwrap();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good");
-        let rules = load(&[Layer::overlay(&root)]).unwrap().rules;
-        let outbox = Arc::new(GatedOutbox {
-            entered: Semaphore::new(0),
-            release: Semaphore::new(0),
-        });
-        let metrics: Arc<crate::metrics::Metrics> = Default::default();
-        let shared = Arc::new(Shared {
-            store: store.clone(),
-            outbox: Arc::clone(&outbox),
-            rules: Arc::new(ArcSwap::from_pointee(RuleBook::single(rules))),
-            policy: ConversationPolicy::default(),
-            escalation: EscalationPolicy::default(),
-            shop_names: Default::default(),
-            hours: Default::default(),
-            clocks: Default::default(),
-            events: tokio::sync::broadcast::channel(16).0,
-            metrics: Arc::clone(&metrics),
-        });
+        let (store, outbox, shared) = gated(data.path()).await;
+        let metrics = Arc::clone(&shared.metrics);
         let mut dispatcher = Dispatcher::new(shared, TaskTracker::new(), Duration::from_secs(300));
         let key = ConversationKey::new("dev", "shop1", "flood");
         let say = |n: usize| ChatMessage {
