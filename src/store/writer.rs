@@ -22,7 +22,7 @@ use super::error::StoreError;
 use super::ops::{Op, Reply};
 
 /// The most requests committed in one transaction.
-pub(crate) const BATCH_CAP: usize = 256;
+pub(crate) const BATCH_CAP: usize = 1024;
 
 /// A database the writer can commit batches to.
 pub(crate) trait Backend: Send + 'static {

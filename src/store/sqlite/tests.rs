@@ -287,3 +287,28 @@ async fn a_redelivered_message_writes_nothing() {
     assert_eq!(version, 1, "a duplicate does not touch the conversation");
     let _unused: Option<TranscriptEntry> = None;
 }
+
+#[tokio::test]
+async fn committed_pages_reach_the_database_file_without_the_writer_checkpointing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let mut backend = writer(&dir).await;
+    let before = std::fs::metadata(&path).unwrap().len();
+    let counters = Counters::default();
+    let mut batch = Vec::new();
+    // About 300 pages: far below the log size at which the writer checkpoints by itself.
+    for i in 0..1000 {
+        batch.push(request(inbound(&format!("u{i}"), &format!("m{i}"))).0);
+    }
+    commit_batch(&mut backend, &mut batch, &counters, &Faults::default()).await;
+    assert!(std::fs::metadata(dir.path().join("t.db-wal")).unwrap().len() > 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::metadata(&path).unwrap().len() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing was checkpointed into the database file within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(count(&mut backend, "inbound_messages").await, 1000);
+}
