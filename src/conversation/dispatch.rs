@@ -26,7 +26,9 @@ use crate::store::now_ms;
 pub const CHAT_QUEUE: usize = 64;
 
 struct WorkerHandle {
-    queue: mpsc::Sender<ChatCommand>,
+    /// Boxed: a channel allocates room for 32 commands up front, and a chat message is large;
+    /// thousands of quiet chats would each hold kilobytes of empty slots.
+    queue: mpsc::Sender<Box<ChatCommand>>,
     /// Commands queued or being handled.
     in_flight: Arc<AtomicUsize>,
     last_used: Instant,
@@ -74,32 +76,34 @@ impl<O: Outbox> Dispatcher<O> {
             handle.last_used = now;
             if let Some(pending) = command.take() {
                 handle.in_flight.fetch_add(1, Ordering::SeqCst);
-                match handle.queue.try_send(pending) {
+                match handle.queue.try_send(Box::new(pending)) {
                     Ok(()) => return,
                     Err(mpsc::error::TrySendError::Full(pending)) => {
                         handle.in_flight.fetch_sub(1, Ordering::SeqCst);
-                        self.set_aside(pending);
+                        self.set_aside(*pending);
                         return;
                     }
                     // The worker ended (it panicked); start a new one below.
-                    Err(mpsc::error::TrySendError::Closed(pending)) => command = Some(pending),
+                    Err(mpsc::error::TrySendError::Closed(pending)) => command = Some(*pending),
                 }
             }
         }
         let Some(command) = command else { return };
-        let (queue, mut inbox) = mpsc::channel::<ChatCommand>(CHAT_QUEUE);
+        let (queue, mut inbox) = mpsc::channel::<Box<ChatCommand>>(CHAT_QUEUE);
         let in_flight = Arc::new(AtomicUsize::new(1));
         let mut worker = Worker::new(key.clone(), Arc::clone(&self.shared));
         let done = Arc::clone(&in_flight);
         self.tracker.spawn(async move {
             while let Some(command) = inbox.recv().await {
-                if let Err(error) = worker.handle(command).await {
+                // Boxed, so a waiting worker's task holds the worker and not also the space
+                // handling a message needs (kilobytes, in a task that lives as long as its chat).
+                if let Err(error) = Box::pin(worker.handle(*command)).await {
                     warn!(%error, "message not handled");
                 }
                 done.fetch_sub(1, Ordering::SeqCst);
             }
         });
-        if let Err(refused) = queue.try_send(command) {
+        if let Err(refused) = queue.try_send(Box::new(command)) {
             warn!(chat = %key, "new chat worker refused its first command");
             match refused {
                 mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => {
@@ -164,6 +168,11 @@ impl<O: Outbox> Dispatcher<O> {
                 || handle.in_flight.load(Ordering::SeqCst) > 0
         });
         let reaped = before - self.workers.len();
+        // A map keeps the room of its busiest hour; after a rush of 100,000 chats that room is
+        // megabytes holding nothing.
+        if self.workers.capacity() > 4 * self.workers.len() + 1024 {
+            self.workers.shrink_to(2 * self.workers.len());
+        }
         if reaped > 0 {
             debug!(
                 reaped,

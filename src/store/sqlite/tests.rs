@@ -301,7 +301,12 @@ async fn committed_pages_reach_the_database_file_without_the_writer_checkpointin
         batch.push(request(inbound(&format!("u{i}"), &format!("m{i}"))).0);
     }
     commit_batch(&mut backend, &mut batch, &counters, &Faults::default()).await;
-    assert!(std::fs::metadata(dir.path().join("t.db-wal")).unwrap().len() > 0);
+    assert!(
+        std::fs::metadata(dir.path().join("t.db-wal"))
+            .unwrap()
+            .len()
+            > 0
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::fs::metadata(&path).unwrap().len() == before {
         assert!(
