@@ -318,7 +318,13 @@ impl<O: Outbox> Worker<O> {
         // closed the chat meanwhile.
         let (mut conversation, known_round) = match self.known.take() {
             Some(known) => (known.conversation, Some(known.round)),
-            None => (store.conversation_or_new(&self.key, now).await?, None),
+            None => {
+                let conversation = store.conversation_or_new(&self.key, now).await?;
+                // Rounds are written only by turns, and every turn stores its conversation: a
+                // chat the store has never seen has no round open, so do not ask.
+                let round = (conversation.version == 0).then_some(None);
+                (conversation, round)
+            }
         };
         let before = conversation.clone();
         let open = match conversation.open_escalation {
