@@ -5,6 +5,13 @@
 //! a worker is reaped only when nothing is queued for it and it is not handling anything (a
 //! count of commands in flight, raised here before a command is queued and lowered by the worker
 //! after it is done).
+//!
+//! Two limits keep an overloaded daemon's memory bounded and its recovery quick: a chat may have
+//! [`CHAT_QUEUE`] commands waiting, and all chats together [`MAX_QUEUED`] buyer messages (about
+//! a second of work). A message past either is set aside: recorded, counted in
+//! `xiaoer_messages_set_aside_total`, logged (rate-limited), and not answered. Without the
+//! shared limit, 1,000 chats could bank 64,000 messages, answered half a minute late and
+//! crowding out everything sent after the load dropped.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +32,15 @@ use crate::store::now_ms;
 /// hold up the others).
 pub const CHAT_QUEUE: usize = 64;
 
+/// Which limit a set-aside message ran into.
+#[derive(Clone, Copy)]
+enum Overflow {
+    /// Its chat's queue ([`CHAT_QUEUE`]).
+    Chat,
+    /// All chats' queues together ([`MAX_QUEUED`]).
+    Daemon,
+}
+
 struct WorkerHandle {
     /// Boxed: a channel allocates room for 32 commands up front, and a chat message is large;
     /// thousands of quiet chats would each hold kilobytes of empty slots.
@@ -34,9 +50,15 @@ struct WorkerHandle {
     last_used: Instant,
 }
 
+/// Buyer messages all chats together may have queued or in hand before more are set aside.
+pub const MAX_QUEUED: usize = 8192;
+
 pub struct Dispatcher<O> {
     shared: Arc<Shared<O>>,
     workers: HashMap<ConversationKey, WorkerHandle>,
+    /// Commands queued or being handled, over all chats.
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
     tracker: TaskTracker,
     idle_after: Duration,
     /// A flood sets aside one message after another: one warning per chat per minute, with
@@ -49,10 +71,19 @@ impl<O: Outbox> Dispatcher<O> {
         Dispatcher {
             shared,
             workers: HashMap::new(),
+            queued: Arc::new(AtomicUsize::new(0)),
+            max_queued: MAX_QUEUED,
             tracker,
             idle_after,
             flood_log: LogLimiter::new(Duration::from_secs(60)),
         }
+    }
+
+    /// The same dispatcher with a different shared limit on queued messages (tests).
+    #[cfg(test)]
+    fn with_max_queued(mut self, max_queued: usize) -> Self {
+        self.max_queued = max_queued;
+        self
     }
 
     /// How many chats have a live worker.
@@ -71,20 +102,32 @@ impl<O: Outbox> Dispatcher<O> {
     /// refused as busy.
     pub fn send(&mut self, key: ConversationKey, command: ChatCommand) {
         let now = Instant::now();
+        // Agents' commands are few and a person waits on each; only buyers' messages are shed.
+        if matches!(command, ChatCommand::Message(_))
+            && self.queued.load(Ordering::SeqCst) >= self.max_queued
+        {
+            self.set_aside(command, Overflow::Daemon);
+            return;
+        }
         let mut command = Some(command);
         if let Some(handle) = self.workers.get_mut(&key) {
             handle.last_used = now;
             if let Some(pending) = command.take() {
                 handle.in_flight.fetch_add(1, Ordering::SeqCst);
+                self.queued.fetch_add(1, Ordering::SeqCst);
                 match handle.queue.try_send(Box::new(pending)) {
                     Ok(()) => return,
                     Err(mpsc::error::TrySendError::Full(pending)) => {
                         handle.in_flight.fetch_sub(1, Ordering::SeqCst);
-                        self.set_aside(*pending);
+                        self.queued.fetch_sub(1, Ordering::SeqCst);
+                        self.set_aside(*pending, Overflow::Chat);
                         return;
                     }
                     // The worker ended (it panicked); start a new one below.
-                    Err(mpsc::error::TrySendError::Closed(pending)) => command = Some(*pending),
+                    Err(mpsc::error::TrySendError::Closed(pending)) => {
+                        self.queued.fetch_sub(1, Ordering::SeqCst);
+                        command = Some(*pending);
+                    }
                 }
             }
         }
@@ -93,6 +136,8 @@ impl<O: Outbox> Dispatcher<O> {
         let in_flight = Arc::new(AtomicUsize::new(1));
         let mut worker = Worker::new(key.clone(), Arc::clone(&self.shared));
         let done = Arc::clone(&in_flight);
+        let all_done = Arc::clone(&self.queued);
+        self.queued.fetch_add(1, Ordering::SeqCst);
         self.tracker.spawn(async move {
             while let Some(command) = inbox.recv().await {
                 // Boxed, so a waiting worker's task holds the worker and not also the space
@@ -101,10 +146,12 @@ impl<O: Outbox> Dispatcher<O> {
                     warn!(%error, "message not handled");
                 }
                 done.fetch_sub(1, Ordering::SeqCst);
+                all_done.fetch_sub(1, Ordering::SeqCst);
             }
         });
         if let Err(refused) = queue.try_send(Box::new(command)) {
             warn!(chat = %key, "new chat worker refused its first command");
+            self.queued.fetch_sub(1, Ordering::SeqCst);
             match refused {
                 mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => {
                     c.refuse(CommandError::Busy)
@@ -121,17 +168,27 @@ impl<O: Outbox> Dispatcher<O> {
         );
     }
 
-    /// A chat sending faster than it can be answered: keep its message as evidence (not marked
-    /// as seen, so a redelivery is still handled), refuse agent commands as busy.
-    fn set_aside(&mut self, command: ChatCommand) {
+    /// More than a chat or the daemon can take: keep the message as evidence (not marked as
+    /// seen, so a redelivery is still handled), refuse agent commands as busy.
+    fn set_aside(&mut self, command: ChatCommand, overflow: Overflow) {
         let ChatCommand::Message(message) = command else {
             command.refuse(CommandError::Busy);
             return;
         };
         self.shared.metrics.message_set_aside(&message.key.self_id);
-        let kind = format!("flooding {}", message.key);
-        if let Verdict::Log { suppressed } = self.flood_log.check(&kind, Instant::now()) {
-            warn!(chat = %message.key, message_id = %message.message_id, not_logged_since = suppressed, "chat is flooding; message recorded but not answered");
+        let now = Instant::now();
+        match overflow {
+            Overflow::Chat => {
+                let kind = format!("flooding {}", message.key);
+                if let Verdict::Log { suppressed } = self.flood_log.check(&kind, now) {
+                    warn!(chat = %message.key, message_id = %message.message_id, not_logged_since = suppressed, "chat is flooding; message recorded but not answered");
+                }
+            }
+            Overflow::Daemon => {
+                if let Verdict::Log { suppressed } = self.flood_log.check("overloaded", now) {
+                    warn!(chat = %message.key, message_id = %message.message_id, queued = self.max_queued, not_logged_since = suppressed, "more buyer messages are waiting than xiaoer can answer soon; message recorded but not answered");
+                }
+            }
         }
         let store = self.shared.store.clone();
         self.tracker.spawn(async move {
@@ -420,6 +477,46 @@ mod reaping {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        outbox.release.close();
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn past_the_daemon_wide_limit_messages_are_set_aside_until_the_backlog_drains() {
+        let data = tempfile::tempdir().unwrap();
+        let (store, outbox, shared) = gated(data.path()).await;
+        let metrics = Arc::clone(&shared.metrics);
+        let mut dispatcher = Dispatcher::new(shared, TaskTracker::new(), Duration::from_secs(300))
+            .with_max_queued(3);
+        let say = |user: &str| ChatMessage {
+            key: ConversationKey::new("dev", "shop1", user),
+            message_id: format!("m-{user}"),
+            text: "什么时候发货".into(),
+            parts: Vec::new(),
+            outgoing: false,
+        };
+        // Three chats, each stuck sending its reply: the daemon holds as much as it may.
+        for user in ["a", "b", "c"] {
+            dispatcher.dispatch(say(user));
+        }
+        outbox.entered.acquire_many(3).await.unwrap().forget();
+        dispatcher.dispatch(say("d"));
+        dispatcher.dispatch(say("e"));
+        let shed = "xiaoer_messages_set_aside_total{shop=\"shop1\"} 2";
+        assert!(metrics.text().contains(shed), "{}", metrics.text());
+        assert_eq!(dispatcher.active(), 3, "no worker for a message set aside");
+
+        // Once the replies (a greeting and an answer each) go out, the backlog is gone and the
+        // next chat is answered.
+        outbox.release.add_permits(100);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while dispatcher.queued.load(Ordering::SeqCst) > 0 {
+            assert!(Instant::now() < deadline, "the backlog never drained");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        dispatcher.dispatch(say("f"));
+        outbox.entered.acquire().await.unwrap().forget();
+        assert!(metrics.text().contains(shed), "{}", metrics.text());
         outbox.release.close();
         store.close().await.unwrap();
     }

@@ -236,6 +236,13 @@ impl LoadGateway {
         let first = self.pending.lock().ok().and_then(|mut p| {
             let key = key(self_id, user);
             let queue = p.get_mut(&key)?;
+            // A message given up on long ago was set aside or lost, not slow: this reply is to a
+            // later one. (OneBot replies name no message, so they are matched in order.)
+            while queue.front().is_some_and(|p| {
+                p.expired && now.saturating_duration_since(p.at) > super::REPLY_WAIT
+            }) {
+                queue.pop_front();
+            }
             let first = queue.pop_front();
             if queue.is_empty() {
                 p.remove(&key);

@@ -159,6 +159,9 @@ pub struct Measured {
     pub duplicates: u64,
     /// Replies in this window to messages an earlier window gave up on (after an overload).
     pub late: u64,
+    /// Buyer messages the target recorded but chose not to answer, from its
+    /// `xiaoer_messages_set_aside_total` (xiaoer only).
+    pub shed: Option<u64>,
     /// Answered messages per second.
     pub throughput_per_s: f64,
     pub latency: Latency,
@@ -277,6 +280,7 @@ fn spawn_target(
     gateway: &LoadGateway,
     rules: &Path,
     replies: &Path,
+    metrics: Option<std::net::SocketAddr>,
 ) -> Result<TargetProcess, LoadError> {
     let dir = tempfile::tempdir().map_err(io("make a temporary directory"))?;
     let log = dir.path().join("target.log");
@@ -302,6 +306,9 @@ fn spawn_target(
             text.push_str(
                 "[conversation]\ngreeting = false\nmax_replies = 1000\nreply_window = \"1s\"\n\n[escalation]\nfallback_limit = 0\n",
             );
+            if let Some(addr) = metrics {
+                text.push_str(&format!("\n[metrics]\nlisten = \"{addr}\"\n"));
+            }
             std::fs::write(&config, text).map_err(io("write the daemon's config"))?;
             let mut c = Command::new(&settings.xiaoer);
             c.arg("run").arg("--config").arg(&config);
@@ -353,7 +360,11 @@ pub async fn run(settings: &Settings, target: TargetKind) -> Result<RunReport, L
     let gateway = LoadGateway::start(settings.connections, settings.shops, TOKEN)
         .await
         .map_err(io("listen on loopback"))?;
-    let process = spawn_target(settings, target, &gateway, &rules, &replies)?;
+    let metrics = match target {
+        TargetKind::Xiaoer => Some(free_port()?),
+        TargetKind::Bare => None,
+    };
+    let process = spawn_target(settings, target, &gateway, &rules, &replies, metrics)?;
     if !gateway.wait_connected(Duration::from_secs(60)).await {
         return Err(LoadError::NoConnection {
             target,
@@ -383,6 +394,8 @@ pub async fn run(settings: &Settings, target: TargetKind) -> Result<RunReport, L
         settings: settings.clone(),
         pid,
         escalations: Arc::new(AtomicU64::new(0)),
+        metrics,
+        shed_before: std::sync::Mutex::new(0),
     };
     match settings.mode {
         Mode::Closed => {
@@ -451,6 +464,10 @@ struct Driver {
     settings: Settings,
     pid: u32,
     escalations: Arc<AtomicU64>,
+    /// The target's `/metrics` listener (xiaoer only).
+    metrics: Option<std::net::SocketAddr>,
+    /// Messages set aside when the current window began.
+    shed_before: std::sync::Mutex<u64>,
 }
 
 /// What one message says and who says it: an answered text from `buyer`, or an escalation from
@@ -482,6 +499,32 @@ impl Driver {
         procstat::cpu_seconds(self.pid)
     }
 
+    /// Starts counting set-aside messages for a new window.
+    async fn shed_from_now(&self) {
+        let total = self.shed_total().await.unwrap_or(0);
+        if let Ok(mut before) = self.shed_before.lock() {
+            *before = total;
+        }
+    }
+
+    /// Set-aside messages since [`Driver::shed_from_now`].
+    async fn shed_since(&self) -> Option<u64> {
+        let total = self.shed_total().await?;
+        let before = self.shed_before.lock().map(|b| *b).unwrap_or(0);
+        Some(total.saturating_sub(before))
+    }
+
+    async fn shed_total(&self) -> Option<u64> {
+        let addr = self.metrics?;
+        let text = http_get(addr, "/metrics").await?;
+        Some(
+            text.lines()
+                .filter(|line| line.starts_with("xiaoer_messages_set_aside_total"))
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64,
+        )
+    }
+
     /// Waits for the replies still due, then closes the window.
     async fn finish(
         &self,
@@ -497,12 +540,14 @@ impl Driver {
         }
         self.gateway.expire_unanswered();
         let window = self.gateway.take_window();
-        measured(
+        let mut measured = measured(
             &window,
             seconds,
             offered,
             cpu_before.zip(cpu_after).map(|(a, b)| b - a),
-        )
+        );
+        measured.shed = self.shed_since().await;
+        measured
     }
 
     async fn closed(&self) -> Measured {
@@ -536,6 +581,7 @@ impl Driver {
             }));
         }
         tokio::time::sleep_until(measuring.into()).await;
+        self.shed_from_now().await;
         let cpu_before = self.cpu();
         let started = Instant::now();
         tokio::time::sleep_until(end.into()).await;
@@ -546,12 +592,14 @@ impl Driver {
         }
         self.gateway.expire_unanswered();
         let window = self.gateway.take_window();
-        measured(
+        let mut measured = measured(
             &window,
             seconds,
             None,
             cpu_before.zip(cpu_after).map(|(a, b)| b - a),
-        )
+        );
+        measured.shed = self.shed_since().await;
+        measured
     }
 
     /// Poisson arrivals at `rate` for `warmup` + `duration`; latency from each message's
@@ -567,6 +615,7 @@ impl Driver {
         let mut in_window = warmup.is_zero();
         if in_window {
             let _ = self.gateway.take_window();
+            self.shed_from_now().await;
             cpu_before = self.cpu();
         }
         while next < end {
@@ -579,6 +628,7 @@ impl Driver {
                 if !in_window && next >= measuring {
                     in_window = true;
                     let _ = self.gateway.take_window();
+                    self.shed_from_now().await;
                     cpu_before = self.cpu();
                     started = Instant::now();
                 }
@@ -677,6 +727,7 @@ fn measured(window: &Window, seconds: f64, offered: Option<f64>, cpu: Option<f64
         },
         latency,
         cpu_s_per_1k: per_1k,
+        shed: None,
     }
 }
 
@@ -685,7 +736,7 @@ pub fn summary(report: &RunReport) -> String {
     let mut out = String::new();
     for w in &report.windows {
         out.push_str(&format!(
-            "{:?}: {:.0} msg/s answered{} · p50 {:.2} ms p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} · sent {} unanswered {} duplicates {} late {} · cpu {} s/1k msg\n",
+            "{:?}: {:.0} msg/s answered{} · p50 {:.2} ms p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} · sent {} unanswered {}{} duplicates {} late {} · cpu {} s/1k msg\n",
             report.target,
             w.throughput_per_s,
             w.offered_per_s.map(|o| format!(" of {o:.0} offered")).unwrap_or_default(),
@@ -696,6 +747,7 @@ pub fn summary(report: &RunReport) -> String {
             w.latency.max_us as f64 / 1000.0,
             w.sent,
             w.unanswered,
+            w.shed.map(|n| format!(" (shed {n})")).unwrap_or_default(),
             w.duplicates,
             w.late,
             w.cpu_s_per_1k.map(|c| format!("{c:.3}")).unwrap_or_else(|| "?".into()),
@@ -719,4 +771,32 @@ pub fn summary(report: &RunReport) -> String {
         ));
     }
     out
+}
+
+/// A loopback port nobody listens on now, for the target's metrics.
+fn free_port() -> Result<std::net::SocketAddr, LoadError> {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(io("find a free loopback port"))?;
+    listener
+        .local_addr()
+        .map_err(io("find a free loopback port"))
+}
+
+/// The body of a plain HTTP GET on loopback; `None` if the target does not answer.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let (_, body) = text.split_once("\r\n\r\n")?;
+        Some(body.to_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()
+        .flatten()
 }
