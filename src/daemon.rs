@@ -43,8 +43,6 @@ pub enum DaemonError {
     Rules(#[from] RuleBookError),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    Unsupported(String),
     #[error(
         "another xiaoer (pid {pid}) is already running on the store {} (two would answer the same buyers); stop it first",
         path.display()
@@ -236,13 +234,11 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     let (store, store_lock) = match &location {
         StoreLocation::Sqlite(path) => {
             let lock = lock_store(path)?;
-            (Store::open_file(path).await?, lock)
+            (Store::open_file(path).await?, Some(lock))
         }
-        StoreLocation::Postgres(_) => {
-            return Err(DaemonError::Unsupported(format!(
-                "store {location}: PostgreSQL is not supported yet; use sqlite://PATH"
-            )));
-        }
+        // No lock file: the database is on another machine. Which instance answers which shop
+        // is for the server to settle (shop leases), not a file here.
+        StoreLocation::Postgres(_) => (Store::open_location(&location).await?, None),
     };
     info!(
         store = %location,
@@ -659,8 +655,8 @@ struct Serving {
     reap_every: Duration,
     /// The console server, its stop token and its timers.
     console: Option<(Console, CancellationToken, JoinHandle<()>)>,
-    /// Held until the store is closed.
-    store_lock: std::fs::File,
+    /// Held until the store is closed (SQLite only).
+    store_lock: Option<std::fs::File>,
 }
 
 async fn serve(parts: Serving, shutdown: CancellationToken) {

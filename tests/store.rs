@@ -1,4 +1,12 @@
-//! The store against real SQLite files in temporary directories.
+//! The store against real databases: every test that is about the store's behaviour runs
+//! twice, on a SQLite file in a temporary directory (`<test>::sqlite`) and on PostgreSQL in a
+//! schema of its own (`<test>::postgres`; see `common/backends.rs` for the server it uses and
+//! when it is skipped). The tests of SQLite's files and of `xiaoer queue list`, which reads a
+//! data directory, run on SQLite only.
+
+mod common;
+
+use common::backends::TestDb;
 
 use std::collections::HashSet;
 
@@ -126,10 +134,8 @@ fn line(user: &str, i: usize) -> TranscriptEntry {
     }
 }
 
-#[tokio::test]
-async fn record_inbound_is_idempotent_across_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).await.unwrap();
+async fn record_inbound_is_idempotent_across_restart(db: TestDb) {
+    let store = db.open().await;
     let k = key("buyer1");
     assert!(
         record_inbound(&store, &k, "m1", Sender::Buyer, "在吗", 1)
@@ -150,7 +156,7 @@ async fn record_inbound_is_idempotent_across_restart() {
     store.close().await.unwrap();
 
     // Restart.
-    let store = Store::open(dir.path()).await.unwrap();
+    let store = db.open().await;
     assert!(
         !record_inbound(&store, &k, "m1", Sender::Buyer, "在吗", 4)
             .await
@@ -174,10 +180,8 @@ async fn record_inbound_is_idempotent_across_restart() {
     store.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn duplicate_ids_in_one_batch_count_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).await.unwrap();
+async fn duplicate_ids_in_one_batch_count_once(db: TestDb) {
+    let store = db.open().await;
     let k = key("burst");
     // Fifty copies of one message, each planned from the empty chat, all in flight at once.
     let tasks: Vec<_> = (0..50)
@@ -202,11 +206,9 @@ async fn duplicate_ids_in_one_batch_count_once() {
     store.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn escalation_is_visible_to_a_second_handle_as_soon_as_escalate_returns() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).await.unwrap();
-    let reader = Store::open_existing(dir.path()).await.unwrap();
+async fn escalation_is_visible_to_a_second_handle_as_soon_as_escalate_returns(db: TestDb) {
+    let store = db.open().await;
+    let reader = db.open_existing().await;
     assert!(reader.open_escalations().await.unwrap().is_empty());
 
     let k = key("angry");
@@ -256,12 +258,10 @@ async fn escalation_is_visible_to_a_second_handle_as_soon_as_escalate_returns() 
     store.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn escalation_survives_restart() {
-    let dir = tempfile::tempdir().unwrap();
+async fn escalation_survives_restart(db: TestDb) {
     let k = key("b");
     let id = {
-        let store = Store::open(dir.path()).await.unwrap();
+        let store = db.open().await;
         let id = escalate(&store, &k, "after_sale", "damaged", None, "坏了", 5)
             .await
             .unwrap();
@@ -269,7 +269,7 @@ async fn escalation_survives_restart() {
         drop(store);
         id
     };
-    let store = Store::open(dir.path()).await.unwrap();
+    let store = db.open().await;
     let open = store.open_escalations().await.unwrap();
     assert_eq!(open.iter().map(|e| e.id).collect::<Vec<_>>(), [id]);
     assert_eq!(
@@ -279,10 +279,8 @@ async fn escalation_survives_restart() {
     store.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn concurrent_appends_are_all_present_after_flush() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).await.unwrap();
+async fn concurrent_appends_are_all_present_after_flush(db: TestDb) {
+    let store = db.open().await;
     let tasks: Vec<_> = (0..500)
         .map(|i| {
             let store = store.clone();
@@ -298,7 +296,7 @@ async fn concurrent_appends_are_all_present_after_flush() {
     }
     store.flush().await.unwrap();
 
-    let reader = Store::open_existing(dir.path()).await.unwrap();
+    let reader = db.open_existing().await;
     let mut seen = HashSet::new();
     for u in 0..7 {
         for e in reader
@@ -314,10 +312,8 @@ async fn concurrent_appends_are_all_present_after_flush() {
     store.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn transcript_limit_returns_the_latest_oldest_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).await.unwrap();
+async fn transcript_limit_returns_the_latest_oldest_first(db: TestDb) {
+    let store = db.open().await;
     for i in 0..10 {
         store.append_transcript(line("t", i)).await.unwrap();
     }
@@ -328,10 +324,8 @@ async fn transcript_limit_returns_the_latest_oldest_first() {
     store.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn state_changes_record_the_actor() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).await.unwrap();
+async fn state_changes_record_the_actor(db: TestDb) {
+    let store = db.open().await;
     let k = key("p");
     let mut conv = Conversation::new(k.clone(), 100);
     conv.greeted_at_ms = Some(100);
@@ -394,10 +388,8 @@ async fn state_changes_record_the_actor() {
     store.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn claim_then_close_returns_the_conversation_to_the_bot() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).await.unwrap();
+async fn claim_then_close_returns_the_conversation_to_the_bot(db: TestDb) {
+    let store = db.open().await;
     let k = key("c");
     let mut conv = Conversation::new(k.clone(), 10);
     conv.fallback_streak = 3;
@@ -478,10 +470,8 @@ async fn claim_then_close_returns_the_conversation_to_the_bot() {
     store.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_refused_request_does_not_fail_its_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).await.unwrap();
+async fn a_refused_request_does_not_fail_its_batch(db: TestDb) {
+    let store = db.open().await;
     let mut tasks = Vec::new();
     for i in 0..20 {
         let store = store.clone();
@@ -521,10 +511,8 @@ async fn a_refused_request_does_not_fail_its_batch() {
     store.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn writes_after_close_fail_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).await.unwrap();
+async fn writes_after_close_fail_cleanly(db: TestDb) {
+    let store = db.open().await;
     let other = store.clone();
     store.append_transcript(line("z", 1)).await.unwrap();
     store.close().await.unwrap();
@@ -534,7 +522,7 @@ async fn writes_after_close_fail_cleanly() {
     assert!(err.to_string().contains("store is closed"), "{err}");
 
     // What was queued before close was committed.
-    let reader = Store::open_existing(dir.path()).await.unwrap();
+    let reader = db.open_existing().await;
     assert_eq!(reader.transcript(&key("z"), 10).await.unwrap().len(), 1);
     reader.close().await.unwrap();
 }
@@ -712,10 +700,8 @@ async fn queue_list_works_after_the_daemon_has_stopped() {
     assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1);
 }
 
-#[tokio::test]
-async fn a_burst_of_inbound_messages_costs_few_commits() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).await.unwrap();
+async fn a_burst_of_inbound_messages_costs_few_commits(db: TestDb) {
+    let store = db.open().await;
     let tasks: Vec<_> = (0..1_000)
         .map(|i| {
             let store = store.clone();
@@ -746,10 +732,8 @@ async fn a_burst_of_inbound_messages_costs_few_commits() {
     store.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn opening_and_raising_an_escalation_put_their_notifications_in_the_outbox_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).await.unwrap();
+async fn opening_and_raising_an_escalation_put_their_notifications_in_the_outbox_once(db: TestDb) {
+    let store = db.open().await;
     let k = ConversationKey::new("qq", "shop1", "buyer");
     let id = escalate(&store, &k, "after_sale", "坏了", None, "收到的杯子碎了", 10)
         .await
@@ -802,4 +786,108 @@ async fn opening_and_raising_an_escalation_put_their_notifications_in_the_outbox
     }
     assert_eq!(written, [true, false]);
     assert_eq!(store.unplanned_notifications(10).await.unwrap().len(), 3);
+}
+
+crate::on_both_backends!(
+    record_inbound_is_idempotent_across_restart,
+    duplicate_ids_in_one_batch_count_once,
+    escalation_is_visible_to_a_second_handle_as_soon_as_escalate_returns,
+    escalation_survives_restart,
+    concurrent_appends_are_all_present_after_flush,
+    transcript_limit_returns_the_latest_oldest_first,
+    state_changes_record_the_actor,
+    claim_then_close_returns_the_conversation_to_the_bot,
+    a_refused_request_does_not_fail_its_batch,
+    writes_after_close_fail_cleanly,
+    a_burst_of_inbound_messages_costs_few_commits,
+    opening_and_raising_an_escalation_put_their_notifications_in_the_outbox_once,
+);
+
+/// (table, column, not null) of every column, and (table, index) of every index that is not a
+/// primary or unique key's own, in a migrated SQLite store.
+async fn sqlite_schema(
+    path: &std::path::Path,
+) -> (Vec<(String, String, bool)>, Vec<(String, String)>) {
+    use sqlx::ConnectOptions;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap();
+    let columns: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT m.name, p.name, (p.\"notnull\" OR p.pk > 0) FROM sqlite_master m \
+         JOIN pragma_table_info(m.name) p \
+         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name <> '_sqlx_migrations' \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let indexes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT tbl_name, name FROM sqlite_master \
+         WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex_%' ORDER BY 1, 2",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let columns = columns
+        .into_iter()
+        .map(|(t, c, n)| (t, c, n != 0))
+        .collect();
+    (columns, indexes)
+}
+
+/// The same for the PostgreSQL schema `url` searches.
+async fn postgres_schema(url: &str) -> (Vec<(String, String, bool)>, Vec<(String, String)>) {
+    use sqlx::ConnectOptions;
+    let mut conn = url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let columns: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT table_name::TEXT, column_name::TEXT, is_nullable = 'NO' \
+         FROM information_schema.columns \
+         WHERE table_schema = current_schema() AND table_name <> '_sqlx_migrations' \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let indexes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT i.tablename::TEXT, i.indexname::TEXT FROM pg_indexes i \
+         WHERE i.schemaname = current_schema() AND i.tablename <> '_sqlx_migrations' \
+         AND NOT EXISTS (SELECT 1 FROM pg_constraint c \
+             WHERE c.conname = i.indexname AND c.contype IN ('p', 'u')) \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    (columns, indexes)
+}
+
+#[tokio::test]
+async fn the_sqlite_and_postgres_schemas_have_the_same_tables_columns_and_indexes() {
+    let Some(pg) = TestDb::postgres("the_sqlite_and_postgres_schemas_have_the_same_tables").await
+    else {
+        return;
+    };
+    let sqlite = TestDb::sqlite();
+    sqlite.open().await.close().await.unwrap();
+    pg.open().await.close().await.unwrap();
+    let (sqlite_columns, sqlite_indexes) =
+        sqlite_schema(&sqlite.dir().unwrap().join(xiaoer::store::DB_FILE)).await;
+    let xiaoer::config::StoreLocation::Postgres(url) = pg.location() else {
+        unreachable!()
+    };
+    let (pg_columns, pg_indexes) = postgres_schema(&url).await;
+    assert!(sqlite_columns.len() > 50, "{sqlite_columns:?}");
+    assert_eq!(
+        sqlite_columns, pg_columns,
+        "columns (table, column, not null)"
+    );
+    assert_eq!(sqlite_indexes, pg_indexes, "indexes (table, index)");
 }
