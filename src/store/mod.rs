@@ -7,10 +7,12 @@
 //! - `ops.rs`: the writes, independent of the database — above all the [`Turn`], everything one
 //!   handled message changes, committed atomically;
 //! - `writer.rs`: the one task that writes, batching requests into group commits (no SQL);
-//! - `sqlite/`: the SQLite backend (the embedded default): connections, migrations, the SQL.
+//! - `sqlite/`: the SQLite backend (the embedded default): connections, migrations, the SQL;
+//! - `postgres/`: the PostgreSQL backend (`store = "postgres://…"`): the same schema and SQL on a
+//!   writer connection and a read pool.
 //!
-//! A PostgreSQL backend is an addition beside `sqlite/`, not a rewrite: it implements the
-//! writer's `Backend` and a reader, and [`Store`] dispatches to it.
+//! Each backend implements the writer's `Backend` and a reader; [`Store`] dispatches every read
+//! to the reader it was opened with ([`Store::open_location`] picks the backend).
 //!
 //! # Writes and reads
 //!
@@ -20,8 +22,8 @@
 //! acknowledged. Delivery marks and set-aside lines only wait for room in the channel. Reads go
 //! straight to a pool of read-only connections and see everything committed.
 //!
-//! [`Store::open_existing`] gives a read-only handle (no writer, no migrations) that works next
-//! to a running daemon, e.g. for `xiaoer queue list`.
+//! [`Store::open_existing`] (and [`Store::open_existing_location`]) give a read-only handle (no
+//! writer, no migrations) that works next to a running daemon, e.g. for `xiaoer queue list`.
 
 mod error;
 mod ops;
