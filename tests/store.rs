@@ -801,7 +801,388 @@ crate::on_both_backends!(
     writes_after_close_fail_cleanly,
     a_burst_of_inbound_messages_costs_few_commits,
     opening_and_raising_an_escalation_put_their_notifications_in_the_outbox_once,
+    accounts_sessions_notes_and_phrases_round_trip,
+    the_outbox_plans_delivers_retries_and_dead_letters,
+    the_response_clock_and_the_report_read_what_turns_wrote,
+    two_writers_on_one_chat_lose_no_update,
 );
+
+async fn accounts_sessions_notes_and_phrases_round_trip(db: TestDb) {
+    use xiaoer::model::{Agent, Note, NoteKind, Role};
+    use xiaoer::store::AccountOp;
+    let store = db.open().await;
+    let alice = Agent {
+        name: "alice".into(),
+        role: Role::Supervisor,
+        shops: vec!["shop1".into(), "shop2".into()],
+        disabled: false,
+        created_ms: 5,
+    };
+    let add = |agent: Agent| AccountOp::AddAgent {
+        agent,
+        password_hash: "$argon2id$x".into(),
+    };
+    store.account(add(alice.clone())).await.unwrap();
+    let again = store.account(add(alice.clone())).await.unwrap_err();
+    assert!(matches!(again, StoreError::AgentExists { .. }), "{again}");
+    let (stored, hash) = store.agent("alice").await.unwrap().unwrap();
+    assert_eq!((stored, hash.as_str()), (alice.clone(), "$argon2id$x"));
+    assert_eq!(store.agents().await.unwrap(), [alice.clone()]);
+    let missing = store
+        .account(AccountOp::SetPassword {
+            name: "nobody".into(),
+            password_hash: "h".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing, StoreError::AgentNotFound { .. }),
+        "{missing}"
+    );
+
+    let session = |token: &str, at_ms| AccountOp::CreateSession {
+        token_hash: token.into(),
+        agent: "alice".into(),
+        csrf: format!("csrf-{token}"),
+        at_ms,
+    };
+    store.account(session("t1", 100)).await.unwrap();
+    store.account(session("t2", 100)).await.unwrap();
+    store.touch_session("t1", 500).await.unwrap();
+    // An older touch arriving late does not move the session back.
+    store.touch_session("t1", 300).await.unwrap();
+    store.flush().await.unwrap();
+    let t1 = store.session("t1").await.unwrap().unwrap();
+    assert_eq!((t1.agent.as_str(), t1.csrf.as_str()), ("alice", "csrf-t1"));
+    assert_eq!((t1.created_ms, t1.last_seen_ms), (100, 500));
+    store
+        .account(AccountOp::ExpireSessions { before_ms: 200 })
+        .await
+        .unwrap();
+    assert!(store.session("t2").await.unwrap().is_none());
+    assert!(store.session("t1").await.unwrap().is_some());
+    store
+        .account(AccountOp::SetDisabled {
+            name: "alice".into(),
+            disabled: true,
+        })
+        .await
+        .unwrap();
+    assert!(
+        store.session("t1").await.unwrap().is_none(),
+        "disabling ends sessions"
+    );
+    assert!(store.agent("alice").await.unwrap().unwrap().0.disabled);
+
+    let k = key("noted");
+    let note = |body: &str, at_ms| Note {
+        key: k.clone(),
+        escalation: None,
+        author: "alice".into(),
+        kind: NoteKind::Handover,
+        body: body.into(),
+        at_ms,
+    };
+    let first = store
+        .account(AccountOp::AddNote(note("checked the order", 10)))
+        .await
+        .unwrap()
+        .unwrap();
+    let second = store
+        .account(AccountOp::AddNote(note("promised a call", 20)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(second > first);
+    assert_eq!(
+        store.notes(&k).await.unwrap(),
+        [note("checked the order", 10), note("promised a call", 20)]
+    );
+
+    let phrase = |text: &str| AccountOp::AddPhrase {
+        agent: "alice".into(),
+        text: text.into(),
+        at_ms: 1,
+    };
+    let a = store.account(phrase("亲，稍等")).await.unwrap().unwrap();
+    store.account(phrase("已为您登记")).await.unwrap();
+    store
+        .account(AccountOp::DeletePhrase {
+            agent: "bob".into(),
+            id: a,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.quick_phrases("alice").await.unwrap().len(),
+        2,
+        "only the owner deletes"
+    );
+    store
+        .account(AccountOp::DeletePhrase {
+            agent: "alice".into(),
+            id: a,
+        })
+        .await
+        .unwrap();
+    let left: Vec<_> = store
+        .quick_phrases("alice")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.text)
+        .collect();
+    assert_eq!(left, ["已为您登记"]);
+    store.close().await.unwrap();
+}
+
+async fn the_outbox_plans_delivers_retries_and_dead_letters(db: TestDb) {
+    use xiaoer::store::OutboxOp;
+    let store = db.open().await;
+    let id = escalate(
+        &store,
+        &key("o"),
+        "complaint",
+        "12315",
+        None,
+        "我要投诉",
+        10,
+    )
+    .await
+    .unwrap();
+    let planned = store.unplanned_notifications(10).await.unwrap();
+    assert_eq!(planned.len(), 1);
+    let outbox_id = planned[0].id;
+    assert_eq!(planned[0].chat, key("o"));
+    assert_eq!(planned[0].queue, Queue::Complaint);
+    store
+        .outbox(OutboxOp::FanOut {
+            outbox_id,
+            targets: vec!["ding".into(), "hook".into()],
+            due_ms: 100,
+        })
+        .await
+        .unwrap();
+    assert!(store.unplanned_notifications(10).await.unwrap().is_empty());
+    assert!(store.due_deliveries(99, 10).await.unwrap().is_empty());
+    let due = store.due_deliveries(100, 10).await.unwrap();
+    let targets: Vec<_> = due.iter().map(|d| d.target.as_str()).collect();
+    assert_eq!(targets.len(), 2);
+    assert!(targets.contains(&"ding") && targets.contains(&"hook"));
+    assert_eq!(due[0].entry.escalation_id, Some(id));
+
+    store
+        .outbox(OutboxOp::Delivered {
+            outbox_id,
+            target: "ding".into(),
+            at_ms: 110,
+        })
+        .await
+        .unwrap();
+    store
+        .outbox(OutboxOp::Failed {
+            outbox_id,
+            target: "hook".into(),
+            error: "503".into(),
+            retry_at_ms: Some(200),
+            at_ms: 110,
+        })
+        .await
+        .unwrap();
+    assert!(store.due_deliveries(150, 10).await.unwrap().is_empty());
+    let retry = store.due_deliveries(200, 10).await.unwrap();
+    assert_eq!((retry.len(), retry[0].attempts), (1, 1));
+    store
+        .outbox(OutboxOp::Failed {
+            outbox_id,
+            target: "hook".into(),
+            error: "still 503".into(),
+            retry_at_ms: None,
+            at_ms: 210,
+        })
+        .await
+        .unwrap();
+    let dead = store.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (
+            dead[0].target.as_str(),
+            dead[0].attempts,
+            dead[0].last_error.as_deref(),
+            dead[0].given_up_ms
+        ),
+        ("hook", 2, Some("still 503"), 210)
+    );
+    let counts = store.outbox_counts().await.unwrap();
+    assert_eq!(
+        (
+            counts.pending,
+            counts.delivered,
+            counts.dead,
+            counts.unplanned
+        ),
+        (0, 1, 1, 0)
+    );
+    store
+        .outbox(OutboxOp::Revive {
+            target: Some("other".into()),
+            at_ms: 300,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.dead_letters(10).await.unwrap().len(),
+        1,
+        "another target's"
+    );
+    store
+        .outbox(OutboxOp::Revive {
+            target: None,
+            at_ms: 300,
+        })
+        .await
+        .unwrap();
+    assert!(store.dead_letters(10).await.unwrap().is_empty());
+    assert_eq!(store.due_deliveries(300, 10).await.unwrap().len(), 1);
+    store.close().await.unwrap();
+}
+
+async fn the_response_clock_and_the_report_read_what_turns_wrote(db: TestDb) {
+    use xiaoer::model::Delivery;
+    use xiaoer::store::{ClockWarning, DecisionRecord, OutboundLine, RoundStep};
+    let store = db.open().await;
+    let k = ConversationKey::new("qq", "shop1", "clocked");
+    let mut turn = Turn::new(
+        Conversation::new(k.clone(), 1_000),
+        Actor::Bot,
+        "handled",
+        1_000,
+    );
+    turn.inbound = Some(InboundLine {
+        message_id: "m1".into(),
+        sender: Sender::Buyer,
+        direction: Direction::Inbound,
+        text: "发货了吗".into(),
+        parts: Vec::new(),
+        at_ms: 1_000,
+        decision: Some(DecisionRecord {
+            action: "escalate".into(),
+            topic: "shipping".into(),
+            rule: Some("ship-late".into()),
+            decided_by: "rule".into(),
+        }),
+    });
+    turn.conversation.state = ConversationState::Queued;
+    turn.escalations.push(EscalationStep::Open {
+        queue: Queue::Human,
+        reason: "late parcel".into(),
+        rule: Some("ship-late".into()),
+        first_message: "发货了吗".into(),
+    });
+    turn.clock.push(RoundStep::Open { budget_ms: 180_000 });
+    turn.outbound.push(OutboundLine {
+        sender: Sender::Bot,
+        text: "已为您转人工".into(),
+        at_ms: 1_001,
+    });
+    let TurnOutcome::Applied {
+        escalation: Some(escalation),
+        outbound,
+        ..
+    } = store.commit_turn(turn).await.unwrap()
+    else {
+        panic!("not applied")
+    };
+    store
+        .mark_delivery(outbound[0], Delivery::Sent, Some("platform-7".into()))
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+
+    let round = store.open_round(&k).await.unwrap().unwrap();
+    assert_eq!(
+        (round.started_ms, round.budget_ms, round.warned_pct),
+        (1_000, 180_000, 0)
+    );
+    assert_eq!(round.state, ConversationState::Queued);
+    assert_eq!(round.escalation, Some(escalation));
+    assert_eq!(store.open_rounds().await.unwrap(), [round.clone()]);
+    let warning = |pct| ClockWarning {
+        round_id: round.id,
+        pct,
+        escalation_id: escalation,
+        detail: format!("{pct}% of the wait"),
+        at_ms: 2_000,
+    };
+    assert!(store.clock_warning(warning(80)).await.unwrap());
+    assert!(
+        !store.clock_warning(warning(80)).await.unwrap(),
+        "once per key"
+    );
+    assert!(store.clock_warning(warning(50)).await.unwrap());
+    assert_eq!(
+        store.open_round(&k).await.unwrap().unwrap().warned_pct,
+        80,
+        "never lowered"
+    );
+
+    let rows = store.report_rows(0, 10_000, Some("shop1")).await.unwrap();
+    assert_eq!(rows.lines.len(), 2);
+    let decision = rows.lines[0].decision.as_ref().unwrap();
+    assert_eq!(
+        (decision.topic.as_str(), decision.rule.as_deref()),
+        ("shipping", Some("ship-late"))
+    );
+    assert_eq!(rows.lines[1].delivery, Some(Delivery::Sent));
+    assert_eq!(rows.escalations.len(), 1);
+    assert_eq!(rows.escalation_events.len(), 1);
+    assert_eq!(rows.rounds.len(), 1);
+    assert_eq!(rows.rounds[0].outcome, None);
+    let other = store.report_rows(0, 10_000, Some("shop2")).await.unwrap();
+    assert!(other.lines.is_empty() && other.escalations.is_empty() && other.rounds.is_empty());
+    let all = store.report_rows(0, 10_000, None).await.unwrap();
+    assert_eq!(all.lines.len(), 2);
+    let history = store.escalation_history(escalation).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].detail, "handled");
+    assert_eq!(store.escalations_of(&k).await.unwrap().len(), 1);
+    assert_eq!(store.all_escalations().await.unwrap().len(), 1);
+    let sent = store.transcript(&k, 10).await.unwrap();
+    assert_eq!(sent[1].message_id.as_deref(), Some("platform-7"));
+    store.close().await.unwrap();
+}
+
+/// Two processes writing one chat (the daemon and `xiaoer queue claim`, or two instances on
+/// PostgreSQL): every write is planned from a read and refused if the chat changed since, so
+/// none is lost however they interleave.
+async fn two_writers_on_one_chat_lose_no_update(db: TestDb) {
+    let (a, b) = (db.open().await, db.open().await);
+    let k = key("contended");
+    let bump = |store: Store, k: ConversationKey| async move {
+        for i in 0..25 {
+            loop {
+                let mut conversation = store.conversation_or_new(&k, i).await.unwrap();
+                conversation.fallback_streak += 1;
+                let turn = Turn::new(conversation, Actor::Bot, "bump", i);
+                match store.commit_turn(turn).await {
+                    Ok(_) => break,
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+    };
+    let (x, y) = tokio::join!(
+        tokio::spawn(bump(a.clone(), k.clone())),
+        tokio::spawn(bump(b.clone(), k.clone()))
+    );
+    x.unwrap();
+    y.unwrap();
+    let stored = a.conversation(&k).await.unwrap().unwrap();
+    assert_eq!((stored.fallback_streak, stored.version), (50, 50));
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
 
 /// (table, column, not null) of every column, and (table, index) of every index that is not a
 /// primary or unique key's own, in a migrated SQLite store.
