@@ -827,7 +827,7 @@ async fn accounts_sessions_notes_and_phrases_round_trip(db: TestDb) {
     assert!(matches!(again, StoreError::AgentExists { .. }), "{again}");
     let (stored, hash) = store.agent("alice").await.unwrap().unwrap();
     assert_eq!((stored, hash.as_str()), (alice.clone(), "$argon2id$x"));
-    assert_eq!(store.agents().await.unwrap(), [alice.clone()]);
+    assert_eq!(store.agents().await.unwrap(), std::slice::from_ref(&alice));
     let missing = store
         .account(AccountOp::SetPassword {
             name: "nobody".into(),
@@ -1106,7 +1106,10 @@ async fn the_response_clock_and_the_report_read_what_turns_wrote(db: TestDb) {
     );
     assert_eq!(round.state, ConversationState::Queued);
     assert_eq!(round.escalation, Some(escalation));
-    assert_eq!(store.open_rounds().await.unwrap(), [round.clone()]);
+    assert_eq!(
+        store.open_rounds().await.unwrap(),
+        std::slice::from_ref(&round)
+    );
     let warning = |pct| ClockWarning {
         round_id: round.id,
         pct,
