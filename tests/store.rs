@@ -799,12 +799,12 @@ crate::on_both_backends!(
     claim_then_close_returns_the_conversation_to_the_bot,
     a_refused_request_does_not_fail_its_batch,
     writes_after_close_fail_cleanly,
-    a_burst_of_inbound_messages_costs_few_commits,
     opening_and_raising_an_escalation_put_their_notifications_in_the_outbox_once,
     accounts_sessions_notes_and_phrases_round_trip,
     the_outbox_plans_delivers_retries_and_dead_letters,
     the_response_clock_and_the_report_read_what_turns_wrote,
-    two_writers_on_one_chat_lose_no_update,
+    two_writers_on_one_chat_lose_no_update;
+    alone: a_burst_of_inbound_messages_costs_few_commits,
 );
 
 async fn accounts_sessions_notes_and_phrases_round_trip(db: TestDb) {

@@ -157,27 +157,43 @@ impl Drop for PgSchema {
     }
 }
 
+/// Held shared by every test [`on_both_backends!`] runs, and alone by those that measure how
+/// work is grouped (commits per burst): with two cores, a PostgreSQL test running beside one of
+/// those starves its tasks and spreads the burst over more commits than it would take.
+pub static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// Runs a store test (an `async fn(TestDb)`) once on SQLite and once on PostgreSQL, as
-/// `<name>::sqlite` and `<name>::postgres`.
+/// `<name>::sqlite` and `<name>::postgres`; tests after `alone:` run with no other such test
+/// beside them.
 #[macro_export]
 macro_rules! on_both_backends {
-    ($($test:ident),* $(,)?) => {
-        $(
-            mod $test {
-                #[tokio::test]
-                async fn sqlite() {
-                    super::$test($crate::common::backends::TestDb::sqlite()).await;
-                }
+    ($($test:ident),* $(,)? ; alone: $($lone:ident),* $(,)?) => {
+        $($crate::on_both_backends!(@one $test, read);)*
+        $($crate::on_both_backends!(@one $lone, write);)*
+    };
+    (@one $test:ident, $lock:ident) => {
+        mod $test {
+            fn guard() -> impl Drop {
+                $crate::common::backends::ALONE
+                    .$lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            }
 
-                #[tokio::test]
-                async fn postgres() {
-                    if let Some(db) =
-                        $crate::common::backends::TestDb::postgres(stringify!($test)).await
-                    {
-                        super::$test(db).await;
-                    }
+            #[tokio::test]
+            async fn sqlite() {
+                let _guard = guard();
+                super::$test($crate::common::backends::TestDb::sqlite()).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let _guard = guard();
+                if let Some(db) =
+                    $crate::common::backends::TestDb::postgres(stringify!($test)).await
+                {
+                    super::$test(db).await;
                 }
             }
-        )*
+        }
     };
 }
