@@ -159,7 +159,10 @@ pub enum StoreError {
         cause: sqlx::Error,
     },
     /// The PostgreSQL schema migrations could not be applied.
-    #[error("cannot migrate the PostgreSQL store at {target}: {source}")]
+    #[error(
+        "cannot migrate the PostgreSQL store at {target}: {}",
+        explain_migrate(source)
+    )]
     MigrateDatabase {
         /// Where: `host:port/database`.
         target: String,
@@ -368,6 +371,19 @@ pub fn explain_io(error: &std::io::Error) -> String {
         ErrorKind::StorageFull => "the disk is full (free some space and start again)".to_owned(),
         ErrorKind::NotFound => "a directory on the way to it does not exist".to_owned(),
         _ => error.to_string(),
+    }
+}
+
+/// A failed migration in words: the database's own failure where there is one (a read-only
+/// server, a missing permission), else what the migrator found wrong.
+fn explain_migrate(error: &sqlx::migrate::MigrateError) -> String {
+    use sqlx::migrate::MigrateError;
+    match error {
+        MigrateError::Execute(cause) => explain(cause),
+        MigrateError::ExecuteMigration(cause, version) => {
+            format!("migration {version} failed: {}", explain(cause))
+        }
+        other => other.to_string(),
     }
 }
 

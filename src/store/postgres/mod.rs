@@ -170,7 +170,12 @@ pub(crate) async fn open_writer(target: &Target) -> Result<PgWriter, StoreError>
     .bind(crate::store::now_ms().to_string())
     .execute(&mut conn)
     .await
-    .map_err(|cause| target.unreachable(cause))?;
+    .map_err(|cause| {
+        StoreError::query(
+            format!("write to the PostgreSQL store at {}", target.name),
+            cause,
+        )
+    })?;
     Ok(PgWriter::new(conn, target.clone()))
 }
 

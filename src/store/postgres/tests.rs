@@ -401,3 +401,25 @@ async fn a_lost_connection_fails_its_batch_and_the_next_one_reconnects() {
     );
     let _ = sqlx::Connection::close(admin).await;
 }
+
+#[tokio::test]
+async fn a_read_only_server_is_refused_at_open_in_words() {
+    let Some(schema) = Schema::create("a_read_only_database_is_refused_at_open").await else {
+        return;
+    };
+    // A client whose transactions are all read-only, as on a standby.
+    let mut target = schema.target();
+    target.options = target
+        .options
+        .clone()
+        .options([("default_transaction_read_only", "on")]);
+    let error = open_writer(&target).await.err().expect("refused");
+    let message = error.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "cannot migrate the PostgreSQL store at {}: the database is read-only",
+            target.name
+        )),
+        "{message}"
+    );
+}
