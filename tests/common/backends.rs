@@ -50,6 +50,15 @@ impl TestDb {
         }
     }
 
+    /// The daemon's `store` setting for this database: `None` for SQLite, whose store the daemon
+    /// keeps in its data directory as always.
+    pub fn daemon_store(&self) -> Option<StoreLocation> {
+        match self {
+            TestDb::Sqlite(_) => None,
+            TestDb::Postgres(_) => Some(self.location()),
+        }
+    }
+
     /// Opens the store for writing (migrating it).
     pub async fn open(&self) -> Store {
         Store::open_location(&self.location()).await.unwrap()
@@ -164,14 +173,19 @@ pub static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 /// Runs a store test (an `async fn(TestDb)`) once on SQLite and once on PostgreSQL, as
 /// `<name>::sqlite` and `<name>::postgres`; tests after `alone:` run with no other such test
-/// beside them.
+/// beside them. `on_both_backends!(multi_thread: …)` runs daemon tests on a two-thread runtime.
 #[macro_export]
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)? ; alone: $($lone:ident),* $(,)?) => {
-        $($crate::on_both_backends!(@one $test, read);)*
-        $($crate::on_both_backends!(@one $lone, write);)*
+        $($crate::on_both_backends!(@one $test, read, [#[tokio::test]]);)*
+        $($crate::on_both_backends!(@one $lone, write, [#[tokio::test]]);)*
     };
-    (@one $test:ident, $lock:ident) => {
+    (multi_thread: $($test:ident),* $(,)?) => {
+        $($crate::on_both_backends!(
+            @one $test, read, [#[tokio::test(flavor = "multi_thread", worker_threads = 2)]]
+        );)*
+    };
+    (@one $test:ident, $lock:ident, [$($attr:tt)*]) => {
         mod $test {
             fn guard() -> impl Drop {
                 $crate::common::backends::ALONE
@@ -179,13 +193,13 @@ macro_rules! on_both_backends {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
             }
 
-            #[tokio::test]
+            $($attr)*
             async fn sqlite() {
                 let _guard = guard();
                 super::$test($crate::common::backends::TestDb::sqlite()).await;
             }
 
-            #[tokio::test]
+            $($attr)*
             async fn postgres() {
                 let _guard = guard();
                 if let Some(db) =
