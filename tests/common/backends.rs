@@ -185,6 +185,9 @@ macro_rules! on_both_backends {
             @one $test, read, [#[tokio::test(flavor = "multi_thread", worker_threads = 2)]]
         );)*
     };
+    ($($test:ident),* $(,)?) => {
+        $crate::on_both_backends!($($test),* ; alone:);
+    };
     (@one $test:ident, $lock:ident, [$($attr:tt)*]) => {
         mod $test {
             fn guard() -> impl Drop {
