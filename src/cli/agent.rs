@@ -3,9 +3,10 @@
 //! the command line, where other users could see them.
 
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::accounts::{self, AccountError};
+use crate::config::StoreLocation;
 use crate::model::Role;
 use crate::store::Store;
 
@@ -33,34 +34,53 @@ pub enum AgentCommand {
         /// not a terminal).
         #[arg(long)]
         password_stdin: bool,
-        #[arg(long, value_name = "DIR", default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        data: StoreArgs,
     },
     /// List the accounts.
     List {
-        #[arg(long, value_name = "DIR", default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        data: StoreArgs,
     },
     /// Set a new password (read from standard input); the account's sessions end.
     Passwd {
         name: String,
         #[arg(long)]
         password_stdin: bool,
-        #[arg(long, value_name = "DIR", default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        data: StoreArgs,
     },
     /// Disable an account; its sessions end at once.
     Disable {
         name: String,
-        #[arg(long, value_name = "DIR", default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        data: StoreArgs,
     },
     /// Enable a disabled account again.
     Enable {
         name: String,
-        #[arg(long, value_name = "DIR", default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        data: StoreArgs,
     },
+}
+
+/// Where the accounts are: the store in `--data DIR`, or the one `--store URL` (or
+/// `XIAOER_STORE`) names, e.g. the daemon's PostgreSQL database.
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    #[arg(long, value_name = "DIR", default_value = "./data")]
+    data: PathBuf,
+    /// The store URL (`sqlite://PATH` or `postgres://…`); overrides --data.
+    #[arg(long, value_name = "URL", env = "XIAOER_STORE")]
+    store: Option<StoreLocation>,
+}
+
+impl StoreArgs {
+    fn location(&self) -> StoreLocation {
+        self.store
+            .clone()
+            .unwrap_or_else(|| StoreLocation::Sqlite(self.data.join(crate::store::DB_FILE)))
+    }
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
@@ -100,10 +120,10 @@ fn read_password(input: &mut impl BufRead) -> Result<String, AgentCliError> {
 }
 
 async fn with_store<T>(
-    data: &Path,
+    at: &StoreArgs,
     work: impl AsyncFnOnce(&Store) -> Result<T, AgentCliError>,
 ) -> Result<T, AgentCliError> {
-    let store = Store::open(data).await?;
+    let store = Store::open_location(&at.location()).await?;
     let result = work(&store).await;
     store.close().await?;
     result
