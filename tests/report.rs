@@ -147,11 +147,6 @@ async fn escalation_of(store: &Store, key: &ConversationKey) -> i64 {
 /// |                     | 13:00:50  | 我要退款       | escalate refund.request → refund, never claimed | +600 |
 /// | F qq/shop2/f        | 14:00:00  | 你好           | reply greeting.hello            | +100  |
 /// |                     | 14:00:05  | 有没有优惠券   | fallback                        | +6000, refused by the gateway |
-async fn scripted_day(dir: &Path) {
-    scripted_day_at(&StoreLocation::Sqlite(dir.join(xiaoer::store::DB_FILE))).await;
-}
-
-/// [`scripted_day`] in the store at `location`.
 async fn scripted_day_at(location: &StoreLocation) {
     let store = Store::open_location(location).await.unwrap();
     let hello = ("reply", "greeting", Some("greeting.hello"));
@@ -629,15 +624,28 @@ async fn the_report_of_a_scripted_day(db: TestDb) {
     assert!(text.contains("after_sale.order_number"), "{text}");
 }
 
-#[tokio::test]
-async fn the_command_prints_one_shops_report_as_json() {
-    let dir = tempfile::tempdir().unwrap();
-    scripted_day(dir.path()).await;
+/// On SQLite the store is the one in `--data`; on PostgreSQL `--store` names it.
+async fn the_command_prints_one_shops_report_as_json(db: TestDb) {
+    scripted_day_at(&db.location()).await;
+    let nowhere = tempfile::tempdir().unwrap();
+    let store_args = |command: &mut std::process::Command| {
+        command.env_remove("XIAOER_STORE").arg("--data");
+        match (db.dir(), db.location()) {
+            (Some(dir), _) => command.arg(dir),
+            (None, location) => command
+                .arg(nowhere.path())
+                .arg("--store")
+                .arg(match location {
+                    StoreLocation::Postgres(url) => url,
+                    other => other.to_string(),
+                }),
+        };
+    };
     let (rules, replies) = fixture();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_xiaoer"))
-        .arg("report")
-        .arg("--data")
-        .arg(dir.path())
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_xiaoer"));
+    command.arg("report");
+    store_args(&mut command);
+    let output = command
         .args([
             "--since",
             "2026-12-01",
@@ -677,13 +685,10 @@ async fn the_command_prints_one_shops_report_as_json() {
     assert_eq!(json["unhelpful"][0]["rule"], "shipping.when");
     assert_eq!(json["unhelpful"].as_array().unwrap().len(), 1);
 
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_xiaoer"))
-        .arg("report")
-        .arg("--data")
-        .arg(dir.path())
-        .args(["--since", "yesterday"])
-        .output()
-        .unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_xiaoer"));
+    command.arg("report");
+    store_args(&mut command);
+    let output = command.args(["--since", "yesterday"]).output().unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("\"yesterday\" is not a time"));
 }
@@ -812,4 +817,7 @@ async fn supervisors_see_the_report_in_the_console_and_agents_do_not() {
     drop(rules_dir);
 }
 
-crate::on_both_backends!(the_report_of_a_scripted_day);
+crate::on_both_backends!(
+    the_report_of_a_scripted_day,
+    the_command_prints_one_shops_report_as_json,
+);

@@ -552,10 +552,8 @@ async fn open_reports_an_unusable_directory() {
 
 // ---- xiaoer queue list ----
 
-#[tokio::test]
-async fn queue_list_json_has_the_contract_fields() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).await.unwrap();
+async fn queue_list_json_has_the_contract_fields(db: TestDb) {
+    let store = db.open().await;
     let a = escalate(
         &store,
         &key("u1"),
@@ -583,7 +581,7 @@ async fn queue_list_json_has_the_contract_fields() {
     // The daemon's handle stays open (and keeps writing) while the CLI reads.
     store.append_transcript(line("u1", 1)).await.unwrap();
     let mut out = Vec::new();
-    queue::list(dir.path(), true, false, &mut out)
+    queue::list_at(&db.location(), true, false, &mut out)
         .await
         .unwrap();
     store.append_transcript(line("u1", 2)).await.unwrap();
@@ -803,7 +801,9 @@ crate::on_both_backends!(
     accounts_sessions_notes_and_phrases_round_trip,
     the_outbox_plans_delivers_retries_and_dead_letters,
     the_response_clock_and_the_report_read_what_turns_wrote,
-    two_writers_on_one_chat_lose_no_update;
+    two_writers_on_one_chat_lose_no_update,
+    queue_list_json_has_the_contract_fields,
+    the_queue_commands_work_on_the_store_that_store_names;
     alone: a_burst_of_inbound_messages_costs_few_commits,
 );
 
@@ -1152,6 +1152,67 @@ async fn the_response_clock_and_the_report_read_what_turns_wrote(db: TestDb) {
     assert_eq!(store.all_escalations().await.unwrap().len(), 1);
     let sent = store.transcript(&k, 10).await.unwrap();
     assert_eq!(sent[1].message_id.as_deref(), Some("platform-7"));
+    store.close().await.unwrap();
+}
+
+/// `xiaoer queue claim|list|close --store URL`, as an operator runs them next to the daemon.
+async fn the_queue_commands_work_on_the_store_that_store_names(db: TestDb) {
+    let store = db.open().await;
+    let id = escalate(&store, &key("cli"), "refund", "退款", None, "我要退款", 1)
+        .await
+        .unwrap();
+    let url = match db.location() {
+        xiaoer::config::StoreLocation::Postgres(url) => url,
+        sqlite => sqlite.to_string(),
+    };
+    let nowhere = tempfile::tempdir().unwrap();
+    let xiaoer = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_xiaoer"))
+            .arg("queue")
+            .args(args)
+            .arg("--data")
+            .arg(nowhere.path())
+            .env("XIAOER_STORE", &url)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let claimed = xiaoer(&["claim", &id.to_string(), "--agent", "alice"]);
+    assert!(claimed.contains("claimed by alice"), "{claimed}");
+    // The daemon's handle sees what the command wrote.
+    assert_eq!(
+        store
+            .escalation(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .claimed_by
+            .as_deref(),
+        Some("alice")
+    );
+    let listed = xiaoer(&["list", "--json"]);
+    let line: serde_json::Value = serde_json::from_str(listed.trim()).unwrap();
+    assert_eq!(
+        (line["id"].as_i64(), &line["state"]),
+        (Some(id), &serde_json::json!("claimed"))
+    );
+    let shown = xiaoer(&["show", &id.to_string()]);
+    assert!(
+        shown.starts_with(&format!("escalation {id} · queue refund · claimed")),
+        "{shown}"
+    );
+    let closed = xiaoer(&["close", &id.to_string(), "--agent", "alice"]);
+    assert!(closed.contains("closed by alice"), "{closed}");
+    assert!(store.open_escalations().await.unwrap().is_empty());
+    assert!(
+        !nowhere.path().join(xiaoer::store::DB_FILE).exists(),
+        "the store named wins over --data"
+    );
     store.close().await.unwrap();
 }
 

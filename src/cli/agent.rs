@@ -2,13 +2,11 @@
 //! server (works while the daemon runs). Passwords are read from standard input, never from
 //! the command line, where other users could see them.
 
-use std::io::{BufRead, Write};
-use std::path::PathBuf;
-
+use super::StoreArgs;
 use crate::accounts::{self, AccountError};
-use crate::config::StoreLocation;
 use crate::model::Role;
 use crate::store::Store;
+use std::io::{BufRead, Write};
 
 /// Arguments of `xiaoer agent`.
 #[derive(Debug, clap::Args)]
@@ -62,25 +60,6 @@ pub enum AgentCommand {
         #[command(flatten)]
         data: StoreArgs,
     },
-}
-
-/// Where the accounts are: the store in `--data DIR`, or the one `--store URL` (or
-/// `XIAOER_STORE`) names, e.g. the daemon's PostgreSQL database.
-#[derive(Debug, clap::Args)]
-pub struct StoreArgs {
-    #[arg(long, value_name = "DIR", default_value = "./data")]
-    data: PathBuf,
-    /// The store URL (`sqlite://PATH` or `postgres://…`); overrides --data.
-    #[arg(long, value_name = "URL", env = "XIAOER_STORE")]
-    store: Option<StoreLocation>,
-}
-
-impl StoreArgs {
-    fn location(&self) -> StoreLocation {
-        self.store
-            .clone()
-            .unwrap_or_else(|| StoreLocation::Sqlite(self.data.join(crate::store::DB_FILE)))
-    }
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
