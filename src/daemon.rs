@@ -234,11 +234,15 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     let (store, store_lock) = match &location {
         StoreLocation::Sqlite(path) => {
             let lock = lock_store(path)?;
-            (Store::open_file(path).await?, Some(lock))
+            (Store::open_file(path).await?, Some(StoreLock::File(lock)))
         }
-        // No lock file: the database is on another machine. Which instance answers which shop
-        // is for the server to settle (shop leases), not a file here.
-        StoreLocation::Postgres(_) => (Store::open_location(&location).await?, None),
+        // The database is on another machine, so the lock is on the server too; shop leases
+        // will replace it when several instances share the shops.
+        StoreLocation::Postgres(_) => {
+            let lock = Store::lock_instance(&location).await?;
+            let store = Store::open_location(&location).await?;
+            (store, lock.map(StoreLock::Postgres))
+        }
     };
     info!(
         store = %location,
@@ -655,8 +659,22 @@ struct Serving {
     reap_every: Duration,
     /// The console server, its stop token and its timers.
     console: Option<(Console, CancellationToken, JoinHandle<()>)>,
-    /// Held until the store is closed (SQLite only).
-    store_lock: Option<std::fs::File>,
+    /// Held until the store is closed.
+    store_lock: Option<StoreLock>,
+}
+
+/// What keeps a second daemon off the store while this one runs.
+enum StoreLock {
+    /// The lock file beside a SQLite database.
+    File(
+        #[allow(
+            dead_code,
+            reason = "held, never read: the lock lasts while the file is open"
+        )]
+        std::fs::File,
+    ),
+    /// A session lock on the PostgreSQL server.
+    Postgres(crate::store::InstanceLock),
 }
 
 async fn serve(parts: Serving, shutdown: CancellationToken) {
@@ -736,7 +754,10 @@ async fn serve(parts: Serving, shutdown: CancellationToken) {
         let _ = reloader.await;
     })
     .await;
-    drop(store_lock);
+    match store_lock {
+        Some(StoreLock::Postgres(lock)) => lock.release().await,
+        other => drop(other),
+    }
     info!("xiaoer stopped");
 }
 

@@ -1120,3 +1120,54 @@ async fn the_learned_model_escalates_a_problem_no_rule_names_and_says_so_in_the_
         .await
         .expect("the daemon stops within 5 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_postgres_store_refuses_to_start_until_the_first_stops() {
+    let Some(db) =
+        common::backends::TestDb::postgres("a_second_daemon_on_the_same_postgres_store").await
+    else {
+        return;
+    };
+    let gateway = gateway().await;
+    let (_rules_dir, rules, replies) = rule_dirs();
+    let (first_data, second_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = |data: &Path| Config {
+        rules: rules.clone(),
+        replies: replies.clone(),
+        data: data.to_owned(),
+        store: Some(db.location()),
+        gateways: vec![GatewaySettings {
+            url: gateway.url(),
+            token: Some(TOKEN.into()),
+            name: None,
+        }],
+        ..Config::default()
+    };
+    let first = xiaoer::daemon::start(config(first_data.path()))
+        .await
+        .unwrap();
+    let error = xiaoer::daemon::start(config(second_data.path()))
+        .await
+        .err()
+        .expect("the second is refused");
+    let message = error.to_string();
+    assert!(
+        message.starts_with(
+            "cannot open the store: another xiaoer already runs on the PostgreSQL store at "
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("connected from"),
+        "names the holder: {message}"
+    );
+    // The first is unharmed, and once it stops the store is free.
+    assert!(gateway.wait_for_bots(1, WAIT).await);
+    gateway.buyer_says("shop1", "s1", "我要退款");
+    assert!(reply(&gateway).await.text.contains("退款专员"));
+    first.stop().await;
+    let second = xiaoer::daemon::start(config(second_data.path()))
+        .await
+        .unwrap();
+    second.stop().await;
+}

@@ -181,6 +181,18 @@ pub enum StoreError {
         /// The newest migration this program knows.
         needed: i64,
     },
+    /// Another daemon runs on this PostgreSQL store (database and schema).
+    #[error(
+        "another xiaoer already runs on the PostgreSQL store at {target} (schema {schema}; {holder}); two would answer the same buyers, so stop it first"
+    )]
+    AlreadyServed {
+        /// Where: `host:port/database`.
+        target: String,
+        /// The schema both would use.
+        schema: String,
+        /// Who holds the store, as far as the server says.
+        holder: String,
+    },
     /// A failure injected for a test (see [`Fault`](super::Fault)); nothing was written.
     #[error("the commit failed (injected fault); nothing was written")]
     Injected,

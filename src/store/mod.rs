@@ -45,6 +45,7 @@ pub use ops::{
     AccountOp, ClockWarning, DecisionRecord, EscalationStep, InboundLine, OutboundLine, OutboxOp,
     RoundStep, Turn, TurnOutcome,
 };
+pub use postgres::InstanceLock;
 pub use report::{ReportEscalationEvent, ReportLine, ReportRows, ResponseRound};
 pub use writer::Fault;
 
@@ -262,6 +263,25 @@ impl Store {
                     backend,
                     Reader::Postgres(reader),
                 ))
+            }
+        }
+    }
+
+    /// Claims the PostgreSQL store at `location` for this daemon until the lock is dropped, so
+    /// that a second daemon on it is refused (SQLite stores have a lock file for this); `None`
+    /// for SQLite. Commands writing next to the daemon do not take it.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::AlreadyServed`] when another daemon holds it; [`StoreError::Unreachable`].
+    pub async fn lock_instance(
+        location: &StoreLocation,
+    ) -> Result<Option<postgres::InstanceLock>, StoreError> {
+        match location {
+            StoreLocation::Sqlite(_) => Ok(None),
+            StoreLocation::Postgres(url) => {
+                let target = postgres::Target::parse(url, &location.to_string())?;
+                postgres::lock_instance(&target).await.map(Some)
             }
         }
     }

@@ -8,7 +8,8 @@
 //! - `read.rs`, `report.rs`: the reads, on the pool;
 //! - `outbox.rs`, `clock.rs`: the notification outbox and the response clock, writes and reads
 //!   side by side;
-//! - `rows.rs`: PostgreSQL rows into the domain's records.
+//! - `rows.rs`: PostgreSQL rows into the domain's records;
+//! - `instance.rs`: the lock that keeps a second daemon off the store.
 //!
 //! The schema lives in `migrations/postgres`, one file per SQLite migration with the same
 //! number, name, tables and columns (a test holds them in step). The SQL is the SQLite backend's
@@ -18,6 +19,7 @@
 //! Where the database is, is told as `host:port/database` and never with the password.
 
 pub(crate) mod clock;
+mod instance;
 pub(crate) mod outbox;
 mod read;
 mod report;
@@ -29,6 +31,8 @@ use std::time::Duration;
 use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 
+pub use instance::InstanceLock;
+pub(crate) use instance::lock as lock_instance;
 pub(crate) use read::PgReader;
 pub(crate) use write::PgWriter;
 
