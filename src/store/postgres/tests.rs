@@ -423,3 +423,28 @@ async fn a_read_only_server_is_refused_at_open_in_words() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_url_that_requires_tls_is_refused_in_words() {
+    // TLS to the server is not compiled in (sqlx without a TLS feature); such a URL must fail
+    // at once and say why, not fall back to plain text.
+    let Some(schema) = Schema::create("a_url_that_requires_tls_is_refused").await else {
+        return;
+    };
+    let joiner = if schema.admin.contains('?') { '&' } else { '?' };
+    let url = format!("{}{joiner}sslmode=require", schema.admin);
+    let target = Target::parse(&url, "shown").unwrap();
+    let message = open_writer(&target)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        message.starts_with(&format!(
+            "cannot reach the PostgreSQL store at {}: ",
+            target.name
+        )),
+        "{message}"
+    );
+    assert!(message.contains("without TLS support"), "{message}");
+}
