@@ -1,8 +1,8 @@
 //! The store against real databases: every test that is about the store's behaviour runs
 //! twice, on a SQLite file in a temporary directory (`<test>::sqlite`) and on PostgreSQL in a
 //! schema of its own (`<test>::postgres`; see `common/backends.rs` for the server it uses and
-//! when it is skipped). The tests of SQLite's files and of `xiaoer queue list`, which reads a
-//! data directory, run on SQLite only.
+//! when it is skipped). The tests of SQLite's files and data directories (a missing or unusable
+//! `--data`, the `queue list` table read from one) run on SQLite only.
 
 mod common;
 
