@@ -160,9 +160,8 @@ pub enum StoreLocation {
     /// `sqlite://PATH`: a SQLite file. `sqlite://data/xiaoer.db` is relative to the working
     /// directory, `sqlite:///var/lib/xiaoer/xiaoer.db` (three slashes) is absolute.
     Sqlite(PathBuf),
-    /// `postgres://…` or `postgresql://…`, kept whole for the PostgreSQL driver. Accepted here so
-    /// that configurations can be written ahead of the backend; the daemon says whether it
-    /// supports it.
+    /// `postgres://…` or `postgresql://…`, kept whole for the PostgreSQL driver (see
+    /// `docs/postgres.md`).
     Postgres(String),
 }
 

@@ -43,8 +43,6 @@ pub enum DaemonError {
     Rules(#[from] RuleBookError),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    Unsupported(String),
     #[error(
         "another xiaoer (pid {pid}) is already running on the store {} (two would answer the same buyers); stop it first",
         path.display()
@@ -236,12 +234,14 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
     let (store, store_lock) = match &location {
         StoreLocation::Sqlite(path) => {
             let lock = lock_store(path)?;
-            (Store::open_file(path).await?, lock)
+            (Store::open_file(path).await?, Some(StoreLock::File(lock)))
         }
+        // The database is on another machine, so the lock is on the server too; shop leases
+        // will replace it when several instances share the shops.
         StoreLocation::Postgres(_) => {
-            return Err(DaemonError::Unsupported(format!(
-                "store {location}: PostgreSQL is not supported yet; use sqlite://PATH"
-            )));
+            let lock = Store::lock_instance(&location).await?;
+            let store = Store::open_location(&location).await?;
+            (store, lock.map(StoreLock::Postgres))
         }
     };
     info!(
@@ -660,7 +660,21 @@ struct Serving {
     /// The console server, its stop token and its timers.
     console: Option<(Console, CancellationToken, JoinHandle<()>)>,
     /// Held until the store is closed.
-    store_lock: std::fs::File,
+    store_lock: Option<StoreLock>,
+}
+
+/// What keeps a second daemon off the store while this one runs.
+enum StoreLock {
+    /// The lock file beside a SQLite database.
+    File(
+        #[allow(
+            dead_code,
+            reason = "held, never read: the lock lasts while the file is open"
+        )]
+        std::fs::File,
+    ),
+    /// A session lock on the PostgreSQL server.
+    Postgres(crate::store::InstanceLock),
 }
 
 async fn serve(parts: Serving, shutdown: CancellationToken) {
@@ -740,7 +754,10 @@ async fn serve(parts: Serving, shutdown: CancellationToken) {
         let _ = reloader.await;
     })
     .await;
-    drop(store_lock);
+    match store_lock {
+        Some(StoreLock::Postgres(lock)) => lock.release().await,
+        other => drop(other),
+    }
     info!("xiaoer stopped");
 }
 

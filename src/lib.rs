@@ -31,7 +31,8 @@
 //!   their filters, message bodies, signatures, one delivery attempt, the retry policy, and the
 //!   task that works the durable outbox (deliveries, retries, dead letters, SLA alerts).
 //! - [`store`]: durable storage behind one interface: the batching writer, the atomic turn (one
-//!   write per handled message), and the SQLite backend beside which PostgreSQL will go.
+//!   write per handled message), and two backends: SQLite (embedded, the default) and
+//!   PostgreSQL.
 //! - [`config`]: daemon settings, layered defaults < file < `XIAOER_*` environment < flags.
 //! - [`daemon`]: `start(config) -> Running`: gateways, chat workers, store, reload, chat events,
 //!   agents' commands; phased shutdown.

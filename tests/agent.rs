@@ -1,10 +1,15 @@
-//! `xiaoer agent`: console accounts from the shell, against a real SQLite store.
+//! `xiaoer agent`: console accounts from the shell, against a real SQLite store (and one
+//! PostgreSQL store named with `--store` / `XIAOER_STORE`).
+
+mod common;
 
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use common::backends::TestDb;
 use xiaoer::accounts::verify_password;
+use xiaoer::config::StoreLocation;
 use xiaoer::model::Role;
 use xiaoer::store::Store;
 
@@ -14,6 +19,7 @@ fn agent(args: &[&str], data: &Path, stdin: &str) -> Output {
         .args(args)
         .arg("--data")
         .arg(data)
+        .env_remove("XIAOER_STORE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -104,4 +110,67 @@ async fn accounts_are_added_listed_changed_and_disabled_with_clear_errors() {
 
     let missing = agent(&["passwd", "nobody"], data, "whatever-password\n");
     assert_eq!(text(&missing.stderr), "error: no agent named nobody\n");
+}
+
+#[tokio::test]
+async fn accounts_go_to_the_store_that_store_or_xiaoer_store_names() {
+    let Some(db) = TestDb::postgres("accounts_go_to_the_store_that_store_names").await else {
+        return;
+    };
+    let url = db.location().to_string();
+    let StoreLocation::Postgres(url_with_password) = db.location() else {
+        unreachable!()
+    };
+    let nowhere = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], env_store: bool, stdin: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_xiaoer"));
+        command
+            .arg("agent")
+            .args(args)
+            .arg("--data")
+            .arg(nowhere.path());
+        if env_store {
+            command.env("XIAOER_STORE", &url_with_password);
+        } else {
+            command
+                .env_remove("XIAOER_STORE")
+                .arg("--store")
+                .arg(&url_with_password);
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let added = run(
+        &["add", "xiaoli", "--role", "supervisor"],
+        false,
+        "long-enough-1\n",
+    );
+    assert!(added.status.success(), "{url}: {}", text(&added.stderr));
+    let listed = run(&["list"], true, "");
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    assert!(
+        text(&listed.stdout).starts_with("xiaoli"),
+        "{}",
+        text(&listed.stdout)
+    );
+    assert!(
+        !nowhere.path().join(xiaoer::store::DB_FILE).exists(),
+        "--store wins over --data"
+    );
+    let store = db.open_existing().await;
+    let (agent, hash) = store.agent("xiaoli").await.unwrap().unwrap();
+    assert_eq!(agent.role, Role::Supervisor);
+    assert!(verify_password("long-enough-1", &hash));
+    store.close().await.unwrap();
 }

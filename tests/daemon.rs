@@ -944,7 +944,8 @@ async fn a_crash_just_after_the_escalation_commit_keeps_it_once_and_does_not_ans
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_store_setting_picks_the_database_file_and_postgres_is_refused_clearly() {
+async fn the_store_setting_picks_the_database_file_and_an_unreachable_postgres_is_refused_clearly()
+{
     let gateway = gateway().await;
     let (_rules_dir, rules, replies) = rule_dirs();
     let data = tempfile::tempdir().unwrap();
@@ -972,20 +973,64 @@ async fn the_store_setting_picks_the_database_file_and_postgres_is_refused_clear
     let store = Store::open_existing(db.parent().unwrap()).await;
     assert!(store.is_err(), "named shop.db, not xiaoer.db");
 
+    // Port 1 on the loopback: nothing listens there.
     let config = Config {
-        store: Some(StoreLocation::Postgres("postgres://u:secret@db/x".into())),
+        store: Some(StoreLocation::Postgres(
+            "postgres://u:secret@127.0.0.1:1/x".into(),
+        )),
         ..base
     };
     let error = xiaoer::daemon::start(config).await.err().expect("refused");
     let message = error.to_string();
     assert!(
-        message.contains("PostgreSQL is not supported yet"),
+        message.starts_with("cannot open the store: cannot reach the PostgreSQL store at 127.0.0.1:1/x: nothing answers there"),
         "{message}"
     );
     assert!(
         !message.contains("secret"),
         "the password is not shown: {message}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_runs_on_postgres() {
+    let Some(db) = common::backends::TestDb::postgres("the_daemon_runs_on_postgres").await else {
+        return;
+    };
+    let gateway = gateway().await;
+    let (_rules_dir, rules, replies) = rule_dirs();
+    let data = tempfile::tempdir().unwrap();
+    let config = Config {
+        rules,
+        replies,
+        data: data.path().to_owned(),
+        store: Some(db.location()),
+        gateways: vec![GatewaySettings {
+            url: gateway.url(),
+            token: Some(TOKEN.into()),
+            name: None,
+        }],
+        ..Config::default()
+    };
+    let running = xiaoer::daemon::start(config).await.unwrap();
+    assert!(gateway.wait_for_bots(1, WAIT).await);
+    gateway.buyer_says("shop1", "s1", "我要退款");
+    assert!(reply(&gateway).await.text.contains("退款专员"));
+    running.stop().await;
+    assert!(
+        !data.path().join(xiaoer::store::DB_FILE).exists(),
+        "nothing was written to a SQLite file"
+    );
+
+    let store = db.open_existing().await;
+    let open = store.open_escalations().await.unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].key, chat("shop1", "s1"));
+    assert_eq!(open[0].queue, xiaoer::model::Queue::Refund);
+    let lines = store.transcript(&open[0].key, 10).await.unwrap();
+    assert_eq!(lines[0].text, "我要退款");
+    assert!(lines.len() >= 2, "the reply is recorded too: {lines:?}");
+    store.close().await.unwrap();
 }
 
 /// Starts the binary with `args`, reads its first log lines, stops it.
@@ -1074,4 +1119,55 @@ async fn the_learned_model_escalates_a_problem_no_rule_names_and_says_so_in_the_
     tokio::time::timeout(Duration::from_secs(5), running.stop())
         .await
         .expect("the daemon stops within 5 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_postgres_store_refuses_to_start_until_the_first_stops() {
+    let Some(db) =
+        common::backends::TestDb::postgres("a_second_daemon_on_the_same_postgres_store").await
+    else {
+        return;
+    };
+    let gateway = gateway().await;
+    let (_rules_dir, rules, replies) = rule_dirs();
+    let (first_data, second_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = |data: &Path| Config {
+        rules: rules.clone(),
+        replies: replies.clone(),
+        data: data.to_owned(),
+        store: Some(db.location()),
+        gateways: vec![GatewaySettings {
+            url: gateway.url(),
+            token: Some(TOKEN.into()),
+            name: None,
+        }],
+        ..Config::default()
+    };
+    let first = xiaoer::daemon::start(config(first_data.path()))
+        .await
+        .unwrap();
+    let error = xiaoer::daemon::start(config(second_data.path()))
+        .await
+        .err()
+        .expect("the second is refused");
+    let message = error.to_string();
+    assert!(
+        message.starts_with(
+            "cannot open the store: another xiaoer already runs on the PostgreSQL store at "
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("connected from"),
+        "names the holder: {message}"
+    );
+    // The first is unharmed, and once it stops the store is free.
+    assert!(gateway.wait_for_bots(1, WAIT).await);
+    gateway.buyer_says("shop1", "s1", "我要退款");
+    assert!(reply(&gateway).await.text.contains("退款专员"));
+    first.stop().await;
+    let second = xiaoer::daemon::start(config(second_data.path()))
+        .await
+        .unwrap();
+    second.stop().await;
 }

@@ -1,7 +1,8 @@
 //! Notifications end to end: the daemon on the development gateway escalates chats, and a real
 //! webhook receiver on 127.0.0.1 — one that fails its first deliveries, one that refuses for
 //! good — gets them through the durable outbox, including across a `kill -9` between the
-//! escalation's commit and the delivery.
+//! escalation's commit and the delivery. Each runs on a SQLite store and on PostgreSQL (see
+//! `common/backends.rs`).
 
 mod common;
 
@@ -16,9 +17,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use common::backends::TestDb;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use xiaoer::config::{Config, GatewaySettings, ShopSettings};
+use xiaoer::config::{Config, GatewaySettings, ShopSettings, StoreLocation};
 use xiaoer::devgateway::{DevGateway, DevGatewayConfig};
 use xiaoer::notify::{RetryPolicy, Target};
 use xiaoer::store::{OutboxOp, Store, now_ms};
@@ -174,16 +176,18 @@ fn signature_of(body: &[u8]) -> String {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_receiver_that_fails_at_first_gets_the_escalation_once_signed_with_one_key() {
+async fn a_receiver_that_fails_at_first_gets_the_escalation_once_signed_with_one_key(db: TestDb) {
     let gateway = gateway().await;
     let (receiver, url) = receiver().await;
     receiver.fail_first.store(3, Ordering::SeqCst);
     let (_dir, rules, replies) = common::rule_dirs();
     let data = tempfile::tempdir().unwrap();
-    let running = xiaoer::daemon::start(config(&gateway, data.path(), &rules, &replies, &url))
-        .await
-        .unwrap();
+    let running = xiaoer::daemon::start(Config {
+        store: db.daemon_store(),
+        ..config(&gateway, data.path(), &rules, &replies, &url)
+    })
+    .await
+    .unwrap();
     assert!(gateway.wait_for_bots(1, WAIT).await);
 
     gateway.buyer_says("shop1", "buyer-1", "我要退款");
@@ -230,8 +234,7 @@ async fn a_receiver_that_fails_at_first_gets_the_escalation_once_signed_with_one
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_notification_is_dead_lettered_and_delivered_once_revived() {
+async fn a_refused_notification_is_dead_lettered_and_delivered_once_revived(db: TestDb) {
     let gateway = gateway().await;
     let (receiver, url) = receiver().await;
     // 400: sending the same again cannot help, so it is given up at once.
@@ -239,9 +242,12 @@ async fn a_refused_notification_is_dead_lettered_and_delivered_once_revived() {
     receiver.failing_status.store(400, Ordering::SeqCst);
     let (_dir, rules, replies) = common::rule_dirs();
     let data = tempfile::tempdir().unwrap();
-    let running = xiaoer::daemon::start(config(&gateway, data.path(), &rules, &replies, &url))
-        .await
-        .unwrap();
+    let running = xiaoer::daemon::start(Config {
+        store: db.daemon_store(),
+        ..config(&gateway, data.path(), &rules, &replies, &url)
+    })
+    .await
+    .unwrap();
     assert!(gateway.wait_for_bots(1, WAIT).await);
     gateway.buyer_says("shop1", "buyer-2", "我要退款");
 
@@ -305,8 +311,9 @@ fn spawn_daemon(config_file: &Path, data: &Path, fault: Option<&str>) -> Child {
     command.spawn().expect("start xiaoer run")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_between_the_escalation_commit_and_the_delivery_delivers_after_restart_once() {
+async fn kill_9_between_the_escalation_commit_and_the_delivery_delivers_after_restart_once(
+    db: TestDb,
+) {
     let gateway = gateway().await;
     let (receiver, url) = receiver().await;
     let (dir, rules, replies) = common::rule_dirs();
@@ -318,6 +325,7 @@ async fn kill_9_between_the_escalation_commit_and_the_delivery_delivers_after_re
             r#"rules = "{rules}"
 replies = "{replies}"
 watch = false
+{store}
 
 [[gateway]]
 url = "{gateway}"
@@ -338,6 +346,10 @@ retry_cap = "300ms"
             rules = rules.display(),
             replies = replies.display(),
             gateway = gateway.url(),
+            store = match db.daemon_store() {
+                Some(StoreLocation::Postgres(url)) => format!("store = \"{url}\""),
+                _ => String::new(),
+            },
         ),
     )
     .unwrap();
@@ -354,7 +366,10 @@ retry_cap = "300ms"
         child.try_wait().unwrap().is_some()
     })
     .await;
-    let store = Store::open_existing(data.path()).await.unwrap();
+    let store = match db.daemon_store() {
+        Some(_) => db.open_existing().await,
+        None => Store::open_existing(data.path()).await.unwrap(),
+    };
     assert_eq!(store.open_escalations().await.unwrap().len(), 1);
     assert_eq!(
         store.outbox_counts().await.unwrap().unplanned,
@@ -389,3 +404,9 @@ retry_cap = "300ms"
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+crate::on_both_backends!(
+    multi_thread: a_receiver_that_fails_at_first_gets_the_escalation_once_signed_with_one_key,
+    a_refused_notification_is_dead_lettered_and_delivered_once_revived,
+    kill_9_between_the_escalation_commit_and_the_delivery_delivers_after_restart_once,
+);

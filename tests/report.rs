@@ -1,8 +1,11 @@
-//! The shift report on a store built from a scripted day of chats: real SQLite in a tempdir,
-//! turns committed through the public store API, response-clock rounds written as rows. Every
+//! The shift report on a store built from a scripted day of chats: real SQLite in a tempdir
+//! (and, for the report itself, PostgreSQL too), turns committed through the public store API,
+//! response-clock rounds written as rows. Every
 //! expected number is worked out by hand in the comments next to the script.
 
 mod common;
+
+use common::backends::TestDb;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,7 +13,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use xiaoer::cli::RuleDirs;
-use xiaoer::config::{Config, GatewaySettings};
+use xiaoer::config::{Config, GatewaySettings, StoreLocation};
 use xiaoer::console::ConsoleSettings;
 use xiaoer::devgateway::{DevGateway, DevGatewayConfig};
 use xiaoer::model::{
@@ -144,8 +147,8 @@ async fn escalation_of(store: &Store, key: &ConversationKey) -> i64 {
 /// |                     | 13:00:50  | 我要退款       | escalate refund.request → refund, never claimed | +600 |
 /// | F qq/shop2/f        | 14:00:00  | 你好           | reply greeting.hello            | +100  |
 /// |                     | 14:00:05  | 有没有优惠券   | fallback                        | +6000, refused by the gateway |
-async fn scripted_day(dir: &Path) {
-    let store = Store::open(dir).await.unwrap();
+async fn scripted_day_at(location: &StoreLocation) {
+    let store = Store::open_location(location).await.unwrap();
     let hello = ("reply", "greeting", Some("greeting.hello"));
     let shipping = ("reply", "shipping", Some("shipping.when"));
     let fallback = ("fallback", "fallback", None);
@@ -337,11 +340,6 @@ async fn scripted_day(dir: &Path) {
     // The response clock (filled by the daemon elsewhere; written here as rows):
     // qq/shop1: in time 200 ms, in time 500 ms, late 200 s, one still open;
     // tb/shop1: in time 1.5 s; qq/shop2: in time 100 ms.
-    let pool = sqlx::SqlitePool::connect_with(
-        sqlx::sqlite::SqliteConnectOptions::new().filename(dir.join("xiaoer.db")),
-    )
-    .await
-    .unwrap();
     let rounds: &[Round] = &[
         ("qq", "shop1", "a", at(9, 0, 0), Some(200), Some("in_time")),
         ("qq", "shop1", "b", at(10, 0, 0), Some(500), Some("in_time")),
@@ -365,24 +363,42 @@ async fn scripted_day(dir: &Path) {
         ("qq", "shop2", "f", at(14, 0, 0), Some(100), Some("in_time")),
         ("qq", "shop1", "a", DAY - HOUR, Some(100), Some("late")),
     ];
-    for (platform, shop, user, started, counted, outcome) in rounds {
-        sqlx::query(
-            "INSERT INTO response_rounds (platform, self_id, user_id, started_ms, budget_ms, \
-             answered_ms, answered_by, counted_ms, outcome) VALUES ($1, $2, $3, $4, 180000, $5, \
-             'bot', $6, $7)",
-        )
-        .bind(platform)
-        .bind(shop)
-        .bind(user)
-        .bind(started)
-        .bind(counted.map(|c| started + c))
-        .bind(counted)
-        .bind(outcome)
-        .execute(&pool)
-        .await
-        .unwrap();
+    // The same statement on either database; only the pool's type differs.
+    macro_rules! insert_rounds {
+        ($pool:expr) => {{
+            let pool = $pool;
+            for (platform, shop, user, started, counted, outcome) in rounds {
+                sqlx::query(
+                    "INSERT INTO response_rounds (platform, self_id, user_id, started_ms, \
+                     budget_ms, answered_ms, answered_by, counted_ms, outcome) \
+                     VALUES ($1, $2, $3, $4, 180000, $5, 'bot', $6, $7)",
+                )
+                .bind(platform)
+                .bind(shop)
+                .bind(user)
+                .bind(started)
+                .bind(counted.map(|c| started + c))
+                .bind(counted)
+                .bind(outcome)
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+            pool.close().await;
+        }};
     }
-    pool.close().await;
+    match location {
+        StoreLocation::Sqlite(path) => insert_rounds!(
+            sqlx::SqlitePool::connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new().filename(path)
+            )
+            .await
+            .unwrap()
+        ),
+        StoreLocation::Postgres(url) => {
+            insert_rounds!(sqlx::PgPool::connect(url).await.unwrap())
+        }
+    }
 }
 
 /// A response-clock row: platform, shop, buyer, started, counted wait, outcome.
@@ -401,11 +417,9 @@ fn counts(pairs: &[(&str, usize)]) -> Vec<Count> {
         .collect()
 }
 
-#[tokio::test]
-async fn the_report_of_a_scripted_day() {
-    let dir = tempfile::tempdir().unwrap();
-    scripted_day(dir.path()).await;
-    let store = Store::open_existing(dir.path()).await.unwrap();
+async fn the_report_of_a_scripted_day(db: TestDb) {
+    scripted_day_at(&db.location()).await;
+    let store = db.open_existing().await;
     let period = Period {
         since_ms: DAY,
         until_ms: DAY + 24 * HOUR,
@@ -610,15 +624,28 @@ async fn the_report_of_a_scripted_day() {
     assert!(text.contains("after_sale.order_number"), "{text}");
 }
 
-#[tokio::test]
-async fn the_command_prints_one_shops_report_as_json() {
-    let dir = tempfile::tempdir().unwrap();
-    scripted_day(dir.path()).await;
+/// On SQLite the store is the one in `--data`; on PostgreSQL `--store` names it.
+async fn the_command_prints_one_shops_report_as_json(db: TestDb) {
+    scripted_day_at(&db.location()).await;
+    let nowhere = tempfile::tempdir().unwrap();
+    let store_args = |command: &mut std::process::Command| {
+        command.env_remove("XIAOER_STORE").arg("--data");
+        match (db.dir(), db.location()) {
+            (Some(dir), _) => command.arg(dir),
+            (None, location) => command
+                .arg(nowhere.path())
+                .arg("--store")
+                .arg(match location {
+                    StoreLocation::Postgres(url) => url,
+                    other => other.to_string(),
+                }),
+        };
+    };
     let (rules, replies) = fixture();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_xiaoer"))
-        .arg("report")
-        .arg("--data")
-        .arg(dir.path())
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_xiaoer"));
+    command.arg("report");
+    store_args(&mut command);
+    let output = command
         .args([
             "--since",
             "2026-12-01",
@@ -658,13 +685,10 @@ async fn the_command_prints_one_shops_report_as_json() {
     assert_eq!(json["unhelpful"][0]["rule"], "shipping.when");
     assert_eq!(json["unhelpful"].as_array().unwrap().len(), 1);
 
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_xiaoer"))
-        .arg("report")
-        .arg("--data")
-        .arg(dir.path())
-        .args(["--since", "yesterday"])
-        .output()
-        .unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_xiaoer"));
+    command.arg("report");
+    store_args(&mut command);
+    let output = command.args(["--since", "yesterday"]).output().unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("\"yesterday\" is not a time"));
 }
@@ -792,3 +816,8 @@ async fn supervisors_see_the_report_in_the_console_and_agents_do_not() {
     running.stop().await;
     drop(rules_dir);
 }
+
+crate::on_both_backends!(
+    the_report_of_a_scripted_day,
+    the_command_prints_one_shops_report_as_json,
+);

@@ -2,12 +2,11 @@
 //! server (works while the daemon runs). Passwords are read from standard input, never from
 //! the command line, where other users could see them.
 
-use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
-
+use super::StoreArgs;
 use crate::accounts::{self, AccountError};
 use crate::model::Role;
 use crate::store::Store;
+use std::io::{BufRead, Write};
 
 /// Arguments of `xiaoer agent`.
 #[derive(Debug, clap::Args)]
@@ -33,33 +32,33 @@ pub enum AgentCommand {
         /// not a terminal).
         #[arg(long)]
         password_stdin: bool,
-        #[arg(long, value_name = "DIR", default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        data: StoreArgs,
     },
     /// List the accounts.
     List {
-        #[arg(long, value_name = "DIR", default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        data: StoreArgs,
     },
     /// Set a new password (read from standard input); the account's sessions end.
     Passwd {
         name: String,
         #[arg(long)]
         password_stdin: bool,
-        #[arg(long, value_name = "DIR", default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        data: StoreArgs,
     },
     /// Disable an account; its sessions end at once.
     Disable {
         name: String,
-        #[arg(long, value_name = "DIR", default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        data: StoreArgs,
     },
     /// Enable a disabled account again.
     Enable {
         name: String,
-        #[arg(long, value_name = "DIR", default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        data: StoreArgs,
     },
 }
 
@@ -100,10 +99,10 @@ fn read_password(input: &mut impl BufRead) -> Result<String, AgentCliError> {
 }
 
 async fn with_store<T>(
-    data: &Path,
+    at: &StoreArgs,
     work: impl AsyncFnOnce(&Store) -> Result<T, AgentCliError>,
 ) -> Result<T, AgentCliError> {
-    let store = Store::open(data).await?;
+    let store = Store::open_location(&at.location()).await?;
     let result = work(&store).await;
     store.close().await?;
     result

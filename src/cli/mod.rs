@@ -18,6 +18,28 @@ use clap::Args;
 
 use crate::rules::{Layer, LoadError, Loaded, load};
 
+/// Where the store is, for the commands that work on it next to the daemon: the SQLite store in
+/// `--data DIR`, or the one `--store URL` (or `XIAOER_STORE`) names, e.g. the daemon's
+/// PostgreSQL database.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// The daemon's data directory (holds xiaoer.db).
+    #[arg(long, value_name = "DIR", default_value = "./data")]
+    pub data: PathBuf,
+    /// The store URL (`sqlite://PATH` or `postgres://…`); overrides --data.
+    #[arg(long, value_name = "URL", env = "XIAOER_STORE")]
+    pub store: Option<crate::config::StoreLocation>,
+}
+
+impl StoreArgs {
+    /// The store named: `--store`, else `xiaoer.db` in `--data`.
+    pub fn location(&self) -> crate::config::StoreLocation {
+        self.store.clone().unwrap_or_else(|| {
+            crate::config::StoreLocation::Sqlite(self.data.join(crate::store::DB_FILE))
+        })
+    }
+}
+
 /// Where the rule and reply files are, shared by every command that loads rules.
 #[derive(Debug, Clone, Args)]
 pub struct RuleDirs {

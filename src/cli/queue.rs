@@ -1,12 +1,15 @@
 //! `xiaoer queue list --data DIR [--json]`: the open and claimed escalations, read from the store
-//! without disturbing a running daemon.
+//! without disturbing a running daemon. `--store URL` (or `XIAOER_STORE`) names another store,
+//! e.g. the daemon's PostgreSQL database, instead of the one in `--data`.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 use unicode_width::UnicodeWidthStr;
 
+use super::StoreArgs;
+use crate::config::StoreLocation;
 use crate::conversation::commands::{self, ActionError, AgentAction};
 use crate::model::Escalation;
 use crate::store::{Store, StoreError, now_ms};
@@ -24,9 +27,8 @@ pub struct QueueArgs {
 pub enum QueueCommand {
     /// List open and claimed escalations, oldest first.
     List {
-        /// The daemon's data directory (holds xiaoer.db).
-        #[arg(long, value_name = "DIR", default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        data: StoreArgs,
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
@@ -41,8 +43,8 @@ pub enum QueueCommand {
         /// How many of the latest messages to show.
         #[arg(long, default_value_t = 50)]
         last: u32,
-        #[arg(long, value_name = "DIR", default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        data: StoreArgs,
     },
     /// Take an escalation: the chat becomes the agent's and the bot stays quiet in it.
     Claim {
@@ -51,8 +53,8 @@ pub enum QueueCommand {
         /// Who takes it.
         #[arg(long)]
         agent: String,
-        #[arg(long, value_name = "DIR", default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        data: StoreArgs,
     },
     /// Close an escalation and hand the chat back to the bot.
     Close {
@@ -61,8 +63,8 @@ pub enum QueueCommand {
         /// Who closes it.
         #[arg(long)]
         agent: String,
-        #[arg(long, value_name = "DIR", default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        data: StoreArgs,
     },
 }
 
@@ -73,10 +75,10 @@ pub enum QueueCommand {
 /// See [`list`].
 pub async fn run(args: &QueueArgs, out: &mut impl Write) -> Result<(), StoreError> {
     match &args.command {
-        QueueCommand::List { data, json, all } => list(data, *json, *all, out).await,
-        QueueCommand::Show { id, last, data } => show(data, *id, *last, out).await,
+        QueueCommand::List { data, json, all } => list_at(&data.location(), *json, *all, out).await,
+        QueueCommand::Show { id, last, data } => show_at(&data.location(), *id, *last, out).await,
         QueueCommand::Claim { id, agent, data } => {
-            let store = open_for_agent(data).await?;
+            let store = open_for_agent(&data.location()).await?;
             let action = AgentAction::Claim {
                 agent: agent.clone(),
             };
@@ -91,7 +93,7 @@ pub async fn run(args: &QueueArgs, out: &mut impl Write) -> Result<(), StoreErro
             .map_err(StoreError::Output)
         }
         QueueCommand::Close { id, agent, data } => {
-            let store = open_for_agent(data).await?;
+            let store = open_for_agent(&data.location()).await?;
             let action = AgentAction::HandBack {
                 agent: agent.clone(),
             };
@@ -119,7 +121,26 @@ pub async fn show(
     last: u32,
     out: &mut impl Write,
 ) -> Result<(), StoreError> {
-    let store = Store::open_existing(data_dir).await?;
+    show_at(&in_dir(data_dir), id, last, out).await
+}
+
+/// The SQLite store in the data directory `dir`.
+fn in_dir(dir: &Path) -> StoreLocation {
+    StoreLocation::Sqlite(dir.join(crate::store::DB_FILE))
+}
+
+/// [`show`] for the store at `location`.
+///
+/// # Errors
+///
+/// See [`show`].
+pub async fn show_at(
+    location: &StoreLocation,
+    id: i64,
+    last: u32,
+    out: &mut impl Write,
+) -> Result<(), StoreError> {
+    let store = Store::open_existing_location(location).await?;
     let found = store.escalation(id).await;
     let escalation = match found {
         Ok(Some(escalation)) => escalation,
@@ -210,11 +231,15 @@ pub async fn act(store: &Store, id: i64, action: &AgentAction) -> Result<Escalat
     }
 }
 
-/// Opens an existing store for writing next to a running daemon (SQLite serialises the writers).
-async fn open_for_agent(data_dir: &Path) -> Result<Store, StoreError> {
+/// Opens an existing store for writing next to a running daemon (SQLite serialises the writers;
+/// on PostgreSQL each chat's writes take turns by a lock of their own).
+async fn open_for_agent(location: &StoreLocation) -> Result<Store, StoreError> {
     // Refuse to create an empty store in a mistyped directory.
-    Store::open_existing(data_dir).await?.close().await?;
-    Store::open(data_dir).await
+    Store::open_existing_location(location)
+        .await?
+        .close()
+        .await?;
+    Store::open_location(location).await
 }
 
 /// One line of `queue list --json`.
@@ -251,7 +276,21 @@ pub async fn list(
     all: bool,
     out: &mut impl Write,
 ) -> Result<(), StoreError> {
-    let store = Store::open_existing(data_dir).await?;
+    list_at(&in_dir(data_dir), json, all, out).await
+}
+
+/// [`list`] for the store at `location`.
+///
+/// # Errors
+///
+/// See [`list`].
+pub async fn list_at(
+    location: &StoreLocation,
+    json: bool,
+    all: bool,
+    out: &mut impl Write,
+) -> Result<(), StoreError> {
+    let store = Store::open_existing_location(location).await?;
     let escalations = if all {
         store.all_escalations().await
     } else {

@@ -12,9 +12,8 @@ use crate::store::{Store, StoreError, now_ms};
 /// Arguments of `xiaoer report`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReportArgs {
-    /// The daemon's data directory (holds xiaoer.db).
-    #[arg(long, value_name = "DIR", default_value = "./data")]
-    pub data: PathBuf,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
     /// Only this shop account (the bot's `self` id); default every shop.
     #[arg(long, value_name = "ID")]
     pub shop: Option<String>,
@@ -108,7 +107,7 @@ pub async fn make(args: &ReportArgs) -> Result<Report, ReportCommandError> {
         now_ms(),
     )?;
     let rule_ids = rule_ids(args)?;
-    let store = Store::open_existing(&args.data).await?;
+    let store = Store::open_existing_location(&args.store.location()).await?;
     let rows = store
         .report_rows(period.since_ms, period.until_ms, period.shop.as_deref())
         .await;

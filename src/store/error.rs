@@ -149,6 +149,50 @@ pub enum StoreError {
         /// The name asked for.
         name: String,
     },
+    /// The PostgreSQL server could not be reached or refused the connection. `target` is
+    /// `host:port/database`, never the password.
+    #[error("cannot reach the PostgreSQL store at {target}: {}", explain(cause))]
+    Unreachable {
+        /// Where: `host:port/database`.
+        target: String,
+        /// Why.
+        cause: sqlx::Error,
+    },
+    /// The PostgreSQL schema migrations could not be applied.
+    #[error(
+        "cannot migrate the PostgreSQL store at {target}: {}",
+        explain_migrate(source)
+    )]
+    MigrateDatabase {
+        /// Where: `host:port/database`.
+        target: String,
+        /// Why.
+        source: sqlx::migrate::MigrateError,
+    },
+    /// The PostgreSQL schema is older than this program (read-only handles never migrate).
+    #[error(
+        "the PostgreSQL store at {target} has schema version {found}, this xiaoer needs {needed} (start the daemon once to migrate it)"
+    )]
+    DatabaseSchemaTooOld {
+        /// Where: `host:port/database`.
+        target: String,
+        /// The newest migration applied to it (0 if none).
+        found: i64,
+        /// The newest migration this program knows.
+        needed: i64,
+    },
+    /// Another daemon runs on this PostgreSQL store (database and schema).
+    #[error(
+        "another xiaoer already runs on the PostgreSQL store at {target} (schema {schema}; {holder}); two would answer the same buyers, so stop it first"
+    )]
+    AlreadyServed {
+        /// Where: `host:port/database`.
+        target: String,
+        /// The schema both would use.
+        schema: String,
+        /// Who holds the store, as far as the server says.
+        holder: String,
+    },
     /// A failure injected for a test (see [`Fault`](super::Fault)); nothing was written.
     #[error("the commit failed (injected fault); nothing was written")]
     Injected,
@@ -165,10 +209,10 @@ impl StoreError {
         }
     }
 
-    /// Whether the disk (or SQLite's page limit) is full.
+    /// Whether the disk (or SQLite's page limit, or the PostgreSQL server's disk) is full.
     pub fn is_disk_full(&self) -> bool {
         matches!(self, StoreError::Query { cause, .. } | StoreError::Open { cause, .. }
-            if sqlite_code(cause) == Some(13))
+            if sqlite_code(cause) == Some(13) || postgres_code(cause) == Some("53100"))
     }
 
     /// Whether this is a database failure (as opposed to a refused request such as
@@ -181,6 +225,7 @@ impl StoreError {
                 | StoreError::Corrupt { .. }
                 | StoreError::Injected
                 | StoreError::Vanished { .. }
+                | StoreError::Unreachable { .. }
         )
     }
 }
@@ -190,7 +235,59 @@ fn sqlite_code(error: &sqlx::Error) -> Option<i32> {
     let sqlx::Error::Database(db) = error else {
         return None;
     };
+    // PostgreSQL's SQLSTATEs are mostly digits too ("23505"); read as SQLite codes they would
+    // be told in the wrong words.
+    if db
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+    {
+        return None;
+    }
     db.code()?.parse::<i32>().ok().map(|code| code & 0xff)
+}
+
+/// The SQLSTATE of an error, if it came from PostgreSQL.
+pub(crate) fn postgres_code(error: &sqlx::Error) -> Option<&str> {
+    let sqlx::Error::Database(db) = error else {
+        return None;
+    };
+    db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .map(sqlx::postgres::PgDatabaseError::code)
+}
+
+/// A PostgreSQL error in words an operator understands, not SQLSTATEs; `None` when it is not
+/// one of the failures worth telling apart.
+fn explain_postgres(error: &sqlx::Error) -> Option<String> {
+    let code = postgres_code(error)?;
+    let words = match code {
+        "57014" => {
+            "the database did not finish within the statement timeout (is the server overloaded, or is another client holding a lock?)"
+        }
+        "53100" => "the database server's disk is full (free some space; xiaoer retries by itself)",
+        "53200" => "the database server is out of memory",
+        "53300" => {
+            "the database server has no free connection slots (raise max_connections, or close other clients)"
+        }
+        "28P01" | "28000" => {
+            "the database refused the user or password (check the store URL and pg_hba.conf)"
+        }
+        "3D000" => "the database does not exist (create it first, e.g. createdb)",
+        "3F000" => "the schema named in search_path does not exist (create it first)",
+        "42501" => {
+            "the database user lacks a permission xiaoer needs (it must be able to create tables in its schema)"
+        }
+        "25006" => "the database is read-only (a standby, or default_transaction_read_only is on)",
+        "40001" | "40P01" => {
+            "the write collided with another client's (a serialisation failure or deadlock); it is retried"
+        }
+        "57P01" | "57P02" | "57P03" => "the database server is shutting down or starting up",
+        _ if code.starts_with("23") => {
+            "a record breaks the database's rules (a duplicate or a missing link)"
+        }
+        _ if code.starts_with("08") => "the connection to the database server broke",
+        _ => return None,
+    };
+    Some(words.to_owned())
 }
 
 /// A rusqlite error (the writer's connection) as the `sqlx::Error` every other store error
@@ -289,8 +386,25 @@ pub fn explain_io(error: &std::io::Error) -> String {
     }
 }
 
-/// A database error in words an operator understands, not SQLite's result codes.
+/// A failed migration in words: the database's own failure where there is one (a read-only
+/// server, a missing permission), else what the migrator found wrong.
+fn explain_migrate(error: &sqlx::migrate::MigrateError) -> String {
+    use sqlx::migrate::MigrateError;
+    match error {
+        MigrateError::Execute(cause) => explain(cause),
+        MigrateError::ExecuteMigration(cause, version) => {
+            format!("migration {version} failed: {}", explain(cause))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A database error in words an operator understands, not SQLite's result codes or
+/// PostgreSQL's SQLSTATEs.
 pub(crate) fn explain(error: &sqlx::Error) -> String {
+    if let Some(words) = explain_postgres(error) {
+        return words;
+    }
     match sqlite_code(error) {
         Some(5 | 6) => "another process is holding the database lock (is a second xiaoer or a backup running?)".to_owned(),
         Some(8) => format!(
@@ -306,6 +420,10 @@ pub(crate) fn explain(error: &sqlx::Error) -> String {
         ),
         Some(19) => "a record breaks the database's rules (a duplicate or a missing link)".to_owned(),
         _ => match error {
+            sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                "nothing answers there (is the server running, and are the host and port right?)".to_owned()
+            }
+            sqlx::Error::Database(db) if postgres_code(error).is_some() => db.message().to_owned(),
             sqlx::Error::Io(io) => format!("input/output error: {io}"),
             sqlx::Error::PoolTimedOut => "the database did not answer in time".to_owned(),
             sqlx::Error::PoolClosed => "the store is closed".to_owned(),

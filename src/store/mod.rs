@@ -7,10 +7,12 @@
 //! - `ops.rs`: the writes, independent of the database — above all the [`Turn`], everything one
 //!   handled message changes, committed atomically;
 //! - `writer.rs`: the one task that writes, batching requests into group commits (no SQL);
-//! - `sqlite/`: the SQLite backend (the embedded default): connections, migrations, the SQL.
+//! - `sqlite/`: the SQLite backend (the embedded default): connections, migrations, the SQL;
+//! - `postgres/`: the PostgreSQL backend (`store = "postgres://…"`): the same schema and SQL on a
+//!   writer connection and a read pool.
 //!
-//! A PostgreSQL backend is an addition beside `sqlite/`, not a rewrite: it implements the
-//! writer's `Backend` and a reader, and [`Store`] dispatches to it.
+//! Each backend implements the writer's `Backend` and a reader; [`Store`] dispatches every read
+//! to the reader it was opened with ([`Store::open_location`] picks the backend).
 //!
 //! # Writes and reads
 //!
@@ -20,11 +22,12 @@
 //! acknowledged. Delivery marks and set-aside lines only wait for room in the channel. Reads go
 //! straight to a pool of read-only connections and see everything committed.
 //!
-//! [`Store::open_existing`] gives a read-only handle (no writer, no migrations) that works next
-//! to a running daemon, e.g. for `xiaoer queue list`.
+//! [`Store::open_existing`] (and [`Store::open_existing_location`]) give a read-only handle (no
+//! writer, no migrations) that works next to a running daemon, e.g. for `xiaoer queue list`.
 
 mod error;
 mod ops;
+mod postgres;
 mod report;
 mod sqlite;
 mod writer;
@@ -42,9 +45,11 @@ pub use ops::{
     AccountOp, ClockWarning, DecisionRecord, EscalationStep, InboundLine, OutboundLine, OutboxOp,
     RoundStep, Turn, TurnOutcome,
 };
+pub use postgres::InstanceLock;
 pub use report::{ReportEscalationEvent, ReportLine, ReportRows, ResponseRound};
 pub use writer::Fault;
 
+use crate::config::StoreLocation;
 use crate::model::{
     Actor, Agent, Conversation, ConversationKey, ConversationState, Delivery, Escalation,
     EscalationEvent, Note, Queue, TranscriptEntry,
@@ -70,14 +75,17 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.inner.path)
+            .field("location", &self.inner.location)
             .field("writable", &self.is_writable())
             .finish()
     }
 }
 
 struct Inner {
+    /// The database file; empty for PostgreSQL.
     path: PathBuf,
+    /// Where the store is, as it may be logged (no password).
+    location: String,
     reader: Reader,
     /// `None` for read-only handles.
     writer: Option<WriterHandle>,
@@ -86,6 +94,7 @@ struct Inner {
 /// The read side of whichever backend the store uses.
 enum Reader {
     Sqlite(sqlite::SqliteReader),
+    Postgres(postgres::PgReader),
 }
 
 struct WriterHandle {
@@ -222,6 +231,68 @@ impl Store {
         let path = path.to_owned();
         let backend = sqlite::open_writer(&path).await?;
         let reader = sqlite::open_reader(&path).await?;
+        tracing::info!(path = %path.display(), "store opened");
+        let location = format!("sqlite://{}", path.display());
+        Ok(Store::start(
+            path,
+            location,
+            backend,
+            Reader::Sqlite(reader),
+        ))
+    }
+
+    /// Opens the store `location` names for reading and writing: a SQLite file as
+    /// [`Store::open_file`] does, or a PostgreSQL database, whose schema is brought up to date.
+    ///
+    /// # Errors
+    ///
+    /// See [`Store::open`]; for PostgreSQL, [`StoreError::Unreachable`] when the server cannot
+    /// be reached or refuses the user, and [`StoreError::MigrateDatabase`].
+    pub async fn open_location(location: &StoreLocation) -> Result<Store, StoreError> {
+        match location {
+            StoreLocation::Sqlite(path) => Store::open_file(path).await,
+            StoreLocation::Postgres(url) => {
+                let shown = location.to_string();
+                let target = postgres::Target::parse(url, &shown)?;
+                let backend = postgres::open_writer(&target).await?;
+                let reader = postgres::open_reader(&target, false).await?;
+                tracing::info!(store = %target.name, "store opened");
+                Ok(Store::start(
+                    PathBuf::new(),
+                    shown,
+                    backend,
+                    Reader::Postgres(reader),
+                ))
+            }
+        }
+    }
+
+    /// Claims the PostgreSQL store at `location` for this daemon until the lock is dropped, so
+    /// that a second daemon on it is refused (SQLite stores have a lock file for this); `None`
+    /// for SQLite. Commands writing next to the daemon do not take it.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::AlreadyServed`] when another daemon holds it; [`StoreError::Unreachable`].
+    pub async fn lock_instance(
+        location: &StoreLocation,
+    ) -> Result<Option<postgres::InstanceLock>, StoreError> {
+        match location {
+            StoreLocation::Sqlite(_) => Ok(None),
+            StoreLocation::Postgres(url) => {
+                let target = postgres::Target::parse(url, &location.to_string())?;
+                postgres::lock_instance(&target).await.map(Some)
+            }
+        }
+    }
+
+    /// Starts the writer task over `backend`, arming a fault named in `XIAOER_TEST_FAULT`.
+    fn start<B: writer::Backend>(
+        path: PathBuf,
+        location: String,
+        backend: B,
+        reader: Reader,
+    ) -> Store {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let counters = Arc::new(Counters::default());
         let faults = Arc::new(Faults::default());
@@ -240,11 +311,11 @@ impl Store {
             Arc::clone(&counters),
             Arc::clone(&faults),
         ));
-        tracing::info!(path = %path.display(), "store opened");
-        Ok(Store {
+        Store {
             inner: Arc::new(Inner {
                 path,
-                reader: Reader::Sqlite(reader),
+                location,
+                reader,
                 writer: Some(WriterHandle {
                     tx,
                     counters,
@@ -252,7 +323,7 @@ impl Store {
                     task: Mutex::new(Some(task)),
                 }),
             }),
-        })
+        }
     }
 
     /// Opens an existing store read-only: no migrations, no writer. Safe to use while the daemon
@@ -263,10 +334,15 @@ impl Store {
     /// [`StoreError::Missing`] if there is no database in `data_dir`;
     /// [`StoreError::SchemaTooOld`] if it has not been migrated to this program's schema.
     pub async fn open_existing(data_dir: &Path) -> Result<Store, StoreError> {
-        let path = data_dir.join(DB_FILE);
+        Store::open_existing_file(&data_dir.join(DB_FILE), data_dir).await
+    }
+
+    /// [`Store::open_existing`] for the database file `path`; `dir` is named when it is missing.
+    async fn open_existing_file(path: &Path, dir: &Path) -> Result<Store, StoreError> {
+        let path = path.to_owned();
         if !path.is_file() {
             return Err(StoreError::Missing {
-                dir: data_dir.to_owned(),
+                dir: dir.to_owned(),
             });
         }
         let reader = sqlite::open_reader(&path).await?;
@@ -280,16 +356,63 @@ impl Store {
                 needed,
             });
         }
+        let location = format!("sqlite://{}", path.display());
         Ok(Store {
             inner: Arc::new(Inner {
                 path,
+                location,
                 reader: Reader::Sqlite(reader),
                 writer: None,
             }),
         })
     }
 
-    /// The database file.
+    /// Like [`Store::open_existing`], for the store `location` names. Every transaction of a
+    /// PostgreSQL handle opened this way is read-only.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Missing`] if a SQLite file is not there; [`StoreError::Unreachable`] for a
+    /// PostgreSQL server that cannot be reached; [`StoreError::SchemaTooOld`] or
+    /// [`StoreError::DatabaseSchemaTooOld`] if the schema is older than this program's.
+    pub async fn open_existing_location(location: &StoreLocation) -> Result<Store, StoreError> {
+        let url = match location {
+            StoreLocation::Sqlite(path) => {
+                let dir = path.parent().unwrap_or(Path::new(""));
+                return Store::open_existing_file(path, dir).await;
+            }
+            StoreLocation::Postgres(url) => url,
+        };
+        let shown = location.to_string();
+        let target = postgres::Target::parse(url, &shown)?;
+        let reader = postgres::open_reader(&target, true).await?;
+        let found = reader.schema_version().await?;
+        let needed = postgres::schema_version();
+        if found < needed {
+            reader.close().await;
+            return Err(StoreError::DatabaseSchemaTooOld {
+                target: target.name,
+                found,
+                needed,
+            });
+        }
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: PathBuf::new(),
+                location: shown,
+                reader: Reader::Postgres(reader),
+                writer: None,
+            }),
+        })
+    }
+
+    /// Where the store is, as it may be logged: `sqlite://PATH` or the PostgreSQL URL with its
+    /// password hidden.
+    pub fn location(&self) -> &str {
+        &self.inner.location
+    }
+
+    /// The database file (empty for a PostgreSQL store).
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
@@ -423,6 +546,7 @@ impl Store {
     pub async fn agent(&self, name: &str) -> Result<Option<(Agent, String)>, StoreError> {
         match &self.inner.reader {
             Reader::Sqlite(r) => r.agent(name).await,
+            Reader::Postgres(r) => r.agent(name).await,
         }
     }
 
@@ -434,6 +558,7 @@ impl Store {
     pub async fn agents(&self) -> Result<Vec<Agent>, StoreError> {
         match &self.inner.reader {
             Reader::Sqlite(r) => r.agents().await,
+            Reader::Postgres(r) => r.agents().await,
         }
     }
 
@@ -445,6 +570,7 @@ impl Store {
     pub async fn session(&self, token_hash: &str) -> Result<Option<Session>, StoreError> {
         match &self.inner.reader {
             Reader::Sqlite(r) => r.session(token_hash).await,
+            Reader::Postgres(r) => r.session(token_hash).await,
         }
     }
 
@@ -456,6 +582,7 @@ impl Store {
     pub async fn notes(&self, key: &ConversationKey) -> Result<Vec<Note>, StoreError> {
         match &self.inner.reader {
             Reader::Sqlite(r) => r.notes(key).await,
+            Reader::Postgres(r) => r.notes(key).await,
         }
     }
 
@@ -467,6 +594,7 @@ impl Store {
     pub async fn quick_phrases(&self, agent: &str) -> Result<Vec<QuickPhrase>, StoreError> {
         match &self.inner.reader {
             Reader::Sqlite(r) => r.phrases(agent).await,
+            Reader::Postgres(r) => r.phrases(agent).await,
         }
     }
 
@@ -511,6 +639,7 @@ impl Store {
     ) -> Result<Option<Conversation>, StoreError> {
         match &self.inner.reader {
             Reader::Sqlite(r) => r.conversation(key).await,
+            Reader::Postgres(r) => r.conversation(key).await,
         }
     }
 
@@ -571,6 +700,7 @@ impl Store {
     pub async fn open_round(&self, key: &ConversationKey) -> Result<Option<OpenRound>, StoreError> {
         match &self.inner.reader {
             Reader::Sqlite(r) => sqlite::clock::open_round(&r.pool, key).await,
+            Reader::Postgres(r) => postgres::clock::open_round(&r.pool, key).await,
         }
     }
 
@@ -582,6 +712,7 @@ impl Store {
     pub async fn open_rounds(&self) -> Result<Vec<OpenRound>, StoreError> {
         match &self.inner.reader {
             Reader::Sqlite(r) => sqlite::clock::open_rounds(&r.pool).await,
+            Reader::Postgres(r) => postgres::clock::open_rounds(&r.pool).await,
         }
     }
 
@@ -596,6 +727,7 @@ impl Store {
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         match &self.inner.reader {
             Reader::Sqlite(r) => sqlite::outbox::unfanned(&r.pool, limit).await,
+            Reader::Postgres(r) => postgres::outbox::unfanned(&r.pool, limit).await,
         }
     }
 
@@ -611,6 +743,7 @@ impl Store {
     ) -> Result<Vec<DueDelivery>, StoreError> {
         match &self.inner.reader {
             Reader::Sqlite(r) => sqlite::outbox::due(&r.pool, now_ms, limit).await,
+            Reader::Postgres(r) => postgres::outbox::due(&r.pool, now_ms, limit).await,
         }
     }
 
@@ -622,6 +755,7 @@ impl Store {
     pub async fn dead_letters(&self, limit: i64) -> Result<Vec<DeadLetter>, StoreError> {
         match &self.inner.reader {
             Reader::Sqlite(r) => sqlite::outbox::dead(&r.pool, limit).await,
+            Reader::Postgres(r) => postgres::outbox::dead(&r.pool, limit).await,
         }
     }
 
@@ -633,6 +767,7 @@ impl Store {
     pub async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
         match &self.inner.reader {
             Reader::Sqlite(r) => sqlite::outbox::counts(&r.pool).await,
+            Reader::Postgres(r) => postgres::outbox::counts(&r.pool).await,
         }
     }
 
@@ -644,6 +779,7 @@ impl Store {
     pub async fn open_escalations(&self) -> Result<Vec<Escalation>, StoreError> {
         match &self.inner.reader {
             Reader::Sqlite(r) => r.escalations(false).await,
+            Reader::Postgres(r) => r.escalations(false).await,
         }
     }
 
@@ -655,6 +791,7 @@ impl Store {
     pub async fn all_escalations(&self) -> Result<Vec<Escalation>, StoreError> {
         match &self.inner.reader {
             Reader::Sqlite(r) => r.escalations(true).await,
+            Reader::Postgres(r) => r.escalations(true).await,
         }
     }
 
@@ -669,6 +806,7 @@ impl Store {
     ) -> Result<Vec<Escalation>, StoreError> {
         match &self.inner.reader {
             Reader::Sqlite(r) => r.escalations_of(key).await,
+            Reader::Postgres(r) => r.escalations_of(key).await,
         }
     }
 
@@ -680,6 +818,7 @@ impl Store {
     pub async fn escalation(&self, id: i64) -> Result<Option<Escalation>, StoreError> {
         match &self.inner.reader {
             Reader::Sqlite(r) => r.escalation(id).await,
+            Reader::Postgres(r) => r.escalation(id).await,
         }
     }
 
@@ -691,6 +830,7 @@ impl Store {
     pub async fn escalation_history(&self, id: i64) -> Result<Vec<EscalationRecord>, StoreError> {
         match &self.inner.reader {
             Reader::Sqlite(r) => r.escalation_history(id).await,
+            Reader::Postgres(r) => r.escalation_history(id).await,
         }
     }
 
@@ -706,6 +846,7 @@ impl Store {
     ) -> Result<Vec<TranscriptEntry>, StoreError> {
         match &self.inner.reader {
             Reader::Sqlite(r) => r.transcript(key, limit).await,
+            Reader::Postgres(r) => r.transcript(key, limit).await,
         }
     }
 
@@ -720,6 +861,7 @@ impl Store {
     ) -> Result<Vec<StateChange>, StoreError> {
         match &self.inner.reader {
             Reader::Sqlite(r) => r.state_history(key).await,
+            Reader::Postgres(r) => r.state_history(key).await,
         }
     }
 
@@ -751,6 +893,7 @@ impl Store {
         }
         match &self.inner.reader {
             Reader::Sqlite(r) => r.close().await,
+            Reader::Postgres(r) => r.close().await,
         }
         result
     }
@@ -770,6 +913,7 @@ impl Store {
     ) -> Result<ReportRows, StoreError> {
         match &self.inner.reader {
             Reader::Sqlite(r) => r.report_rows(since_ms, until_ms, shop).await,
+            Reader::Postgres(r) => r.report_rows(since_ms, until_ms, shop).await,
         }
     }
 }

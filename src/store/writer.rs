@@ -10,7 +10,8 @@
 //! version, claiming a closed escalation, …) are decided before anything of that request is
 //! written and do not fail the batch.
 //!
-//! The SQL lives in the backends (`sqlite/`); this file knows only batches and answers.
+//! The SQL lives in the backends (`sqlite/`, `postgres/`); this file knows only batches and
+//! answers.
 
 use std::future::Future;
 use std::sync::Arc;

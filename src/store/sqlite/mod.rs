@@ -17,7 +17,7 @@ pub(crate) mod clock;
 pub(crate) mod outbox;
 mod read;
 mod report;
-mod rows;
+pub(crate) mod rows;
 mod write;
 
 use std::path::Path;
