@@ -112,6 +112,10 @@ struct RunArgs {
     log: String,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Closed loop: how long a buyer waits after a reply before writing again (a person
+    /// thinking; keeps one fast buyer under the daemon's per-chat reply limit).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    think: Duration,
     /// Write the report as JSON to this file (`-` for standard output).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -188,6 +192,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         log: args.log.clone(),
         then: args.then_rate.map(|rate| (rate, args.then_duration)),
         seed: args.seed,
+        think: args.think,
     };
     let mut comparison = Comparison {
         date: jiff::Timestamp::now().to_string(),

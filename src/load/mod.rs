@@ -115,6 +115,8 @@ pub struct Settings {
     /// after an overload).
     pub then: Option<(f64, Duration)>,
     pub seed: u64,
+    /// Closed loop: a buyer's pause between a reply and its next message.
+    pub think: Duration,
 }
 
 /// Why a run could not be made.
@@ -565,6 +567,7 @@ impl Driver {
             );
             let (mix, share) = (self.settings.mix.clone(), self.settings.escalate);
             let escalations = self.escalations.clone();
+            let think = self.settings.think;
             buyers.push(tokio::spawn(async move {
                 loop {
                     let at = Instant::now();
@@ -576,6 +579,9 @@ impl Driver {
                     gateway.push(shop, &user, &text, at, at >= measuring, Some(done));
                     if tokio::time::timeout(REPLY_WAIT, replied).await.is_err() {
                         // Unanswered: counted at the end; carry on as a buyer would.
+                    }
+                    if !think.is_zero() {
+                        tokio::time::sleep(think).await;
                     }
                 }
             }));
