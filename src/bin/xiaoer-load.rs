@@ -104,6 +104,10 @@ struct RunArgs {
     /// The xiaoer binary (default: beside this one).
     #[arg(long)]
     xiaoer: Option<PathBuf>,
+    /// The daemon's store URL (default: a SQLite file in a temporary directory), e.g. a
+    /// PostgreSQL database to compare the backends.
+    #[arg(long)]
+    store: Option<String>,
     /// The daemon's worker_idle (idle mode: how soon workers are reaped).
     #[arg(long, value_parser = humantime::parse_duration)]
     worker_idle: Option<Duration>,
@@ -193,6 +197,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         then: args.then_rate.map(|rate| (rate, args.then_duration)),
         seed: args.seed,
         think: args.think,
+        store: args.store.clone(),
     };
     let mut comparison = Comparison {
         date: jiff::Timestamp::now().to_string(),

@@ -117,6 +117,8 @@ pub struct Settings {
     pub seed: u64,
     /// Closed loop: a buyer's pause between a reply and its next message.
     pub think: Duration,
+    /// The daemon's store URL; `None`: SQLite in the run's temporary directory.
+    pub store: Option<String>,
 }
 
 /// Why a run could not be made.
@@ -308,6 +310,10 @@ fn spawn_target(
             text.push_str(
                 "[conversation]\ngreeting = false\nmax_replies = 1000\nreply_window = \"1s\"\n\n[escalation]\nfallback_limit = 0\n",
             );
+            if let Some(store) = &settings.store {
+                // Top-level keys must come before the first table.
+                text.insert_str(0, &format!("store = {store:?}\n"));
+            }
             if let Some(addr) = metrics {
                 text.push_str(&format!("\n[metrics]\nlisten = \"{addr}\"\n"));
             }
