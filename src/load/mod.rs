@@ -507,6 +507,14 @@ impl Driver {
         procstat::cpu_seconds(self.pid)
     }
 
+    /// Starts a measured window: its replies, set-aside messages and CPU count from now; the
+    /// CPU seconds so far.
+    async fn open_window(&self) -> Option<f64> {
+        let _ = self.gateway.take_window();
+        self.shed_from_now().await;
+        self.cpu()
+    }
+
     /// Starts counting set-aside messages for a new window.
     async fn shed_from_now(&self) {
         let total = self.shed_total().await.unwrap_or(0);
@@ -515,7 +523,16 @@ impl Driver {
         }
     }
 
-    /// Set-aside messages since [`Driver::shed_from_now`].
+    /// Ends the window once its load has stopped and its replies are in (or given up on).
+    async fn close_window(&self, seconds: f64, offered: Option<f64>, cpu: Option<f64>) -> Measured {
+        self.gateway.expire_unanswered();
+        let window = self.gateway.take_window();
+        let mut measured = measured(&window, seconds, offered, cpu);
+        measured.shed = self.shed_since().await;
+        measured
+    }
+
+    /// Set-aside messages since [`Driver::open_window`].
     async fn shed_since(&self) -> Option<u64> {
         let total = self.shed_total().await?;
         let before = self.shed_before.lock().map(|b| *b).unwrap_or(0);
@@ -524,7 +541,15 @@ impl Driver {
 
     async fn shed_total(&self) -> Option<u64> {
         let addr = self.metrics?;
-        let text = http_get(addr, "/metrics").await?;
+        let text = reqwest::Client::new()
+            .get(format!("http://{addr}/metrics"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
         Some(
             text.lines()
                 .filter(|line| line.starts_with("xiaoer_messages_set_aside_total"))
@@ -546,16 +571,8 @@ impl Driver {
         while self.gateway.waiting() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.gateway.expire_unanswered();
-        let window = self.gateway.take_window();
-        let mut measured = measured(
-            &window,
-            seconds,
-            offered,
-            cpu_before.zip(cpu_after).map(|(a, b)| b - a),
-        );
-        measured.shed = self.shed_since().await;
-        measured
+        let cpu = cpu_before.zip(cpu_after).map(|(a, b)| b - a);
+        self.close_window(seconds, offered, cpu).await
     }
 
     async fn closed(&self) -> Measured {
@@ -593,6 +610,7 @@ impl Driver {
             }));
         }
         tokio::time::sleep_until(measuring.into()).await;
+        // The window began before the warm-up (only measured messages count in it).
         self.shed_from_now().await;
         let cpu_before = self.cpu();
         let started = Instant::now();
@@ -602,16 +620,8 @@ impl Driver {
         for buyer in buyers {
             let _ = buyer.await;
         }
-        self.gateway.expire_unanswered();
-        let window = self.gateway.take_window();
-        let mut measured = measured(
-            &window,
-            seconds,
-            None,
-            cpu_before.zip(cpu_after).map(|(a, b)| b - a),
-        );
-        measured.shed = self.shed_since().await;
-        measured
+        let cpu = cpu_before.zip(cpu_after).map(|(a, b)| b - a);
+        self.close_window(seconds, None, cpu).await
     }
 
     /// Poisson arrivals at `rate` for `warmup` + `duration`; latency from each message's
@@ -626,9 +636,7 @@ impl Driver {
         let mut started = start;
         let mut in_window = warmup.is_zero();
         if in_window {
-            let _ = self.gateway.take_window();
-            self.shed_from_now().await;
-            cpu_before = self.cpu();
+            cpu_before = self.open_window().await;
         }
         while next < end {
             let now = Instant::now();
@@ -639,9 +647,7 @@ impl Driver {
             while next <= now && next < end {
                 if !in_window && next >= measuring {
                     in_window = true;
-                    let _ = self.gateway.take_window();
-                    self.shed_from_now().await;
-                    cpu_before = self.cpu();
+                    cpu_before = self.open_window().await;
                     started = Instant::now();
                 }
                 let buyer = rng.random_range(0..self.settings.buyers.max(1));
@@ -792,23 +798,4 @@ fn free_port() -> Result<std::net::SocketAddr, LoadError> {
     listener
         .local_addr()
         .map_err(io("find a free loopback port"))
-}
-
-/// The body of a plain HTTP GET on loopback; `None` if the target does not answer.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.ok()?;
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let (_, body) = text.split_once("\r\n\r\n")?;
-        Some(body.to_owned())
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .ok()
-        .flatten()
 }
