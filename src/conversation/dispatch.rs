@@ -41,12 +41,35 @@ enum Overflow {
     Daemon,
 }
 
+/// Commands queued for a chat or being handled, counted for the chat (its worker is reaped only
+/// at zero) and for the daemon (the shared limit) in one step, so the two never disagree.
+#[derive(Clone)]
+struct InFlight {
+    chat: Arc<AtomicUsize>,
+    all: Arc<AtomicUsize>,
+}
+
+impl InFlight {
+    fn raise(&self) {
+        self.chat.fetch_add(1, Ordering::SeqCst);
+        self.all.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn lower(&self) {
+        self.chat.fetch_sub(1, Ordering::SeqCst);
+        self.all.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn idle(&self) -> bool {
+        self.chat.load(Ordering::SeqCst) == 0
+    }
+}
+
 struct WorkerHandle {
     /// Boxed: a channel allocates room for 32 commands up front, and a chat message is large;
     /// thousands of quiet chats would each hold kilobytes of empty slots.
     queue: mpsc::Sender<Box<ChatCommand>>,
-    /// Commands queued or being handled.
-    in_flight: Arc<AtomicUsize>,
+    in_flight: InFlight,
     last_used: Instant,
 }
 
@@ -113,19 +136,17 @@ impl<O: Outbox> Dispatcher<O> {
         if let Some(handle) = self.workers.get_mut(&key) {
             handle.last_used = now;
             if let Some(pending) = command.take() {
-                handle.in_flight.fetch_add(1, Ordering::SeqCst);
-                self.queued.fetch_add(1, Ordering::SeqCst);
+                handle.in_flight.raise();
                 match handle.queue.try_send(Box::new(pending)) {
                     Ok(()) => return,
                     Err(mpsc::error::TrySendError::Full(pending)) => {
-                        handle.in_flight.fetch_sub(1, Ordering::SeqCst);
-                        self.queued.fetch_sub(1, Ordering::SeqCst);
+                        handle.in_flight.lower();
                         self.set_aside(*pending, Overflow::Chat);
                         return;
                     }
                     // The worker ended (it panicked); start a new one below.
                     Err(mpsc::error::TrySendError::Closed(pending)) => {
-                        self.queued.fetch_sub(1, Ordering::SeqCst);
+                        handle.in_flight.lower();
                         command = Some(*pending);
                     }
                 }
@@ -133,11 +154,13 @@ impl<O: Outbox> Dispatcher<O> {
         }
         let Some(command) = command else { return };
         let (queue, mut inbox) = mpsc::channel::<Box<ChatCommand>>(CHAT_QUEUE);
-        let in_flight = Arc::new(AtomicUsize::new(1));
+        let in_flight = InFlight {
+            chat: Arc::new(AtomicUsize::new(0)),
+            all: Arc::clone(&self.queued),
+        };
+        in_flight.raise();
         let mut worker = Worker::new(key.clone(), Arc::clone(&self.shared));
-        let done = Arc::clone(&in_flight);
-        let all_done = Arc::clone(&self.queued);
-        self.queued.fetch_add(1, Ordering::SeqCst);
+        let done = in_flight.clone();
         self.tracker.spawn(async move {
             while let Some(command) = inbox.recv().await {
                 // Boxed, so a waiting worker's task holds the worker and not also the space
@@ -145,13 +168,12 @@ impl<O: Outbox> Dispatcher<O> {
                 if let Err(error) = Box::pin(worker.handle(*command)).await {
                     warn!(%error, "message not handled");
                 }
-                done.fetch_sub(1, Ordering::SeqCst);
-                all_done.fetch_sub(1, Ordering::SeqCst);
+                done.lower();
             }
         });
         if let Err(refused) = queue.try_send(Box::new(command)) {
             warn!(chat = %key, "new chat worker refused its first command");
-            self.queued.fetch_sub(1, Ordering::SeqCst);
+            in_flight.lower();
             match refused {
                 mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => {
                     c.refuse(CommandError::Busy)
@@ -221,8 +243,7 @@ impl<O: Outbox> Dispatcher<O> {
         let now = Instant::now();
         let before = self.workers.len();
         self.workers.retain(|_, handle| {
-            now.duration_since(handle.last_used) < self.idle_after
-                || handle.in_flight.load(Ordering::SeqCst) > 0
+            now.duration_since(handle.last_used) < self.idle_after || !handle.in_flight.idle()
         });
         let reaped = before - self.workers.len();
         // A map keeps the room of its busiest hour; after a rush of 100,000 chats that room is
