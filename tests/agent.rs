@@ -14,12 +14,17 @@ use xiaoer::model::Role;
 use xiaoer::store::Store;
 
 fn agent(args: &[&str], data: &Path, stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xiaoer"))
-        .arg("agent")
-        .args(args)
-        .arg("--data")
-        .arg(data)
-        .env_remove("XIAOER_STORE")
+    agent_on(args, data, stdin, |command| {
+        command.env_remove("XIAOER_STORE");
+    })
+}
+
+/// `xiaoer agent ARGS --data DIR`, with `store` naming the store (a flag or the environment).
+fn agent_on(args: &[&str], data: &Path, stdin: &str, store: impl FnOnce(&mut Command)) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xiaoer"));
+    command.arg("agent").args(args).arg("--data").arg(data);
+    store(&mut command);
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -123,33 +128,16 @@ async fn accounts_go_to_the_store_that_store_or_xiaoer_store_names() {
     };
     let nowhere = tempfile::tempdir().unwrap();
     let run = |args: &[&str], env_store: bool, stdin: &str| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_xiaoer"));
-        command
-            .arg("agent")
-            .args(args)
-            .arg("--data")
-            .arg(nowhere.path());
-        if env_store {
-            command.env("XIAOER_STORE", &url_with_password);
-        } else {
-            command
-                .env_remove("XIAOER_STORE")
-                .arg("--store")
-                .arg(&url_with_password);
-        }
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        agent_on(args, nowhere.path(), stdin, |command| {
+            if env_store {
+                command.env("XIAOER_STORE", &url_with_password);
+            } else {
+                command
+                    .env_remove("XIAOER_STORE")
+                    .arg("--store")
+                    .arg(&url_with_password);
+            }
+        })
     };
     let added = run(
         &["add", "xiaoli", "--role", "supervisor"],
