@@ -992,6 +992,28 @@ async fn the_store_setting_picks_the_database_file_and_an_unreachable_postgres_i
     );
 }
 
+/// A daemon on `store`, connected to `gateway`, with these rules and this data directory.
+fn config_on(
+    store: StoreLocation,
+    gateway: &DevGateway,
+    rules: &Path,
+    replies: &Path,
+    data: &Path,
+) -> Config {
+    Config {
+        rules: rules.to_owned(),
+        replies: replies.to_owned(),
+        data: data.to_owned(),
+        store: Some(store),
+        gateways: vec![GatewaySettings {
+            url: gateway.url(),
+            token: Some(TOKEN.into()),
+            name: None,
+        }],
+        ..Config::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_runs_on_postgres() {
     let Some(db) = common::backends::TestDb::postgres("the_daemon_runs_on_postgres").await else {
@@ -1000,18 +1022,7 @@ async fn the_daemon_runs_on_postgres() {
     let gateway = gateway().await;
     let (_rules_dir, rules, replies) = rule_dirs();
     let data = tempfile::tempdir().unwrap();
-    let config = Config {
-        rules,
-        replies,
-        data: data.path().to_owned(),
-        store: Some(db.location()),
-        gateways: vec![GatewaySettings {
-            url: gateway.url(),
-            token: Some(TOKEN.into()),
-            name: None,
-        }],
-        ..Config::default()
-    };
+    let config = config_on(db.location(), &gateway, &rules, &replies, data.path());
     let running = xiaoer::daemon::start(config).await.unwrap();
     assert!(gateway.wait_for_bots(1, WAIT).await);
     gateway.buyer_says("shop1", "s1", "我要退款");
@@ -1131,18 +1142,7 @@ async fn a_second_daemon_on_the_same_postgres_store_refuses_to_start_until_the_f
     let gateway = gateway().await;
     let (_rules_dir, rules, replies) = rule_dirs();
     let (first_data, second_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let config = |data: &Path| Config {
-        rules: rules.clone(),
-        replies: replies.clone(),
-        data: data.to_owned(),
-        store: Some(db.location()),
-        gateways: vec![GatewaySettings {
-            url: gateway.url(),
-            token: Some(TOKEN.into()),
-            name: None,
-        }],
-        ..Config::default()
-    };
+    let config = |data: &Path| config_on(db.location(), &gateway, &rules, &replies, data);
     let first = xiaoer::daemon::start(config(first_data.path()))
         .await
         .unwrap();
