@@ -167,19 +167,16 @@ pub(crate) async fn open_writer(target: &Target) -> Result<PgWriter, StoreError>
             source,
         })?;
     // A standby or a user without write rights fails here, before any message is taken.
-    sqlx::query(
-        "INSERT INTO store_meta (key, value) VALUES ('last_start_ms', $1) \
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )
-    .bind(crate::store::now_ms().to_string())
-    .execute(&mut conn)
-    .await
-    .map_err(|cause| {
-        StoreError::query(
-            format!("write to the PostgreSQL store at {}", target.name),
-            cause,
-        )
-    })?;
+    sqlx::query(crate::store::sqlite::RECORD_START)
+        .bind(crate::store::now_ms().to_string())
+        .execute(&mut conn)
+        .await
+        .map_err(|cause| {
+            StoreError::query(
+                format!("write to the PostgreSQL store at {}", target.name),
+                cause,
+            )
+        })?;
     Ok(PgWriter::new(conn, target.clone()))
 }
 

@@ -33,6 +33,11 @@ pub(crate) use write::SqliteWriter;
 
 use super::StoreError;
 
+/// The write every backend makes at open, before any message is taken, to prove the store
+/// takes writes (portable SQL; `$1` is the start time in unix ms as text).
+pub(crate) const RECORD_START: &str = "INSERT INTO store_meta (key, value) VALUES ('last_start_ms', $1) \
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+
 /// How long a connection waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -82,17 +87,14 @@ pub(crate) async fn open_writer(path: &Path) -> Result<SqliteWriter, StoreError>
     check_integrity(&mut conn, path).await?;
     // Proves the file is writable before any message is taken: SQLite opens a read-only file
     // quietly and fails only at the first write.
-    sqlx::query(
-        "INSERT INTO store_meta (key, value) VALUES ('last_start_ms', $1) \
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )
-    .bind(crate::store::now_ms().to_string())
-    .execute(&mut conn)
-    .await
-    .map_err(|cause| StoreError::Open {
-        path: path.to_owned(),
-        cause,
-    })?;
+    sqlx::query(RECORD_START)
+        .bind(crate::store::now_ms().to_string())
+        .execute(&mut conn)
+        .await
+        .map_err(|cause| StoreError::Open {
+            path: path.to_owned(),
+            cause,
+        })?;
     let inode = inode_of(path);
     // The writes themselves go through a rusqlite connection on a thread of its own (see
     // `write.rs`); sqlx's connection has done its part.
