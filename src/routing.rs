@@ -9,12 +9,19 @@
 //!
 //! 1. no rule matched: the model answers, escalates or stays quiet if its top probability
 //!    reaches `answer`, `escalate` or `quiet`; otherwise the fallback applies as before;
-//! 2. a rule marked `weak = true` escalated: a model sure (`overrule_weak`) that the message
-//!    is an answer replaces the escalation (a worry before buying that names an alarm word), and
-//!    one surer still (`overrule_weak_quiet`) that it needs nothing silences it (a re-order);
-//! 3. a rule answered: a model sure (`overrule_answer`, kept high) that the message needs a
-//!    person escalates instead — unless the rule answers the same subject (a refund-topic answer
-//!    such as the return address is not overruled by a refund escalation).
+//! 2. a rule marked `weak = true` escalated and the model's top decision is not an escalation:
+//!    if the model puts at least `overrule_weak` of its weight on not escalating (one minus its
+//!    summed escalation probability), its answer replaces the escalation (a worry before buying
+//!    that names an alarm word); a quiet top decision needs `overrule_weak_quiet` (a re-order);
+//! 3. a rule answered: if the model puts at least `overrule_answer` of its weight on escalating
+//!    (summed over the queues), its likeliest queue takes the message instead — unless that
+//!    queue is the rule's own subject (a refund-topic answer such as the return address is not
+//!    overruled by a refund escalation).
+//!
+//! Cases 2 and 3 weigh escalation as a whole rather than the top probability: a model split
+//! between two queues is still sure a person is needed, and one split between two answers is
+//! still sure nobody is. On the dev set this gave a better recall/false-escalation curve at
+//! every setting (docs/rules.md, "Choosing thresholds").
 //!
 //! When an escalation rule was vetoed by one of its `none` terms (a negation such as 不会给差评),
 //! the rule writer said no on purpose: the model never escalates to that rule's queue, and to
@@ -220,7 +227,7 @@ fn combine(
     prediction: &Prediction,
     thresholds: &Thresholds,
 ) -> Decided {
-    let (label, probability) = prediction.best();
+    let (mut label, mut probability) = prediction.best();
     if let Label::Escalate(queue) = label
         && vetoed(rules, decision, Some(queue))
     {
@@ -263,18 +270,16 @@ fn combine(
             };
             probability >= needed
         }
-        OutcomeKind::Escalate => match label {
-            Label::Escalate(_) => false,
-            Label::Answer(_) => probability >= thresholds.overrule_weak,
-            Label::Quiet => probability >= thresholds.overrule_weak_quiet,
-        },
+        OutcomeKind::Escalate => weak_escalation_gives_way(prediction, thresholds),
         // A rule that answers a refund question on purpose ("退货地址是哪里") is not overruled by
         // a model that has only learned that the subject is refunds.
-        OutcomeKind::Reply => {
-            label.escalates()
-                && by_rules.topic != Some(label.topic())
-                && probability >= thresholds.overrule_answer
-        }
+        OutcomeKind::Reply => match answer_gives_way(prediction, thresholds, by_rules.topic) {
+            Some((queue, weight)) => {
+                (label, probability) = (queue, weight);
+                true
+            }
+            None => false,
+        },
         OutcomeKind::Ignore => false,
     };
     if !takes_over {
@@ -313,6 +318,34 @@ fn combine(
         confidence: Some(probability),
         why,
     }
+}
+
+/// Whether a weak rule's escalation gives way to the model's top decision: an answer when the
+/// model puts `overrule_weak` of its weight on not escalating, silence at `overrule_weak_quiet`.
+fn weak_escalation_gives_way(prediction: &Prediction, thresholds: &Thresholds) -> bool {
+    let calm = 1.0 - prediction.escalation_probability();
+    match prediction.best().0 {
+        Label::Escalate(_) => false,
+        Label::Answer(_) => calm >= thresholds.overrule_weak,
+        Label::Quiet => calm >= thresholds.overrule_weak_quiet,
+    }
+}
+
+/// The queue, and the model's summed weight on escalating, when a rule's answer on
+/// `rule_topic` gives way: that weight reaches `overrule_answer` and the likeliest queue is not
+/// the answer's own subject.
+fn answer_gives_way(
+    prediction: &Prediction,
+    thresholds: &Thresholds,
+    rule_topic: Option<Topic>,
+) -> Option<(Label, f32)> {
+    let weight = prediction.escalation_probability();
+    let &(queue, _) = prediction
+        .ranked
+        .iter()
+        .find(|(label, _)| label.escalates())?;
+    (weight >= thresholds.overrule_answer && rule_topic != Some(queue.topic()))
+        .then_some((queue, weight))
 }
 
 /// Whether an escalation rule — to `queue`, or to any queue when `None` — would have matched
@@ -458,6 +491,72 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(route(&rules, text), expected, "route({text:?})");
         }
+    }
+
+    fn predicted(ranked: &[(Label, f32)]) -> Prediction {
+        Prediction {
+            ranked: ranked.to_vec(),
+        }
+    }
+
+    fn overrule_bars(weak: f32, weak_quiet: f32, answer: f32) -> Thresholds {
+        let mut thresholds = Thresholds::default();
+        thresholds.overrule_weak = weak;
+        thresholds.overrule_weak_quiet = weak_quiet;
+        thresholds.overrule_answer = answer;
+        thresholds
+    }
+
+    #[test]
+    fn a_weak_escalation_gives_way_by_the_weight_on_not_escalating_not_the_top_answer_alone() {
+        let bars = overrule_bars(0.85, 0.95, 0.75);
+        // Split between two answers and silence, but sure nobody is needed: overruled.
+        let calm = predicted(&[
+            (Label::Answer(Topic::Product), 0.5),
+            (Label::Answer(Topic::Price), 0.4),
+            (Label::Escalate(Queue::AfterSale), 0.1),
+        ]);
+        assert!(weak_escalation_gives_way(&calm, &bars));
+        // The same top answer with half the weight on queues: the escalation stands.
+        let torn = predicted(&[
+            (Label::Answer(Topic::Product), 0.5),
+            (Label::Escalate(Queue::AfterSale), 0.3),
+            (Label::Escalate(Queue::Refund), 0.2),
+        ]);
+        assert!(!weak_escalation_gives_way(&torn, &bars));
+        // Silence needs the higher bar.
+        let quiet = predicted(&[(Label::Quiet, 0.9), (Label::Escalate(Queue::Refund), 0.1)]);
+        assert!(!weak_escalation_gives_way(&quiet, &bars));
+        let quieter = predicted(&[(Label::Quiet, 0.97), (Label::Escalate(Queue::Refund), 0.03)]);
+        assert!(weak_escalation_gives_way(&quieter, &bars));
+    }
+
+    #[test]
+    fn an_answer_gives_way_to_the_likeliest_queue_when_the_queues_together_pass_the_bar() {
+        let bars = overrule_bars(0.85, 0.95, 0.55);
+        let split = predicted(&[
+            (Label::Answer(Topic::Shipping), 0.4),
+            (Label::Escalate(Queue::AfterSale), 0.35),
+            (Label::Escalate(Queue::Refund), 0.25),
+        ]);
+        let (queue, weight) = answer_gives_way(&split, &bars, Some(Topic::Shipping))
+            .expect("0.6 on queues passes a 0.55 bar");
+        assert_eq!(queue, Label::Escalate(Queue::AfterSale));
+        assert!((weight - 0.6).abs() < 1e-6);
+        // Not over an answer on the queue's own subject, and not below the bar.
+        let after_sale_topic = Label::Escalate(Queue::AfterSale).topic();
+        assert_eq!(
+            answer_gives_way(&split, &bars, Some(after_sale_topic)),
+            None
+        );
+        assert_eq!(
+            answer_gives_way(
+                &split,
+                &overrule_bars(0.85, 0.95, 0.7),
+                Some(Topic::Shipping)
+            ),
+            None
+        );
     }
 
     #[test]

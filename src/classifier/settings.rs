@@ -46,8 +46,8 @@ impl Default for TrainingSettings {
     fn default() -> Self {
         TrainingSettings {
             buckets_log2: 20,
-            epochs: 10,
-            learning_rate: 0.5,
+            epochs: 20,
+            learning_rate: 1.0,
             seed: 2026,
             rule_example_weight: 3,
             balance: 0.0,
@@ -66,13 +66,15 @@ pub struct Thresholds {
     pub escalate: f32,
     /// No rule matched: stay quiet.
     pub quiet: f32,
-    /// A rule marked `weak = true` escalated: an answer this sure replaces it (a worry before
+    /// A rule marked `weak = true` escalated and the model's top decision is an answer: with
+    /// this much of the model's weight off every queue, the answer replaces it (a worry before
     /// buying).
     pub overrule_weak: f32,
-    /// A rule marked `weak = true` escalated: quiet this sure replaces it (a re-order). Kept
+    /// The same with quiet as the top decision: silence replaces it (a re-order). Kept
     /// higher than `overrule_weak`, because silence on a real problem is the worst outcome.
     pub overrule_weak_quiet: f32,
-    /// A rule answered: a confident escalation replaces the answer.
+    /// A rule answered: with this much of the model's weight on the queues together, its
+    /// likeliest queue replaces the answer.
     pub overrule_answer: f32,
 }
 
@@ -82,9 +84,9 @@ impl Default for Thresholds {
             answer: 0.45,
             escalate: 0.5,
             quiet: 0.5,
-            overrule_weak: 0.6,
-            overrule_weak_quiet: 0.9,
-            overrule_answer: 0.95,
+            overrule_weak: 0.9,
+            overrule_weak_quiet: 0.95,
+            overrule_answer: 0.75,
         }
     }
 }
