@@ -500,11 +500,12 @@ mod tests {
     }
 
     fn overrule_bars(weak: f32, weak_quiet: f32, answer: f32) -> Thresholds {
-        let mut thresholds = Thresholds::default();
-        thresholds.overrule_weak = weak;
-        thresholds.overrule_weak_quiet = weak_quiet;
-        thresholds.overrule_answer = answer;
-        thresholds
+        Thresholds {
+            overrule_weak: weak,
+            overrule_weak_quiet: weak_quiet,
+            overrule_answer: answer,
+            ..Thresholds::default()
+        }
     }
 
     #[test]
