@@ -20,8 +20,8 @@
 //!
 //! Cases 2 and 3 weigh escalation as a whole rather than the top probability: a model split
 //! between two queues is still sure a person is needed, and one split between two answers is
-//! still sure nobody is. On the dev set this gave a better recall/false-escalation curve at
-//! every setting (docs/rules.md, "Choosing thresholds").
+//! still sure nobody is. On the dev set this gave a better recall/false-escalation curve along
+//! the `overrule_weak` sweep (docs/rules.md, "How rules and the model combine").
 //!
 //! When an escalation rule was vetoed by one of its `none` terms (a negation such as 不会给差评),
 //! the rule writer said no on purpose: the model never escalates to that rule's queue, and to
@@ -227,7 +227,7 @@ fn combine(
     prediction: &Prediction,
     thresholds: &Thresholds,
 ) -> Decided {
-    let (mut label, mut probability) = prediction.best();
+    let (label, probability) = prediction.best();
     if let Label::Escalate(queue) = label
         && vetoed(rules, decision, Some(queue))
     {
@@ -256,6 +256,7 @@ fn combine(
         );
         return by_rules;
     }
+    // What the model decides instead, and how sure it is, when it takes over.
     let takes_over = match by_rules.kind {
         OutcomeKind::Fallback => {
             let needed = match label {
@@ -268,28 +269,24 @@ fn combine(
                 Label::Answer(_) => thresholds.answer,
                 Label::Quiet => thresholds.quiet,
             };
-            probability >= needed
+            (probability >= needed).then_some((label, probability))
         }
-        OutcomeKind::Escalate => weak_escalation_gives_way(prediction, thresholds),
+        OutcomeKind::Escalate => {
+            weak_escalation_gives_way(prediction, thresholds).then_some((label, probability))
+        }
         // A rule that answers a refund question on purpose ("退货地址是哪里") is not overruled by
         // a model that has only learned that the subject is refunds.
-        OutcomeKind::Reply => match answer_gives_way(prediction, thresholds, by_rules.topic) {
-            Some((queue, weight)) => {
-                (label, probability) = (queue, weight);
-                true
-            }
-            None => false,
-        },
-        OutcomeKind::Ignore => false,
+        OutcomeKind::Reply => answer_gives_way(prediction, thresholds, by_rules.topic),
+        OutcomeKind::Ignore => None,
     };
-    if !takes_over {
+    let Some((label, probability)) = takes_over else {
         let mut by_rules = by_rules;
         by_rules.confidence = Some(probability);
         if by_rules.kind == OutcomeKind::Fallback {
             let _ = write!(by_rules.why, "; model unsure ({label} {probability:.2})");
         }
         return by_rules;
-    }
+    };
     let terms: Vec<String> = classifier
         .pushes(&decision.normalised, label, 3)
         .into_iter()
