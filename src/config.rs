@@ -86,6 +86,8 @@ pub struct Config {
     pub notify: Vec<crate::notify::Target>,
     /// How failed notifications are retried (`[notifications]`).
     pub notify_retry: crate::notify::RetryPolicy,
+    /// How instances sharing a PostgreSQL store divide the shops (`[cluster]`).
+    pub cluster: ClusterSettings,
     /// Where each setting's value came from, for error messages. [`Config::load`] fills it in; a
     /// `Config` built in code can leave it empty (its errors then name no origin).
     pub origins: Origins,
@@ -111,8 +113,31 @@ impl Default for Config {
             metrics_listen: None,
             notify: Vec::new(),
             notify_retry: crate::notify::RetryPolicy::default(),
+            cluster: ClusterSettings::default(),
             origins: Origins::default(),
             warnings: Vec::new(),
+        }
+    }
+}
+
+/// `[cluster]`: several instances on one PostgreSQL store (see `cluster`). A SQLite store has
+/// one daemon, and these settings do nothing there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// A shop whose owner has not renewed its lease for this long is taken over by another
+    /// instance. Shorter moves shops sooner after a crash and costs more database round trips
+    /// (one renewal per instance every quarter of it, at most every second).
+    pub lease_ttl: Duration,
+    /// This instance's name in `xiaoer status`; by default the host, the process id and four
+    /// random hex digits. Two running instances must not share a name.
+    pub instance: Option<String>,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            lease_ttl: Duration::from_secs(10),
+            instance: None,
         }
     }
 }
@@ -770,6 +795,25 @@ impl Config {
         {
             report("worker_idle", "worker_idle", message);
         }
+        if let Some(message) = duration_out_of_bounds(
+            self.cluster.lease_ttl,
+            Duration::from_secs(1),
+            Duration::from_secs(600),
+        ) {
+            report("cluster.lease_ttl", "cluster.lease_ttl", message);
+        }
+        if self
+            .cluster
+            .instance
+            .as_deref()
+            .is_some_and(|name| name.is_empty() || name.len() > 100)
+        {
+            report(
+                "cluster.instance",
+                "cluster.instance",
+                "an instance name is 1 to 100 characters".to_owned(),
+            );
+        }
         for (key, message) in self.conversation.problems() {
             let key = format!("conversation.{key}");
             report(&key, &key, message);
@@ -1037,6 +1081,9 @@ const KEYS: &[&str] = &[
     "fallback_limit",
     "queue_eta",
     "default_eta",
+    "cluster",
+    "lease_ttl",
+    "instance",
 ];
 
 #[derive(Deserialize, Default)]
@@ -1056,6 +1103,7 @@ struct RawConfig {
     metrics: RawMetrics,
     notify: Vec<Spanned<Value>>,
     notifications: RawNotifications,
+    cluster: RawCluster,
     /// Renamed to `worker_idle`; read only to say so.
     worker_idle_secs: Raw,
 }
@@ -1142,6 +1190,13 @@ struct RawNotifications {
     retry_first: Raw,
     retry_cap: Raw,
     give_up_after: Raw,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct RawCluster {
+    lease_ttl: Raw,
+    instance: Raw,
 }
 
 #[derive(Deserialize, Default)]
@@ -1363,6 +1418,14 @@ impl FileReader<'_> {
             self.config.metrics_listen = Some(v);
         }
         self.read_notify(raw.notify, raw.notifications);
+        let key = "cluster.lease_ttl";
+        if let Some(v) = self.take(key, key, raw.cluster.lease_ttl, duration) {
+            self.config.cluster.lease_ttl = v;
+        }
+        let key = "cluster.instance";
+        if let Some(v) = self.take(key, key, raw.cluster.instance, string) {
+            self.config.cluster.instance = Some(v.trim().to_owned());
+        }
     }
 
     /// `[[notify]]` targets (each checked by [`crate::notify::Target::from_toml`]) and the

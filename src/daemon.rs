@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::cluster::{Answering, Keeper, LeaseChange, Leases};
 use crate::config::{Config, StoreLocation};
 use crate::console::{Console, ConsoleSettings, ConsoleState};
 use crate::conversation::commands::AgentAction;
@@ -31,7 +32,7 @@ use crate::metrics::Metrics;
 use crate::model::{ChatEvent, ConversationKey, Part};
 use crate::reload::{LiveRules, Reloads, RuleBook, RuleBookError, RuleSources, run_reloader};
 use crate::rules::Layer;
-use crate::store::{Store, StoreError};
+use crate::store::{SeenMessage, Store, StoreError};
 
 /// How long shutdown may take in all before the daemon exits anyway.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(4500);
@@ -231,17 +232,15 @@ const EVENT_BUFFER: usize = 1024;
 pub async fn start(config: Config) -> Result<Running, DaemonError> {
     let (rules, sources) = load_rules(&config)?;
     let location = config.store_location();
-    let (store, store_lock) = match &location {
+    let (store, store_lock, lease_db) = match &location {
         StoreLocation::Sqlite(path) => {
             let lock = lock_store(path)?;
-            (Store::open_file(path).await?, Some(StoreLock::File(lock)))
+            (Store::open_file(path).await?, Some(StoreLock(lock)), None)
         }
-        // The database is on another machine, so the lock is on the server too; shop leases
-        // will replace it when several instances share the shops.
+        // Several instances may share a PostgreSQL store; each answers the shops it leases.
         StoreLocation::Postgres(_) => {
-            let lock = Store::lock_instance(&location).await?;
             let store = Store::open_location(&location).await?;
-            (store, lock.map(StoreLock::Postgres))
+            (store, None, Store::open_leases(&location).await?)
         }
     };
     info!(
@@ -280,6 +279,36 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         routes: RwLock::new(HashMap::new()),
     });
     let (chat_events, _) = broadcast::channel(EVENT_BUFFER);
+    let cluster_stop = CancellationToken::new();
+    let cluster = lease_db.map(|db| {
+        let leases = Arc::new(Leases::new(
+            config.cluster.instance.as_deref(),
+            config.cluster.lease_ttl,
+        ));
+        let (shops_tx, shops) = mpsc::unbounded_channel();
+        let (changes_tx, changes) = mpsc::unbounded_channel();
+        let leave = CancellationToken::new();
+        let keeper = tokio::spawn(crate::cluster::keeper(
+            Keeper {
+                leases: Arc::clone(&leases),
+                db,
+                shops,
+                changes: changes_tx,
+                store: store.clone(),
+            },
+            cluster_stop.clone(),
+            leave.clone(),
+        ));
+        ClusterLoop {
+            leases,
+            answering: Answering::default(),
+            shops: shops_tx,
+            changes,
+            leave,
+            keeper,
+        }
+    });
+    let outbox_turn = cluster.as_ref().map(|c| c.leases.works_outbox());
     let shared = Arc::new(Shared {
         store: store.clone(),
         outbox: Arc::clone(&outbox),
@@ -291,6 +320,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         clocks: config.shop_clocks(),
         events: chat_events.clone(),
         metrics: Arc::clone(&metrics),
+        leases: cluster.as_ref().map(|c| Arc::clone(&c.leases)),
     });
     let workers = TaskTracker::new();
     let dispatcher = Dispatcher::new(shared, workers.clone(), config.worker_idle());
@@ -322,6 +352,8 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         reap_every: config.worker_idle() / 2,
         console: None,
         store_lock,
+        cluster,
+        cluster_stop,
     };
     let handle = Handle {
         store,
@@ -374,6 +406,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
             console_url,
             console: config.console.clone(),
             clocks: config.shop_clocks(),
+            works_here: outbox_turn,
         },
         Arc::clone(&handle.metrics),
         handle.events.subscribe(),
@@ -661,20 +694,79 @@ struct Serving {
     console: Option<(Console, CancellationToken, JoinHandle<()>)>,
     /// Held until the store is closed.
     store_lock: Option<StoreLock>,
+    /// The shop leases, when the store is shared with other instances.
+    cluster: Option<ClusterLoop>,
+    /// Stops the lease keeper from taking or renewing (shutdown).
+    cluster_stop: CancellationToken,
 }
 
-/// What keeps a second daemon off the store while this one runs.
-enum StoreLock {
-    /// The lock file beside a SQLite database.
-    File(
-        #[allow(
-            dead_code,
-            reason = "held, never read: the lock lasts while the file is open"
-        )]
-        std::fs::File,
-    ),
-    /// A session lock on the PostgreSQL server.
-    Postgres(crate::store::InstanceLock),
+/// The lock file beside a SQLite database, which keeps a second daemon off the store while
+/// this one runs.
+struct StoreLock(
+    #[allow(
+        dead_code,
+        reason = "held, never read: the lock lasts while the file is open"
+    )]
+    std::fs::File,
+);
+
+/// What the main loop keeps of the shop leases.
+struct ClusterLoop {
+    leases: Arc<Leases>,
+    /// The shops whose messages go to chat workers here; the others are only recorded.
+    answering: Answering,
+    /// New shop accounts, for the keeper.
+    shops: mpsc::UnboundedSender<crate::cluster::Shop>,
+    changes: mpsc::UnboundedReceiver<LeaseChange>,
+    /// Lets the keeper give the leases back, once the workers are done.
+    leave: CancellationToken,
+    keeper: JoinHandle<()>,
+}
+
+impl ClusterLoop {
+    /// Notes a shop account the gateway showed; the keeper hears of each once.
+    fn saw_shop(&mut self, platform: &str, self_id: &str) {
+        if self.answering.first_sight(platform, self_id) {
+            let _ = self.shops.send((platform.to_owned(), self_id.to_owned()));
+        }
+    }
+}
+
+/// Takes on the shops just leased: first what the backlog holds for them that nobody handled,
+/// oldest first, then (as the main loop goes on) their new messages. Everything this instance
+/// recorded before is flushed first, so the backlog read sees it.
+async fn take_on(
+    shops: Vec<crate::cluster::Shop>,
+    store: &Store,
+    dispatcher: &mut Dispatcher<Arc<GatewayOutbox>>,
+) {
+    if shops.is_empty() {
+        return;
+    }
+    if let Err(error) = store.flush().await {
+        warn!(%error, "cannot flush the store before reading the backlog of newly taken shops");
+    }
+    for (platform, self_id) in shops {
+        match store.unhandled(&platform, &self_id).await {
+            Ok(backlog) => {
+                if !backlog.is_empty() {
+                    info!(platform = %platform, shop = %self_id, messages = backlog.len(), "handling what the shop's last owner left unhandled");
+                }
+                for seen in backlog {
+                    dispatcher.dispatch(ChatMessage {
+                        key: seen.key,
+                        message_id: seen.message_id,
+                        text: seen.text,
+                        parts: seen.parts,
+                        outgoing: false,
+                    });
+                }
+            }
+            Err(error) => {
+                warn!(%error, platform = %platform, shop = %self_id, "cannot read the shop's unhandled backlog; its messages from before the takeover wait for a redelivery");
+            }
+        }
+    }
 }
 
 async fn serve(parts: Serving, shutdown: CancellationToken) {
@@ -693,6 +785,8 @@ async fn serve(parts: Serving, shutdown: CancellationToken) {
         reap_every,
         console,
         store_lock,
+        mut cluster,
+        cluster_stop,
     } = parts;
     let mut reap = tokio::time::interval(reap_every);
     reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -700,17 +794,36 @@ async fn serve(parts: Serving, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = reap.tick() => { dispatcher.reap_idle(); }
+            change = async {
+                match cluster.as_mut() {
+                    Some(cluster) => cluster.changes.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let (Some(change), Some(cluster)) = (change, cluster.as_mut()) {
+                    let taken = cluster.answering.apply(change);
+                    take_on(taken, &store, &mut dispatcher).await;
+                }
+            }
             command = commands.recv() => {
                 if let Some((key, command)) = command {
-                    dispatcher.send(key, command);
+                    match &cluster {
+                        Some(cluster) if !cluster.answering.answers(&key.platform, &key.self_id) => {
+                            command.refuse(CommandError::AnsweredElsewhere);
+                        }
+                        _ => dispatcher.send(key, command),
+                    }
                 }
             }
             event = gateway_events.recv() => match event {
                 None => break,
-                Some((index, event)) => handle_event(index, event, &outbox, &mut dispatcher),
+                Some((index, event)) => {
+                    handle_event(index, event, &outbox, &mut dispatcher, &store, cluster.as_mut()).await;
+                }
             }
         }
     }
+    cluster_stop.cancel();
 
     info!(
         active_chats = dispatcher.active(),
@@ -741,6 +854,18 @@ async fn serve(parts: Serving, shutdown: CancellationToken) {
     {
         warn!("some chats were still busy at the shutdown deadline");
     }
+    if let Some(cluster) = cluster {
+        // The workers are done: what they committed is sent, so the shops may go.
+        cluster.leave.cancel();
+        if tokio::time::timeout_at(deadline - Duration::from_millis(500), cluster.keeper)
+            .await
+            .is_err()
+        {
+            warn!(
+                "the shop leases were not given back in time; other instances take them when they lapse"
+            );
+        }
+    }
     if let Err(error) = store.close().await {
         warn!(%error, "store did not close cleanly");
     }
@@ -754,18 +879,17 @@ async fn serve(parts: Serving, shutdown: CancellationToken) {
         let _ = reloader.await;
     })
     .await;
-    match store_lock {
-        Some(StoreLock::Postgres(lock)) => lock.release().await,
-        other => drop(other),
-    }
+    drop(store_lock);
     info!("xiaoer stopped");
 }
 
-fn handle_event(
+async fn handle_event(
     gateway: usize,
     event: GatewayEvent,
     outbox: &GatewayOutbox,
     dispatcher: &mut Dispatcher<Arc<GatewayOutbox>>,
+    store: &Store,
+    mut cluster: Option<&mut ClusterLoop>,
 ) {
     match event {
         GatewayEvent::Connected { gateway: name } => {
@@ -785,6 +909,9 @@ fn handle_event(
         } => {
             for bot in &status.bots {
                 outbox.learn(&bot.platform, &bot.self_id, gateway);
+                if let Some(cluster) = cluster.as_deref_mut() {
+                    cluster.saw_shop(&bot.platform, &bot.self_id);
+                }
                 info!(gateway = %name, platform = %bot.platform, shop = %bot.self_id, online = bot.online, "shop account status");
             }
         }
@@ -795,13 +922,39 @@ fn handle_event(
                 return;
             }
             debug!(user = %message.user_id, outgoing = message.outgoing, "message");
-            dispatcher.dispatch(ChatMessage {
+            let chat = ChatMessage {
                 key: ConversationKey::new(message.platform, message.self_id, message.user_id),
                 message_id: message.message_id,
                 text: message.text,
                 parts: message.cards.iter().map(part_of).collect(),
                 outgoing: message.outgoing,
-            });
+            };
+            if let Some(cluster) = cluster {
+                let key = &chat.key;
+                cluster.saw_shop(&key.platform, &key.self_id);
+                // Every buyer message goes into the backlog, answered here or not, so that the
+                // next owner of the shop finds what this one could not finish. The shop's own
+                // messages are not replayed: a takeover must not mistake them for a person.
+                if !chat.outgoing
+                    && let Err(error) = store
+                        .record_seen(SeenMessage {
+                            key: key.clone(),
+                            message_id: chat.message_id.clone(),
+                            text: chat.text.clone(),
+                            parts: chat.parts.clone(),
+                            received_ms: crate::store::now_ms(),
+                            received_by: cluster.leases.instance().into(),
+                        })
+                        .await
+                {
+                    warn!(%error, chat = %key, "cannot record a message in the inbound backlog");
+                }
+                if !cluster.answering.answers(&key.platform, &key.self_id) {
+                    debug!(chat = %key, "another instance answers this shop; message recorded only");
+                    return;
+                }
+            }
+            dispatcher.dispatch(chat);
         }
     }
 }

@@ -56,6 +56,7 @@
 pub mod accounts;
 pub mod classifier;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod conversation;

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
-use xiaoer::config::{Config, GatewaySettings, ShopSettings, StoreLocation};
+use xiaoer::config::{ClusterSettings, Config, GatewaySettings, ShopSettings, StoreLocation};
 use xiaoer::conversation::commands::AgentAction;
 use xiaoer::devgateway::{BotMessage, DevGateway, DevGatewayConfig};
 use xiaoer::model::{
@@ -1133,41 +1133,129 @@ async fn the_learned_model_escalates_a_problem_no_rule_names_and_says_so_in_the_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_daemon_on_the_same_postgres_store_refuses_to_start_until_the_first_stops() {
-    let Some(db) =
-        common::backends::TestDb::postgres("a_second_daemon_on_the_same_postgres_store").await
-    else {
+async fn two_daemons_on_one_postgres_store_share_the_shops_and_answer_every_message_once() {
+    let Some(db) = common::backends::TestDb::postgres("two_daemons_share_the_shops").await else {
         return;
     };
-    let gateway = gateway().await;
+    let shops = ["shop1", "shop2", "shop3", "shop4"];
+    let gateway = DevGateway::start(DevGatewayConfig {
+        token: Some(TOKEN.into()),
+        shops: shops.iter().map(|s| (*s).to_owned()).collect(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let (_rules_dir, rules, replies) = rule_dirs();
     let (first_data, second_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let config = |data: &Path| config_on(db.location(), &gateway, &rules, &replies, data);
-    let first = xiaoer::daemon::start(config(first_data.path()))
+    let config = |data: &Path, name: &str| Config {
+        cluster: ClusterSettings {
+            lease_ttl: Duration::from_secs(2),
+            instance: Some(name.to_owned()),
+        },
+        ..config_on(db.location(), &gateway, &rules, &replies, data)
+    };
+    let first = xiaoer::daemon::start(config(first_data.path(), "first"))
         .await
         .unwrap();
-    let error = xiaoer::daemon::start(config(second_data.path()))
+    let second = xiaoer::daemon::start(config(second_data.path(), "second"))
         .await
-        .err()
-        .expect("the second is refused");
-    let message = error.to_string();
-    assert!(
-        message.starts_with(
-            "cannot open the store: another xiaoer already runs on the PostgreSQL store at "
-        ),
-        "{message}"
-    );
-    assert!(
-        message.contains("connected from"),
-        "names the holder: {message}"
-    );
-    // The first is unharmed, and once it stops the store is free.
-    assert!(gateway.wait_for_bots(1, WAIT).await);
-    gateway.buyer_says("shop1", "s1", "我要退款");
-    assert!(reply(&gateway).await.text.contains("退款专员"));
+        .unwrap();
+    assert!(gateway.wait_for_bots(2, WAIT).await);
+    let mut leases = Store::open_leases(&db.location()).await.unwrap().unwrap();
+    let owners = |status: &xiaoer::store::ClusterStatus, name: &str| {
+        status
+            .leases
+            .iter()
+            .filter(|l| l.owner.as_deref() == Some(name))
+            .count()
+    };
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let status = leases.status().await.unwrap();
+        if owners(&status, "first") == 2 && owners(&status, "second") == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the shops are shared out: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Both instances receive every message; each is answered once, by its shop's owner.
+    let mut expected = Vec::new();
+    for shop in shops {
+        for buyer in ["b1", "b2"] {
+            gateway.buyer_says(shop, buyer, "我要退款");
+            expected.push((shop.to_owned(), buyer.to_owned()));
+        }
+    }
+    let mut got: Vec<BotMessage> = Vec::new();
+    let answered = |got: &[BotMessage], chats: &[(String, String)]| {
+        chats.iter().all(|(shop, buyer)| {
+            got.iter()
+                .any(|m| m.self_id == *shop && m.user_id == *buyer && m.text.contains("退款专员"))
+        })
+    };
+    while !answered(&got, &expected) {
+        got.push(reply(&gateway).await);
+    }
+
+    // The first leaves: its shops go back at once, and the second takes them and answers.
     first.stop().await;
-    let second = xiaoer::daemon::start(config(second_data.path()))
-        .await
-        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let status = leases.status().await.unwrap();
+        if owners(&status, "second") == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second takes every shop: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut later = Vec::new();
+    for shop in shops {
+        gateway.buyer_says(shop, "b3", "我要退款");
+        later.push((shop.to_owned(), "b3".to_owned()));
+    }
+    while !answered(&got, &later) {
+        got.push(reply(&gateway).await);
+    }
     second.stop().await;
+    // Both have stopped, so everything they sent is at the gateway already.
+    while let Some(message) = gateway.next_bot_message(Duration::ZERO).await {
+        got.push(message);
+    }
+    for (shop, buyer) in expected.iter().chain(&later) {
+        let texts: Vec<&str> = got
+            .iter()
+            .filter(|m| m.self_id == *shop && m.user_id == *buyer)
+            .map(|m| m.text.as_str())
+            .collect();
+        let mut unique = texts.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            texts.len(),
+            "nothing twice to {shop}/{buyer}: {texts:?}"
+        );
+    }
+    let store = db.open_existing().await;
+    assert_eq!(
+        store.open_escalations().await.unwrap().len(),
+        expected.len() + later.len(),
+        "one escalation per chat"
+    );
+    let status = leases.status().await.unwrap();
+    assert!(
+        status
+            .leases
+            .iter()
+            .all(|l| l.owner.is_none() && l.unhandled == 0),
+        "both gave their shops back and left nothing unhandled: {status:?}"
+    );
+    assert!(status.instances.iter().all(|i| i.stopped_ms.is_some()));
 }

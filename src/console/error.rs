@@ -59,7 +59,9 @@ impl From<CommandError> for AppError {
             CommandError::NotDelivered { .. } | CommandError::MaybeDelivered { .. } => {
                 AppError::NotDelivered(error.to_string())
             }
-            CommandError::Busy | CommandError::Stopped => AppError::Unavailable(error.to_string()),
+            CommandError::Busy | CommandError::Stopped | CommandError::AnsweredElsewhere => {
+                AppError::Unavailable(error.to_string())
+            }
         }
     }
 }

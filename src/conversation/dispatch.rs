@@ -21,12 +21,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use super::worker::{ChatCommand, ChatMessage, CommandError, Outbox, Shared, Worker};
+use super::worker::{ChatCommand, ChatMessage, CommandError, Outbox, Shared, Worker, WorkerError};
 use crate::gateway::log_limit::{LogLimiter, Verdict};
 use crate::model::{ConversationKey, Direction, Sender, TranscriptEntry};
-use crate::store::now_ms;
+use crate::store::{StoreError, now_ms};
 
 /// Commands one chat may have waiting before more are set aside (a flooding chat must not
 /// hold up the others).
@@ -165,8 +165,16 @@ impl<O: Outbox> Dispatcher<O> {
             while let Some(command) = inbox.recv().await {
                 // Boxed, so a waiting worker's task holds the worker and not also the space
                 // handling a message needs (kilobytes, in a task that lives as long as its chat).
-                if let Err(error) = Box::pin(worker.handle(*command)).await {
-                    warn!(%error, "message not handled");
+                match Box::pin(worker.handle(*command)).await {
+                    Ok(()) => {}
+                    // The shop moved to another instance, which handles the message.
+                    Err(
+                        error @ WorkerError::NotStored {
+                            source: StoreError::LeaseLost { .. },
+                            ..
+                        },
+                    ) => info!(%error, "message left for the shop's new owner"),
+                    Err(error) => warn!(%error, "message not handled"),
                 }
                 done.lower();
             }
@@ -316,6 +324,7 @@ mod tests {
             clocks: Default::default(),
             events: tokio::sync::broadcast::channel(16).0,
             metrics: Default::default(),
+            leases: None,
         });
         // Real I/O above; from here on, time only moves when the test says so.
         tokio::time::pause();
@@ -407,6 +416,7 @@ mod reaping {
             clocks: Default::default(),
             events: tokio::sync::broadcast::channel(16).0,
             metrics: Default::default(),
+            leases: None,
         });
         (store, outbox, shared)
     }

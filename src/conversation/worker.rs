@@ -31,8 +31,8 @@ use crate::replies::RenderContext;
 use crate::routing::{OutcomeKind, route};
 use crate::rules::RuleSet;
 use crate::store::{
-    DecisionRecord, EscalationStep, InboundLine, OutboundLine, RoundStep, Store, StoreError, Turn,
-    TurnOutcome, now_ms,
+    DecisionRecord, EscalationStep, Fence, InboundLine, OutboundLine, RoundStep, Store, StoreError,
+    Turn, TurnOutcome, now_ms,
 };
 
 /// A private message as the conversation sees it.
@@ -110,6 +110,10 @@ pub enum CommandError {
     Busy,
     #[error("xiaoer is shutting down")]
     Stopped,
+    #[error(
+        "another xiaoer instance answers this shop now; open the chat in that instance's console"
+    )]
+    AnsweredElsewhere,
 }
 
 /// Why a send to the gateway failed.
@@ -170,6 +174,8 @@ pub struct Shared<O> {
     /// Chat events, announced after their commit.
     pub events: broadcast::Sender<ChatEvent>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// This instance's shop leases, when several instances share the store (`cluster`).
+    pub leases: Option<Arc<crate::cluster::Leases>>,
 }
 
 /// A message the worker could not handle; the chat goes on with the next one.
@@ -210,6 +216,8 @@ pub struct Worker<O> {
     sent: VecDeque<(String, String, i64)>,
     rotation: usize,
     known: Option<Known>,
+    /// The lease the last turn was committed under, which its replies are sent under.
+    fence: Option<Fence>,
 }
 
 /// The chat as this worker last committed it, so the next buyer message need not read it back.
@@ -235,6 +243,7 @@ impl<O: Outbox> Worker<O> {
             sent: VecDeque::new(),
             rotation: hasher.finish() as usize,
             known: None,
+            fence: None,
         }
     }
 
@@ -267,6 +276,21 @@ impl<O: Outbox> Worker<O> {
                 Ok(())
             }
         }
+    }
+
+    /// Commits a turn, under this instance's lease on the chat's shop when the store is
+    /// shared: a turn for a shop this instance does not hold now is not written.
+    async fn commit(&mut self, turn: &mut Turn) -> Result<TurnOutcome, StoreError> {
+        if let Some(leases) = &self.shared.leases {
+            let fence = leases
+                .fence(&self.key)
+                .ok_or_else(|| StoreError::LeaseLost {
+                    shop: format!("{}/{}", self.key.platform, self.key.self_id),
+                })?;
+            turn.fence = Some(fence.clone());
+            self.fence = Some(fence);
+        }
+        self.shared.store.commit_turn(turn.clone()).await
     }
 
     fn emit(&self, event: ChatEvent) {
@@ -373,7 +397,7 @@ impl<O: Outbox> Worker<O> {
             reopens.as_deref(),
         );
         let round_before = self.time_turn(&mut turn, known_round).await?;
-        let committed = store.commit_turn(turn.clone()).await?;
+        let committed = self.commit(&mut turn).await?;
         let TurnOutcome::Applied {
             version,
             escalation,
@@ -694,6 +718,15 @@ impl<O: Outbox> Worker<O> {
         text: &str,
         sender: Sender,
     ) -> Result<String, SendFailure> {
+        if let (Some(leases), Some(fence)) = (&self.shared.leases, &self.fence)
+            && !leases.may_send(&self.key, fence)
+        {
+            warn!(chat = %self.key, line, "this instance's lease on the shop ran out before the reply went out, so it is not sent (another instance answers the shop now); the transcript keeps it as pending");
+            return Err(SendFailure {
+                reason: "this xiaoer instance no longer answers the shop".to_owned(),
+                maybe_delivered: false,
+            });
+        }
         let now = now_ms();
         // Remember the text before sending: the echo can arrive before the send's response.
         self.sent.push_back((String::new(), text.to_owned(), now));
@@ -797,7 +830,7 @@ impl<O: Outbox> Worker<O> {
             decision: None,
         });
         self.time_turn(&mut turn, None).await?;
-        if let TurnOutcome::Applied { .. } = self.shared.store.commit_turn(turn.clone()).await? {
+        if let TurnOutcome::Applied { .. } = self.commit(&mut turn).await? {
             self.count_breaches(&turn);
             if turn.conversation.state == ConversationState::Paused
                 && before.state != ConversationState::Paused
@@ -853,7 +886,7 @@ impl<O: Outbox> Worker<O> {
                 at_ms: now,
             });
             self.time_turn(&mut turn, None).await?;
-            match self.shared.store.commit_turn(turn.clone()).await {
+            match self.commit(&mut turn).await {
                 Ok(TurnOutcome::Applied { outbound, .. }) => {
                     self.count_breaches(&turn);
                     break outbound
@@ -925,7 +958,7 @@ impl<O: Outbox> Worker<O> {
                 });
             }
             self.time_turn(&mut turn, None).await?;
-            match self.shared.store.commit_turn(turn.clone()).await {
+            match self.commit(&mut turn).await {
                 Ok(TurnOutcome::Applied {
                     escalation: id,
                     outbound,

@@ -43,6 +43,9 @@ pub struct DelivererSettings {
     pub console: ConsoleSettings,
     /// Each shop's platform response clock, for `clock.warning`s.
     pub clocks: crate::escalation::clock::ShopClocks,
+    /// When several instances share the store, true while this one works the outbox (one at
+    /// a time, so that no notification goes out twice); `None`: always.
+    pub works_here: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Runs until `cancel`, waking at every escalation announced on `events` and at least every
@@ -78,7 +81,12 @@ pub async fn run(
         "notification outbox started"
     );
     loop {
-        if let Err(error) = deliverer.pass(now_ms()).await {
+        let here = deliverer
+            .settings
+            .works_here
+            .as_ref()
+            .is_none_or(|flag| flag.load(std::sync::atomic::Ordering::Acquire));
+        if here && let Err(error) = deliverer.pass(now_ms()).await {
             warn!(%error, "the notification outbox could not be worked; trying again shortly");
         }
         tokio::select! {

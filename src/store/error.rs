@@ -181,17 +181,14 @@ pub enum StoreError {
         /// The newest migration this program knows.
         needed: i64,
     },
-    /// Another daemon runs on this PostgreSQL store (database and schema).
+    /// A chat worker's turn was planned under a shop lease this instance no longer holds
+    /// (another instance took the shop, or the lease lapsed while this one was paused).
     #[error(
-        "another xiaoer already runs on the PostgreSQL store at {target} (schema {schema}; {holder}); two would answer the same buyers, so stop it first"
+        "shop {shop} is not this instance's to answer now (another instance holds its lease, or the lease lapsed); nothing was written, and the instance holding the shop handles the message"
     )]
-    AlreadyServed {
-        /// Where: `host:port/database`.
-        target: String,
-        /// The schema both would use.
-        schema: String,
-        /// Who holds the store, as far as the server says.
-        holder: String,
+    LeaseLost {
+        /// `platform/self_id`.
+        shop: String,
     },
     /// A failure injected for a test (see [`Fault`](super::Fault)); nothing was written.
     #[error("the commit failed (injected fault); nothing was written")]

@@ -42,10 +42,12 @@ use tokio::task::JoinHandle;
 
 pub use error::{StoreError, explain_io};
 pub use ops::{
-    AccountOp, ClockWarning, DecisionRecord, EscalationStep, InboundLine, OutboundLine, OutboxOp,
-    RoundStep, Turn, TurnOutcome,
+    AccountOp, ClockWarning, DecisionRecord, EscalationStep, Fence, InboundLine, OutboundLine,
+    OutboxOp, RoundStep, SeenMessage, Turn, TurnOutcome,
 };
-pub use postgres::InstanceLock;
+pub use postgres::lease::{
+    ClusterStatus, Heartbeat, HeldLease, InstanceInfo, InstanceRow, LeaseRow, ShopLeases,
+};
 pub use report::{ReportEscalationEvent, ReportLine, ReportRows, ResponseRound};
 pub use writer::Fault;
 
@@ -267,23 +269,31 @@ impl Store {
         }
     }
 
-    /// Claims the PostgreSQL store at `location` for this daemon until the lock is dropped, so
-    /// that a second daemon on it is refused (SQLite stores have a lock file for this); `None`
-    /// for SQLite. Commands writing next to the daemon do not take it.
+    /// The shop-lease statements on a connection of their own, for a daemon sharing the
+    /// PostgreSQL store at `location` with other instances; `None` for SQLite, which one daemon
+    /// holds alone (by its lock file).
     ///
     /// # Errors
     ///
-    /// [`StoreError::AlreadyServed`] when another daemon holds it; [`StoreError::Unreachable`].
-    pub async fn lock_instance(
-        location: &StoreLocation,
-    ) -> Result<Option<postgres::InstanceLock>, StoreError> {
+    /// [`StoreError::Unreachable`].
+    pub async fn open_leases(location: &StoreLocation) -> Result<Option<ShopLeases>, StoreError> {
         match location {
             StoreLocation::Sqlite(_) => Ok(None),
             StoreLocation::Postgres(url) => {
                 let target = postgres::Target::parse(url, &location.to_string())?;
-                postgres::lock_instance(&target).await.map(Some)
+                ShopLeases::open(target).await.map(Some)
             }
         }
+    }
+
+    /// Queues a buyer message for the inbound backlog. Waits only for room in the writer's
+    /// queue; [`Store::flush`] waits until it is durable.
+    ///
+    /// # Errors
+    ///
+    /// If the store is closed or read-only.
+    pub async fn record_seen(&self, seen: SeenMessage) -> Result<(), StoreError> {
+        self.submit_unawaited(Op::Seen(seen)).await
     }
 
     /// Starts the writer task over `backend`, arming a fault named in `XIAOER_TEST_FAULT`.
@@ -626,6 +636,26 @@ impl Store {
     /// If the store is closed or read-only.
     pub async fn append_transcript(&self, entry: TranscriptEntry) -> Result<(), StoreError> {
         self.submit_unawaited(Op::Append(entry)).await
+    }
+
+    /// The buyer messages of shop `self_id` on `platform` that some instance recorded and none
+    /// handled, oldest first: what a new owner of the shop handles before its new messages.
+    /// Empty on SQLite, which one daemon holds alone.
+    ///
+    /// # Errors
+    ///
+    /// If the read fails.
+    pub async fn unhandled(
+        &self,
+        platform: &str,
+        self_id: &str,
+    ) -> Result<Vec<SeenMessage>, StoreError> {
+        match &self.inner.reader {
+            Reader::Sqlite(_) => Ok(Vec::new()),
+            Reader::Postgres(reader) => {
+                postgres::lease::unhandled(&reader.pool, platform, self_id).await
+            }
+        }
     }
 
     /// The stored state of a conversation, if it has one.

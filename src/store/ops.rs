@@ -147,6 +147,31 @@ pub struct Turn {
     pub clock: Vec<RoundStep>,
     /// When the turn happened (unix ms); escalation steps are stamped with it.
     pub at_ms: i64,
+    /// The shop lease the turn was planned under, when several instances share the store: the
+    /// turn is written only while this instance still holds the lease at this epoch.
+    pub fence: Option<Fence>,
+}
+
+/// A shop lease as a chat worker saw it when it planned a turn (see `cluster`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    /// The instance that holds the lease.
+    pub owner: std::sync::Arc<str>,
+    /// The lease's epoch: one more on every change of owner.
+    pub epoch: i64,
+}
+
+/// A buyer message as an instance received it, recorded whether or not the instance answers
+/// the shop, so that whoever answers it next can handle what was left.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeenMessage {
+    pub key: ConversationKey,
+    pub message_id: String,
+    pub text: String,
+    pub parts: Vec<Part>,
+    pub received_ms: i64,
+    /// The instance that recorded it.
+    pub received_by: std::sync::Arc<str>,
 }
 
 impl Turn {
@@ -166,6 +191,7 @@ impl Turn {
             outbound: Vec::new(),
             clock: Vec::new(),
             at_ms,
+            fence: None,
         }
     }
 
@@ -289,6 +315,8 @@ pub(crate) enum Op {
     },
     /// A transcript line on its own (a message set aside from a flooding chat).
     Append(TranscriptEntry),
+    /// A buyer message into the inbound backlog (kept once per message id).
+    Seen(SeenMessage),
     /// Answered once everything sent before it is committed.
     Flush,
     /// Like `Flush`, then the writer stops taking requests and exits when the channel is empty.
@@ -352,6 +380,10 @@ impl Op {
                 format!("mark transcript line {line} as {}", delivery.as_str())
             }
             Op::Append(entry) => format!("append a transcript line for {}", entry.key),
+            Op::Seen(seen) => format!(
+                "record message {} of chat {} in the inbound backlog",
+                seen.message_id, seen.key
+            ),
             Op::Flush => "flush the store".to_owned(),
             Op::Shutdown => "close the store".to_owned(),
             #[cfg(test)]

@@ -19,7 +19,7 @@
 //! Where the database is, is told as `host:port/database` and never with the password.
 
 pub(crate) mod clock;
-mod instance;
+pub(crate) mod lease;
 pub(crate) mod outbox;
 mod read;
 mod report;
@@ -31,8 +31,6 @@ use std::time::Duration;
 use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 
-pub use instance::InstanceLock;
-pub(crate) use instance::lock as lock_instance;
 pub(crate) use read::PgReader;
 pub(crate) use write::PgWriter;
 

@@ -160,14 +160,61 @@ async fn apply_all(
             .await
             .map_err(|e| StoreError::query("lock the chats of a batch", e))?;
     }
+    let held = held_leases(conn, ops).await?;
     let mut results = Vec::with_capacity(ops.len());
     for op in ops {
+        if let Op::Turn(turn) = op
+            && let Some(fence) = &turn.fence
+        {
+            let key = turn.key();
+            let shop = (key.platform.as_str(), key.self_id.as_str(), fence.epoch);
+            if !held
+                .iter()
+                .any(|(p, s, e)| (p.as_str(), s.as_str(), *e) == shop)
+            {
+                results.push(Err(StoreError::LeaseLost {
+                    shop: format!("{}/{}", key.platform, key.self_id),
+                }));
+                continue;
+            }
+        }
         match apply(conn, op).await {
             Err(e) if e.is_database_failure() => return Err(e),
             result => results.push(result),
         }
     }
     Ok(results)
+}
+
+/// The shop leases (platform, shop, epoch) that the owners named by the batch's fenced turns
+/// hold right now, by the server's clock, locked until the batch commits: a takeover waits
+/// for the batch, and a turn planned under a lease that has moved on is refused. One query
+/// per batch, none for a batch without fences.
+async fn held_leases(
+    conn: &mut PgConnection,
+    ops: &[&Op],
+) -> Result<Vec<(String, String, i64)>, StoreError> {
+    let mut owners: Vec<&str> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Turn(turn) => turn.fence.as_ref().map(|f| &*f.owner),
+            _ => None,
+        })
+        .collect();
+    if owners.is_empty() {
+        return Ok(Vec::new());
+    }
+    owners.sort_unstable();
+    owners.dedup();
+    sqlx::query_as(&format!(
+        "SELECT platform, self_id, epoch FROM shop_leases \
+         WHERE owner = ANY($1) AND expires_ms > {} FOR SHARE",
+        super::lease::SERVER_NOW_MS
+    ))
+    .bind(&owners)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| StoreError::query("check the shop leases of a batch", e))
 }
 
 async fn apply(conn: &mut PgConnection, op: &Op) -> Result<Reply, StoreError> {
@@ -202,6 +249,23 @@ async fn apply(conn: &mut PgConnection, op: &Op) -> Result<Reply, StoreError> {
             .await
             .map(|_| Reply::Done)
             .map_err(cx),
+        Op::Seen(seen) => sqlx::query(
+            "INSERT INTO inbound_backlog \
+             (platform, self_id, user_id, message_id, body, parts, received_ms, received_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        )
+        .bind(&seen.key.platform)
+        .bind(&seen.key.self_id)
+        .bind(&seen.key.user_id)
+        .bind(&seen.message_id)
+        .bind(&seen.text)
+        .bind(parts_json(&seen.parts))
+        .bind(seen.received_ms)
+        .bind(&*seen.received_by)
+        .execute(&mut *conn)
+        .await
+        .map(|_| Reply::Done)
+        .map_err(cx),
         Op::Flush | Op::Shutdown => Ok(Reply::Done),
         #[cfg(test)]
         Op::FailForTest => sqlx::query("SELECT * FROM no_such_table")

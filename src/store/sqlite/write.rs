@@ -376,6 +376,29 @@ fn apply(conn: &Connection, op: &Op) -> Result<Reply, StoreError> {
         Op::Append(entry) => insert_transcript(conn, entry, None)
             .map(|_| Reply::Done)
             .map_err(cx),
+        // Kept for parity with PostgreSQL: one daemon holds a SQLite store, so nothing else
+        // reads this backlog, and a turn's fence is not checked here.
+        Op::Seen(seen) => conn
+            .prepare_cached(
+                "INSERT INTO inbound_backlog (seq, platform, self_id, user_id, message_id, body, \
+                 parts, received_ms, received_by) \
+                 VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM inbound_backlog), \
+                 ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+            )
+            .and_then(|mut insert| {
+                insert.execute(params![
+                    seen.key.platform,
+                    seen.key.self_id,
+                    seen.key.user_id,
+                    seen.message_id,
+                    seen.text,
+                    rows::parts_json(&seen.parts),
+                    seen.received_ms,
+                    &*seen.received_by,
+                ])
+            })
+            .map(|_| Reply::Done)
+            .map_err(cx),
         Op::Flush | Op::Shutdown => Ok(Reply::Done),
         #[cfg(test)]
         Op::FailForTest => conn
