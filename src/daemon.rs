@@ -239,7 +239,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         }
         // Several instances may share a PostgreSQL store; each answers the shops it leases.
         StoreLocation::Postgres(_) => {
-            let store = Store::open_location(&location).await?;
+            let store = Store::open_shared(&location, Some(config.cluster.lease_ttl)).await?;
             (store, None, Store::open_leases(&location).await?)
         }
     };
@@ -746,7 +746,17 @@ async fn take_on(
     if let Err(error) = store.flush().await {
         warn!(%error, "cannot flush the store before reading the backlog of newly taken shops");
     }
+    let taken_ms = crate::store::now_ms();
     for (platform, self_id) in shops {
+        match store.mark_left_unsent(&platform, &self_id, taken_ms).await {
+            Ok(0) => {}
+            Ok(count) => {
+                warn!(platform = %platform, shop = %self_id, replies = count, "the shop's last owner recorded replies it may not have sent (it stopped between recording and sending); they are marked \"may not have reached the buyer\" in the transcript, not sent again");
+            }
+            Err(error) => {
+                warn!(%error, platform = %platform, shop = %self_id, "cannot mark the replies the shop's last owner left unsent");
+            }
+        }
         match store.unhandled(&platform, &self_id).await {
             Ok(backlog) => {
                 if !backlog.is_empty() {

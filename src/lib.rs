@@ -31,8 +31,8 @@
 //!   their filters, message bodies, signatures, one delivery attempt, the retry policy, and the
 //!   task that works the durable outbox (deliveries, retries, dead letters, SLA alerts).
 //! - [`store`]: durable storage behind one interface: the batching writer, the atomic turn (one
-//!   write per handled message), and two backends: SQLite (embedded, the default) and
-//!   PostgreSQL.
+//!   write per handled message, refused when its shop lease has moved on), the inbound backlog,
+//!   and two backends: SQLite (embedded, the default) and PostgreSQL (with the shop-lease SQL).
 //! - [`config`]: daemon settings, layered defaults < file < `XIAOER_*` environment < flags.
 //! - [`daemon`]: `start(config) -> Running`: gateways, chat workers, store, reload, chat events,
 //!   agents' commands; phased shutdown.
@@ -50,8 +50,10 @@
 //!   computed from one store read and rendered as text, JSON or a self-contained HTML page.
 //! - [`accounts`]: console accounts: argon2id password hashes, add, passwords, disabling.
 //! - [`timefmt`]: timestamps as text at the shop's clock and in RFC 3339, through jiff.
+//! - [`cluster`]: several instances on one PostgreSQL store: shop leases with a fencing epoch,
+//!   the keeper that renews, takes and gives back shops, and what the main loop answers.
 //! - [`cli`]: one file per command (`run`, `demo`, `check`, `route`, `explain`, `eval`, `queue`,
-//!   `agent`, `hours`, `report`).
+//!   `agent`, `hours`, `report`, `status`).
 
 pub mod accounts;
 pub mod classifier;

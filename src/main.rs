@@ -83,6 +83,9 @@ enum Command {
     /// The shift or weekly report: volumes, response times, queues, topics, unanswered
     /// messages, rules that never fire, answers that did not help.
     Report(cli::report::ReportArgs),
+    /// The instances sharing a PostgreSQL store, the shops each answers, lease ages and the
+    /// unhandled backlog.
+    Status(cli::status::StatusArgs),
 }
 
 /// A faster allocator: rule loading and the hot path allocate many small strings.
@@ -214,6 +217,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &mut std::io::stdin().lock(),
                 &mut std::io::stdout().lock(),
             ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(cli::status::run(&args, &mut std::io::stdout().lock()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Report(args) => {

@@ -10,6 +10,7 @@ pub mod queue;
 pub mod report;
 pub mod route;
 pub mod run;
+pub mod status;
 pub mod train;
 
 use std::path::PathBuf;

@@ -251,11 +251,29 @@ impl Store {
     /// See [`Store::open`]; for PostgreSQL, [`StoreError::Unreachable`] when the server cannot
     /// be reached or refuses the user, and [`StoreError::MigrateDatabase`].
     pub async fn open_location(location: &StoreLocation) -> Result<Store, StoreError> {
+        Store::open_shared(location, None).await
+    }
+
+    /// [`Store::open_location`] for an instance that shares a PostgreSQL store with others under
+    /// shop leases of `lease_ttl`: the server ends a write transaction of this instance that
+    /// sits idle that long (a paused instance holds its shops' lease rows while a batch is
+    /// open), so that a paused instance cannot keep its shops from moving.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open_location`].
+    pub async fn open_shared(
+        location: &StoreLocation,
+        lease_ttl: Option<std::time::Duration>,
+    ) -> Result<Store, StoreError> {
         match location {
             StoreLocation::Sqlite(path) => Store::open_file(path).await,
             StoreLocation::Postgres(url) => {
                 let shown = location.to_string();
-                let target = postgres::Target::parse(url, &shown)?;
+                let mut target = postgres::Target::parse(url, &shown)?;
+                if let Some(ttl) = lease_ttl {
+                    target = target.idle_in_transaction(ttl);
+                }
                 let backend = postgres::open_writer(&target).await?;
                 let reader = postgres::open_reader(&target, false).await?;
                 tracing::info!(store = %target.name, "store opened");
@@ -283,6 +301,34 @@ impl Store {
                 let target = postgres::Target::parse(url, &location.to_string())?;
                 ShopLeases::open(target).await.map(Some)
             }
+        }
+    }
+
+    /// Marks the replies to shop `self_id`'s buyers that were recorded before `before_ms` and
+    /// never marked sent or failed as [`Delivery::Unknown`], and says how many: a new owner of
+    /// the shop cannot tell whether its last owner sent them (it may have died between the send
+    /// and the mark), so they are shown as "may not have reached the buyer" rather than sent
+    /// again.
+    ///
+    /// # Errors
+    ///
+    /// If the write fails.
+    pub async fn mark_left_unsent(
+        &self,
+        platform: &str,
+        self_id: &str,
+        before_ms: i64,
+    ) -> Result<i64, StoreError> {
+        match self
+            .submit(Op::LeftUnsent {
+                platform: platform.to_owned(),
+                self_id: self_id.to_owned(),
+                before_ms,
+            })
+            .await?
+        {
+            Reply::Created(count) => Ok(count),
+            _ => Ok(0),
         }
     }
 

@@ -317,6 +317,14 @@ pub(crate) enum Op {
     Append(TranscriptEntry),
     /// A buyer message into the inbound backlog (kept once per message id).
     Seen(SeenMessage),
+    /// The replies to a shop's buyers still pending from before `before_ms` become
+    /// [`Delivery::Unknown`]: their writer lost the shop before it could say whether it sent
+    /// them.
+    LeftUnsent {
+        platform: String,
+        self_id: String,
+        before_ms: i64,
+    },
     /// Answered once everything sent before it is committed.
     Flush,
     /// Like `Flush`, then the writer stops taking requests and exits when the channel is empty.
@@ -380,6 +388,9 @@ impl Op {
                 format!("mark transcript line {line} as {}", delivery.as_str())
             }
             Op::Append(entry) => format!("append a transcript line for {}", entry.key),
+            Op::LeftUnsent {
+                platform, self_id, ..
+            } => format!("mark the replies shop {platform}/{self_id} left unsent"),
             Op::Seen(seen) => format!(
                 "record message {} of chat {} in the inbound backlog",
                 seen.message_id, seen.key

@@ -60,6 +60,8 @@ pub(crate) struct Target {
     options: PgConnectOptions,
     /// `host:port/database`, for messages and logs: no user, no password.
     pub(crate) name: String,
+    /// How long the server lets the writer sit idle inside a transaction before ending it.
+    idle_in_transaction: Duration,
 }
 
 impl std::fmt::Debug for Target {
@@ -87,6 +89,7 @@ impl Target {
         Ok(Target {
             options,
             name: format!("{place}/{database}"),
+            idle_in_transaction: Duration::from_secs(60),
         })
     }
 
@@ -120,8 +123,20 @@ impl Target {
     pub(crate) fn writer_options(&self) -> PgConnectOptions {
         self.base().options([
             ("synchronous_commit", "on"),
-            ("idle_in_transaction_session_timeout", "60000ms"),
+            (
+                "idle_in_transaction_session_timeout",
+                &format!("{}ms", self.idle_in_transaction.as_millis()),
+            ),
         ])
+    }
+
+    /// Ends the writer's transactions that sit idle for `limit` (at most a minute). Instances
+    /// sharing the store set it to the lease TTL: a batch holds its shops' lease rows until it
+    /// commits, and a paused instance's open batch must not keep another instance from taking
+    /// those shops for longer than a lease lasts.
+    pub(crate) fn idle_in_transaction(mut self, limit: Duration) -> Target {
+        self.idle_in_transaction = limit.clamp(Duration::from_millis(100), Duration::from_secs(60));
+        self
     }
 
     fn reader_options(&self, read_only: bool) -> PgConnectOptions {

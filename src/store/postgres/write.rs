@@ -37,6 +37,9 @@ use crate::store::ops::{
 };
 use crate::store::sqlite::rows::parts_json;
 
+/// What the writer says it was doing when BEGIN failed.
+const BEGIN: &str = "begin a write transaction";
+
 /// The writer's side of a PostgreSQL store.
 pub(crate) struct PgWriter {
     /// `None` after the connection broke, until the next batch opens a new one.
@@ -67,22 +70,16 @@ impl PgWriter {
         }
     }
 
-    /// The writer's connection, for tests that look at what it wrote.
-    #[cfg(test)]
-    pub(crate) fn connection_for_test(&mut self) -> &mut PgConnection {
-        self.conn.as_mut().expect("the writer is connected")
-    }
-}
-
-impl crate::store::writer::Backend for PgWriter {
-    async fn apply_batch(
+    /// One transaction for the batch; a connection found broken is dropped (see
+    /// [`PgWriter::connection`]).
+    async fn apply_batch_once(
         &mut self,
         ops: &[&Op],
     ) -> Result<Vec<Result<Reply, StoreError>>, StoreError> {
         let conn = self.connection().await?;
         // `broken`: the connection is in no state to trust (BEGIN, COMMIT or ROLLBACK failed).
         let (result, broken) = match conn.begin().await {
-            Err(e) => (Err(StoreError::query("begin a write transaction", e)), true),
+            Err(e) => (Err(StoreError::query(BEGIN, e)), true),
             Ok(mut tx) => match apply_all(&mut tx, ops).await {
                 Ok(results) => match tx.commit().await {
                     Ok(()) => (Ok(results), false),
@@ -107,6 +104,28 @@ impl crate::store::writer::Backend for PgWriter {
             }
         }
         result
+    }
+
+    /// The writer's connection, for tests that look at what it wrote.
+    #[cfg(test)]
+    pub(crate) fn connection_for_test(&mut self) -> &mut PgConnection {
+        self.conn.as_mut().expect("the writer is connected")
+    }
+}
+
+impl crate::store::writer::Backend for PgWriter {
+    async fn apply_batch(
+        &mut self,
+        ops: &[&Op],
+    ) -> Result<Vec<Result<Reply, StoreError>>, StoreError> {
+        // A connection the server ended while it sat idle is found out by BEGIN; nothing of
+        // the batch was sent, so it goes once more on a new connection.
+        match self.apply_batch_once(ops).await {
+            Err(StoreError::Query { context, .. }) if context == BEGIN && self.conn.is_none() => {
+                self.apply_batch_once(ops).await
+            }
+            result => result,
+        }
     }
 
     async fn limit_pages(&mut self, _pages: u32) {
@@ -249,6 +268,21 @@ async fn apply(conn: &mut PgConnection, op: &Op) -> Result<Reply, StoreError> {
             .await
             .map(|_| Reply::Done)
             .map_err(cx),
+        Op::LeftUnsent {
+            platform,
+            self_id,
+            before_ms,
+        } => sqlx::query(
+            "UPDATE transcript SET delivery = 'unknown' WHERE platform = $1 AND self_id = $2 \
+             AND direction = 'outbound' AND delivery = 'pending' AND at_ms < $3",
+        )
+        .bind(platform)
+        .bind(self_id)
+        .bind(before_ms)
+        .execute(&mut *conn)
+        .await
+        .map(|done| Reply::Created(i64::try_from(done.rows_affected()).unwrap_or(i64::MAX)))
+        .map_err(cx),
         Op::Seen(seen) => sqlx::query(
             "INSERT INTO inbound_backlog \
              (platform, self_id, user_id, message_id, body, parts, received_ms, received_by) \

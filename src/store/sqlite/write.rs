@@ -376,6 +376,18 @@ fn apply(conn: &Connection, op: &Op) -> Result<Reply, StoreError> {
         Op::Append(entry) => insert_transcript(conn, entry, None)
             .map(|_| Reply::Done)
             .map_err(cx),
+        Op::LeftUnsent {
+            platform,
+            self_id,
+            before_ms,
+        } => conn
+            .prepare_cached(
+                "UPDATE transcript SET delivery = 'unknown' WHERE platform = ?1 AND self_id = ?2 \
+                 AND direction = 'outbound' AND delivery = 'pending' AND at_ms < ?3",
+            )
+            .and_then(|mut update| update.execute(params![platform, self_id, before_ms]))
+            .map(|changed| Reply::Created(i64::try_from(changed).unwrap_or(i64::MAX)))
+            .map_err(cx),
         // Kept for parity with PostgreSQL: one daemon holds a SQLite store, so nothing else
         // reads this backlog, and a turn's fence is not checked here.
         Op::Seen(seen) => conn
