@@ -202,7 +202,7 @@ pub struct Keeper {
     pub store: Store,
 }
 
-/// How often leases are renewed and shares looked at: a quarter of the TTL, at most a second,
+/// How often the heartbeat runs and shares are looked at: a quarter of the TTL, at most a second,
 /// so that a dead instance's shops move within a second of their lapse.
 pub fn tick_every(ttl: Duration) -> Duration {
     (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
@@ -217,6 +217,7 @@ pub async fn keeper(mut parts: Keeper, stop: CancellationToken, leave: Cancellat
     let mut last_forget = Instant::now();
     let mut failing = false;
     let mut shops_open = true;
+    let mut last_renewal: Option<Instant> = None;
     info!(instance = %parts.leases.instance(), ttl = ?parts.leases.ttl, "sharing the store's shops with other instances");
     loop {
         tokio::select! {
@@ -235,7 +236,7 @@ pub async fn keeper(mut parts: Keeper, stop: CancellationToken, leave: Cancellat
             },
             _ = tick.tick() => {}
         }
-        match keep_once(&mut parts, &mut new_shops).await {
+        match keep_once(&mut parts, &mut new_shops, &mut last_renewal).await {
             Ok(()) => {
                 if failing {
                     info!("shop leases are renewed again");
@@ -307,6 +308,7 @@ fn lapse(leases: &Leases) -> Vec<Shop> {
 async fn keep_once(
     parts: &mut Keeper,
     new_shops: &mut Vec<Shop>,
+    last_renewal: &mut Option<Instant>,
 ) -> Result<(), crate::store::StoreError> {
     let leases = Arc::clone(&parts.leases);
     let me = &leases.me;
@@ -315,16 +317,27 @@ async fn keep_once(
         parts.db.add_shops(new_shops).await?;
         new_shops.clear();
     }
+    let beat = parts.db.heartbeat(me, ttl_ms).await?;
+    // Renewing is the costly statement (a row per shop held), so it runs every quarter of the
+    // TTL (a long TTL is renewed less often); the heartbeat, and taking lapsed shops, run every
+    // tick.
     let sent = Instant::now();
     let valid_until = sent + leases.ttl - leases.margin();
-    let beat = parts.db.heartbeat(me, ttl_ms).await?;
-    let renewed = parts.db.renew(me, ttl_ms).await?;
-    let lost = apply_renewal(&leases, &renewed, valid_until);
-    if !lost.is_empty() {
-        warn!(shops = ?lost, "shop leases were taken by another instance");
-        let _ = parts.changes.send(LeaseChange::Lost(lost));
+    if last_renewal.is_none_or(|at| at.elapsed() >= leases.ttl / 4) {
+        let renewed = parts.db.renew(me, ttl_ms).await?;
+        *last_renewal = Some(sent);
+        let Renewal { lost, adopted } = apply_renewal(&leases, &renewed, valid_until);
+        if !lost.is_empty() {
+            warn!(shops = ?lost, "shop leases were taken by another instance");
+            let _ = parts.changes.send(LeaseChange::Lost(lost));
+        }
+        if !adopted.is_empty() {
+            info!(shops = ?adopted, "shop leases held again after the store came back");
+            let _ = parts.changes.send(LeaseChange::Taken(adopted));
+        }
     }
-    let holding = renewed.len() as i64;
+    let mine: Vec<Shop> = leases.owned().into_iter().map(|(shop, _)| shop).collect();
+    let holding = mine.len() as i64;
     let share = fair_share(beat.shops, beat.live);
     if holding < share {
         let taken = parts.db.take(me, ttl_ms, share - holding).await?;
@@ -350,11 +363,7 @@ async fn keep_once(
             let _ = parts.changes.send(LeaseChange::Taken(shops));
         }
     } else if holding > share {
-        let mut mine: Vec<Shop> = renewed
-            .iter()
-            .map(|t| (t.platform.clone(), t.self_id.clone()))
-            .collect();
-        mine.sort();
+        let mut mine = mine;
         let give: Vec<Shop> = mine.split_off(usize::try_from(share).unwrap_or(0));
         {
             let mut held = leases.held();
@@ -374,27 +383,62 @@ async fn keep_once(
     Ok(())
 }
 
-/// Records a renewal; returns the shops this instance answered and no longer holds.
-fn apply_renewal(leases: &Leases, renewed: &[HeldLease], valid_until: Instant) -> Vec<Shop> {
+/// What a renewal changed here.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Renewal {
+    /// Answered here and no longer held.
+    lost: Vec<Shop>,
+    /// Held in the store but no longer answered here (the local deadline passed while the
+    /// store could not be reached and the lease outlived it, or a release failed): answered
+    /// again, backlog first.
+    adopted: Vec<Shop>,
+}
+
+/// Records a renewal.
+fn apply_renewal(leases: &Leases, renewed: &[HeldLease], valid_until: Instant) -> Renewal {
+    let now = Instant::now();
     let mut held = leases.held();
     let kept: HashMap<Shop, i64> = renewed
         .iter()
         .map(|t| ((t.platform.clone(), t.self_id.clone()), t.epoch))
         .collect();
-    let mut lost = Vec::new();
+    let mut change = Renewal::default();
     held.retain(|shop, lease| match kept.get(shop) {
         Some(&epoch) if epoch == lease.epoch => {
+            // Given back here, yet still this instance's in the store: the release did not go
+            // through (the store was unreachable), so the shop is answered here again. And a
+            // lease whose local deadline passed before this renewal turned messages away
+            // meanwhile: they wait in the backlog, which taking the shop on again handles.
+            if lease.released || now >= lease.valid_until {
+                lease.released = false;
+                change.adopted.push(shop.clone());
+            }
             lease.valid_until = valid_until;
             true
         }
         _ if lease.released => true,
         _ => {
-            lost.push(shop.clone());
+            change.lost.push(shop.clone());
             false
         }
     });
-    lost.sort();
-    lost
+    for (shop, &epoch) in &kept {
+        if !held.contains_key(shop) {
+            held.insert(
+                shop.clone(),
+                Held {
+                    epoch,
+                    valid_until,
+                    released: false,
+                },
+            );
+            change.adopted.push(shop.clone());
+        }
+    }
+    change.lost.retain(|shop| !change.adopted.contains(shop));
+    change.lost.sort();
+    change.adopted.sort();
+    change
 }
 
 /// Each live instance's share of the shops, rounded up so that every shop has room.
@@ -487,9 +531,29 @@ mod tests {
             .released = true;
         assert_eq!(leases.fence(&key("s1")), None);
         assert!(leases.may_send(&key("s1"), &fence));
+        // A renewal that still returns it means the release failed: it is answered again.
+        let renewed = [HeldLease {
+            platform: "dev".into(),
+            self_id: "s1".into(),
+            epoch: 2,
+        }];
+        let later = Instant::now() + Duration::from_secs(5);
+        assert_eq!(
+            apply_renewal(&leases, &renewed, later).adopted,
+            vec![("dev".to_owned(), "s1".to_owned())]
+        );
+        assert!(leases.fence(&key("s1")).is_some());
+        leases
+            .held()
+            .get_mut(&("dev".to_owned(), "s1".to_owned()))
+            .unwrap()
+            .released = true;
         // A renewal that no longer returns it keeps it until its deadline, and reports nothing
         // lost: it was given back on purpose.
-        assert!(apply_renewal(&leases, &[], Instant::now()).is_empty());
+        assert_eq!(
+            apply_renewal(&leases, &[], Instant::now()),
+            Renewal::default()
+        );
     }
 
     #[test]
@@ -504,13 +568,45 @@ mod tests {
         }];
         let later = Instant::now() + Duration::from_secs(8);
         assert_eq!(
-            apply_renewal(&leases, &renewed, later),
+            apply_renewal(&leases, &renewed, later).lost,
             vec![("dev".to_owned(), "s1".to_owned())]
         );
         assert_eq!(
             leases.held()[&("dev".to_owned(), "s2".to_owned())].valid_until,
             later
         );
+    }
+
+    #[test]
+    fn a_lease_the_store_still_gives_after_a_local_lapse_is_answered_again() {
+        let leases = Leases::new(Some("a"), Duration::from_secs(10));
+        holding(&leases, "s1", 2, Duration::ZERO);
+        assert_eq!(lapse(&leases), vec![("dev".to_owned(), "s1".to_owned())]);
+        let renewed = [HeldLease {
+            platform: "dev".into(),
+            self_id: "s1".into(),
+            epoch: 2,
+        }];
+        let later = Instant::now() + Duration::from_secs(8);
+        let change = apply_renewal(&leases, &renewed, later);
+        assert_eq!(change.adopted, vec![("dev".to_owned(), "s1".to_owned())]);
+        assert!(change.lost.is_empty());
+        assert_eq!(leases.fence(&key("s1")).map(|f| f.epoch), Some(2));
+    }
+
+    #[test]
+    fn a_lease_renewed_after_its_local_deadline_is_taken_on_again() {
+        let leases = Leases::new(Some("a"), Duration::from_secs(10));
+        holding(&leases, "s1", 2, Duration::ZERO);
+        holding(&leases, "s2", 2, Duration::from_secs(5));
+        let renewed = [("s1", 2), ("s2", 2)].map(|(shop, epoch)| HeldLease {
+            platform: "dev".into(),
+            self_id: shop.into(),
+            epoch,
+        });
+        let change = apply_renewal(&leases, &renewed, Instant::now() + Duration::from_secs(8));
+        assert_eq!(change.adopted, vec![("dev".to_owned(), "s1".to_owned())]);
+        assert!(change.lost.is_empty());
     }
 
     #[test]

@@ -46,6 +46,7 @@ impl Instance {
         store_url: &str,
         rules: &Path,
         replies: &Path,
+        ttl: Duration,
     ) -> Instance {
         let data = tempfile::tempdir().unwrap();
         let config = data.path().join("xiaoer.toml");
@@ -53,7 +54,7 @@ impl Instance {
             &config,
             format!(
                 "store = {store_url:?}\nwatch = false\n[cluster]\nlease_ttl = \"{}ms\"\ninstance = {name:?}\n",
-                TTL.as_millis()
+                ttl.as_millis()
             ),
         )
         .unwrap();
@@ -90,8 +91,8 @@ impl Instance {
         assert!(status.success(), "kill {signal} {}", self.name);
     }
 
-    /// SIGTERM, and the exit within five seconds.
-    fn stop(mut self) {
+    /// SIGTERM, and the exit within five seconds; the log is kept for a failure after it.
+    fn stop(mut self) -> String {
         self.signal("-TERM");
         let started = Instant::now();
         while self.child.try_wait().unwrap().is_none() {
@@ -102,6 +103,7 @@ impl Instance {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.log()
     }
 
     fn log(&self) -> String {
@@ -111,12 +113,49 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- {}'s log, all but INFO ---", self.name);
+            for line in self.log().lines().filter(|l| !l.contains(" INFO ")) {
+                eprintln!("{line}");
+            }
+        }
         // SIGCONT first: a stopped process cannot die until it runs again.
         let _ = Command::new("kill")
             .args(["-CONT", &self.child.id().to_string()])
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+async fn schema_admin(world: &World) -> sqlx::PgConnection {
+    use sqlx::ConnectOptions;
+    world
+        .schema
+        .url()
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Logs of stopped instances, printed (all but INFO lines) if the test fails after the stop.
+struct Logs(Vec<String>);
+
+impl Drop for Logs {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for log in &self.0 {
+                eprintln!("--- a stopped instance's log, all but INFO ---");
+                for line in log
+                    .lines()
+                    .filter(|l| !l.contains(" INFO ") || l.contains("lease"))
+                {
+                    eprintln!("{line}");
+                }
+            }
+        }
     }
 }
 
@@ -163,12 +202,17 @@ impl World {
     }
 
     fn spawn(&self, name: &str) -> Instance {
+        self.spawn_with(name, TTL)
+    }
+
+    fn spawn_with(&self, name: &str, ttl: Duration) -> Instance {
         Instance::spawn(
             name,
             &self.gateway,
             &self.store_url(),
             &self.rules,
             &self.replies,
+            ttl,
         )
     }
 
@@ -477,9 +521,7 @@ async fn a_killed_instance_s_shops_move_within_the_lease_ttl_and_every_message_i
     tokio::time::sleep(Duration::from_secs(1)).await;
     let sent = load.stop().await;
     replies.wait_for(&sent).await;
-    for instance in instances {
-        instance.stop();
-    }
+    let _logs = Logs(instances.into_iter().map(Instance::stop).collect());
     let replies = replies.finish(&world).await;
     let unsent = assert_exactly_once(&world, &sent, &replies).await;
     let messages: usize = sent.values().map(Vec::len).sum();
@@ -530,8 +572,7 @@ async fn a_paused_instance_that_lost_its_shops_sends_and_writes_nothing_for_them
             eprintln!("{line}");
         }
     }
-    paused.stop();
-    other.stop();
+    let _logs = Logs(vec![paused.stop(), other.stop()]);
     let replies = replies.finish(&world).await;
     // Anything the paused instance sent for a shop it lost would be a second answer.
     let unsent = assert_exactly_once(&world, &sent, &replies).await;
@@ -587,8 +628,30 @@ async fn instances_reconnect_after_the_server_ends_their_connections_and_lose_no
             eprintln!("{line}");
         }
     }
-    first.stop();
-    second.stop();
+    let status = leases.status().await.unwrap();
+    eprintln!(
+        "unhandled before the stop: {:?}",
+        status
+            .leases
+            .iter()
+            .map(|l| (&l.self_id, l.owner.clone(), l.unhandled))
+            .collect::<Vec<_>>()
+    );
+    let activity: Vec<(i32, Option<String>, Option<String>, Option<String>)> = {
+        let mut conn = schema_admin(&world).await;
+        let rows = sqlx::query_as(
+            "SELECT pid, state, wait_event_type || ':' || wait_event, left(query, 120) \
+             FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(&world.schema.name)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        let _ = sqlx::Connection::close(conn).await;
+        rows
+    };
+    eprintln!("activity: {activity:#?}");
+    let _logs = Logs(vec![first.stop(), second.stop()]);
     let replies = replies.finish(&world).await;
     let unsent = assert_exactly_once(&world, &sent, &replies).await;
     eprintln!("{unsent} replies marked as maybe not delivered");
@@ -813,4 +876,91 @@ async fn xiaoer_status_shows_the_instances_their_shops_and_the_backlog() {
         String::from_utf8_lossy(&output.stdout).contains("is a SQLite store: one daemon serves it")
     );
     store.close().await.unwrap();
+}
+
+/// The figures in docs/scaling.md, run by hand (a few minutes):
+/// `cargo test --release --test cluster -- --ignored --nocapture takeover_figures`.
+/// For each lease TTL: the database transactions per second three idle instances cost, and the
+/// time from `kill -9` of the instance with the most shops to all 20 shops held again, over 20
+/// kills (the killed instance is started again after each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: minutes long; its figures are in docs/scaling.md"]
+async fn takeover_figures() {
+    let kills: usize = std::env::var("XIAOER_BENCH_KILLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20);
+    for ttl_secs in [2u64, 5, 10] {
+        let ttl = Duration::from_secs(ttl_secs);
+        let Some(world) = World::new("takeover_figures", 20).await else {
+            return;
+        };
+        let names = ["k1", "k2", "k3"];
+        let mut instances: HashMap<&str, Instance> = names
+            .iter()
+            .map(|n| (*n, world.spawn_with(n, ttl)))
+            .collect();
+        assert!(world.gateway.wait_for_bots(3, WAIT).await);
+        let mut leases = world.leases().await;
+        let shared = |held: &HashMap<String, Vec<String>>| {
+            held.values().map(Vec::len).sum::<usize>() == 20
+                && names
+                    .iter()
+                    .all(|n| held.get(*n).is_some_and(|s| s.len() >= 6))
+        };
+        until(
+            &mut leases,
+            ttl * 3 + WAIT,
+            "the shops are shared out",
+            shared,
+        )
+        .await;
+        let xacts = "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()";
+        let mut admin = world.leases().await;
+        let before: i64 = admin.query_i64_for_test(xacts).await.unwrap();
+        let idle = Duration::from_secs(10);
+        tokio::time::sleep(idle).await;
+        let after: i64 = admin.query_i64_for_test(xacts).await.unwrap();
+        let per_second = (after - before) as f64 / idle.as_secs_f64();
+        let mut times = Vec::new();
+        for _ in 0..kills {
+            let status = leases.status().await.unwrap();
+            let held = holdings(&status);
+            let victim = *names
+                .iter()
+                .max_by_key(|n| held.get(**n).map_or(0, Vec::len))
+                .unwrap();
+            let mut instance = instances.remove(victim).unwrap();
+            instance.child.kill().unwrap();
+            instance.child.wait().unwrap();
+            let moved = until(&mut leases, ttl * 2 + WAIT, "the shops move", |held| {
+                !held.contains_key(victim) && held.values().map(Vec::len).sum::<usize>() == 20
+            })
+            .await;
+            times.push(moved);
+            drop(instance);
+            instances.insert(victim, world.spawn_with(victim, ttl));
+            until(
+                &mut leases,
+                ttl * 3 + WAIT,
+                "the restarted instance takes its share",
+                shared,
+            )
+            .await;
+        }
+        times.sort();
+        let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+        eprintln!(
+            "lease TTL {ttl_secs}s: idle database load {per_second:.1} transactions/s for 3 instances; \
+             takeover over {} kills: min {:.2}s, median {:.2}s, p90 {:.2}s, max {:.2}s",
+            times.len(),
+            times[0].as_secs_f64(),
+            pick(0.5).as_secs_f64(),
+            pick(0.9).as_secs_f64(),
+            times[times.len() - 1].as_secs_f64(),
+        );
+        for (_, instance) in instances.drain() {
+            instance.stop();
+        }
+    }
 }

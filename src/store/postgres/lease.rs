@@ -440,6 +440,16 @@ impl ShopLeases {
         }
     }
 
+    /// One number from `sql` on the lease connection (benchmarks that read server statistics).
+    #[doc(hidden)]
+    pub async fn query_i64_for_test(&mut self, sql: &str) -> Result<i64, StoreError> {
+        let conn = self.conn().await?;
+        match sqlx::query_scalar::<_, i64>(sql).fetch_one(conn).await {
+            Ok(value) => Ok(value),
+            Err(e) => Err(self.failed("run a test query", e)),
+        }
+    }
+
     /// Runs `sql` on the lease connection (tests that move the server's view of time).
     #[doc(hidden)]
     pub async fn execute_for_test(&mut self, sql: &str) -> Result<u64, StoreError> {
