@@ -128,18 +128,6 @@ impl Drop for Instance {
     }
 }
 
-async fn schema_admin(world: &World) -> sqlx::PgConnection {
-    use sqlx::ConnectOptions;
-    world
-        .schema
-        .url()
-        .parse::<sqlx::postgres::PgConnectOptions>()
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
 /// Logs of stopped instances, printed (all but INFO lines) if the test fails after the stop.
 struct Logs(Vec<String>);
 
@@ -637,20 +625,6 @@ async fn instances_reconnect_after_the_server_ends_their_connections_and_lose_no
             .map(|l| (&l.self_id, l.owner.clone(), l.unhandled))
             .collect::<Vec<_>>()
     );
-    let activity: Vec<(i32, Option<String>, Option<String>, Option<String>)> = {
-        let mut conn = schema_admin(&world).await;
-        let rows = sqlx::query_as(
-            "SELECT pid, state, wait_event_type || ':' || wait_event, left(query, 120) \
-             FROM pg_stat_activity WHERE application_name = $1",
-        )
-        .bind(&world.schema.name)
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-        let _ = sqlx::Connection::close(conn).await;
-        rows
-    };
-    eprintln!("activity: {activity:#?}");
     let _logs = Logs(vec![first.stop(), second.stop()]);
     let replies = replies.finish(&world).await;
     let unsent = assert_exactly_once(&world, &sent, &replies).await;
