@@ -9,7 +9,8 @@
 //! - `writer.rs`: the one task that writes, batching requests into group commits (no SQL);
 //! - `sqlite/`: the SQLite backend (the embedded default): connections, migrations, the SQL;
 //! - `postgres/`: the PostgreSQL backend (`store = "postgres://…"`): the same schema and SQL on a
-//!   writer connection and a read pool.
+//!   writer connection and a read pool, and `lease.rs`, the SQL of shop leases and the inbound
+//!   backlog for instances sharing the store (see `cluster`).
 //!
 //! Each backend implements the writer's `Backend` and a reader; [`Store`] dispatches every read
 //! to the reader it was opened with ([`Store::open_location`] picks the backend).

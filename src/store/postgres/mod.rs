@@ -9,7 +9,8 @@
 //! - `outbox.rs`, `clock.rs`: the notification outbox and the response clock, writes and reads
 //!   side by side;
 //! - `rows.rs`: PostgreSQL rows into the domain's records;
-//! - `instance.rs`: the lock that keeps a second daemon off the store.
+//! - `lease.rs`: shop leases, instances' heartbeats, the inbound backlog and `xiaoer status`'s
+//!   read, on a connection of their own (several instances share a store; see `cluster`).
 //!
 //! The schema lives in `migrations/postgres`, one file per SQLite migration with the same
 //! number, name, tables and columns (a test holds them in step). The SQL is the SQLite backend's

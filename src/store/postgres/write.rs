@@ -17,6 +17,13 @@
 //! daemon and `xiaoer queue claim`, or later two instances) take turns, and the version check
 //! sees what the other committed. Chats that nobody else writes are not held up.
 //!
+//! # Shop leases
+//!
+//! A turn that carries a fence (several instances share the store) is written only if its
+//! owner still holds the shop's lease at that epoch; the batch reads its owners' leases once,
+//! `FOR SHARE`, so a takeover waits for the batch and a turn planned under a lease that has moved
+//! on is refused without failing the others.
+//!
 //! # A lost connection
 //!
 //! When a batch fails and its transaction cannot even be rolled back, the connection is
