@@ -309,6 +309,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         }
     });
     let outbox_turn = cluster.as_ref().map(|c| c.leases.works_outbox());
+    let remote_leases = cluster.as_ref().map(|c| Arc::clone(&c.leases));
     let shared = Arc::new(Shared {
         store: store.clone(),
         outbox: Arc::clone(&outbox),
@@ -412,6 +413,14 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         handle.events.subscribe(),
         shutdown.child_token(),
     ));
+    if let Some(leases) = &remote_leases {
+        tokio::spawn(crate::remote::run(
+            handle.store.clone(),
+            Arc::clone(leases),
+            handle.commands.clone(),
+            shutdown.child_token(),
+        ));
+    }
     let metrics_addr = match config.metrics_listen {
         None => None,
         Some(addr) => Some(serve_metrics(addr, handle.clone(), shutdown.clone()).await?),
@@ -818,8 +827,14 @@ async fn serve(parts: Serving, shutdown: CancellationToken) {
             command = commands.recv() => {
                 if let Some((key, command)) = command {
                     match &cluster {
+                        // Another instance answers the shop: it carries the command out.
                         Some(cluster) if !cluster.answering.answers(&key.platform, &key.self_id) => {
-                            command.refuse(CommandError::AnsweredElsewhere);
+                            tokio::spawn(crate::remote::forward(
+                                store.clone(),
+                                Arc::clone(&cluster.leases),
+                                key,
+                                command,
+                            ));
                         }
                         _ => dispatcher.send(key, command),
                     }

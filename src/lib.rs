@@ -36,6 +36,8 @@
 //! - [`config`]: daemon settings, layered defaults < file < `XIAOER_*` environment < flags.
 //! - [`daemon`]: `start(config) -> Running`: gateways, chat workers, store, reload, chat events,
 //!   agents' commands; phased shutdown.
+//! - [`remote`]: agents' commands across instances: handed to the shop's owner through the
+//!   store, carried out there, the outcome brought back.
 //! - [`reload`]: the live rule sets (shared and per-shop overlays) and their hot reload.
 //! - [`load`]: the load generator behind the `xiaoer-load` binary: a loopback OneBot 12 gateway
 //!   that drives a real daemon (and a bare baseline client) closed or open loop and measures
@@ -72,6 +74,7 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod reload;
+pub mod remote;
 pub mod replies;
 pub mod report;
 pub mod routing;

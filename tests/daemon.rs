@@ -1259,3 +1259,131 @@ async fn two_daemons_on_one_postgres_store_share_the_shops_and_answer_every_mess
     );
     assert!(status.instances.iter().all(|i| i.stopped_ms.is_some()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_on_either_instance_act_on_any_chat_and_two_claims_have_one_winner() {
+    let Some(db) = common::backends::TestDb::postgres("agents_on_either_instance").await else {
+        return;
+    };
+    let gateway = DevGateway::start(DevGatewayConfig {
+        token: Some(TOKEN.into()),
+        shops: vec!["shop1".into(), "shop2".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (_rules_dir, rules, replies) = rule_dirs();
+    let (first_data, second_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = |data: &Path, name: &str| Config {
+        cluster: ClusterSettings {
+            lease_ttl: Duration::from_secs(2),
+            instance: Some(name.to_owned()),
+        },
+        ..config_on(db.location(), &gateway, &rules, &replies, data)
+    };
+    let first = xiaoer::daemon::start(config(first_data.path(), "first"))
+        .await
+        .unwrap();
+    let second = xiaoer::daemon::start(config(second_data.path(), "second"))
+        .await
+        .unwrap();
+    assert!(gateway.wait_for_bots(2, WAIT).await);
+    let mut leases = Store::open_leases(&db.location()).await.unwrap().unwrap();
+    let deadline = Instant::now() + WAIT;
+    let first_shop = loop {
+        let status = leases.status().await.unwrap();
+        let owned = |name: &str| {
+            status
+                .leases
+                .iter()
+                .filter(|l| l.owner.as_deref() == Some(name) && l.expires_ms > status.now_ms)
+                .map(|l| l.self_id.clone())
+                .collect::<Vec<_>>()
+        };
+        if let ([mine], [_]) = (&owned("first")[..], &owned("second")[..]) {
+            break mine.clone();
+        }
+        assert!(Instant::now() < deadline, "one shop each: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    gateway.buyer_says(&first_shop, "x1", "我要退款");
+    while !reply(&gateway).await.text.contains("退款专员") {}
+    let open = first.store().open_escalations().await.unwrap();
+    assert_eq!(open.len(), 1);
+    let (id, key) = (open[0].id, open[0].key.clone());
+
+    // Two agents claim at once, one on each instance; the second instance hands its claim to
+    // the first, which answers the shop: one wins, the other is told who has it.
+    let (a, b) = tokio::join!(
+        first.act(
+            id,
+            AgentAction::Claim {
+                agent: "alice".into()
+            }
+        ),
+        second.act(
+            id,
+            AgentAction::Claim {
+                agent: "bob".into()
+            }
+        ),
+    );
+    let (winner, loser) = match (&a, &b) {
+        (Ok(()), Err(e)) => ("alice", e.to_string()),
+        (Err(e), Ok(())) => ("bob", e.to_string()),
+        other => panic!("exactly one claim wins: {other:?}"),
+    };
+    assert!(loser.contains("already claimed"), "{loser}");
+    let claimed = first.store().escalation(id).await.unwrap().unwrap();
+    assert_eq!(claimed.claimed_by.as_deref(), Some(winner));
+
+    // The winner replies from the instance that does not answer the shop: the owner sends it,
+    // once, and the agent learns the platform's message id.
+    let sent = second
+        .agent_reply(key.clone(), winner, "您好，我来处理退款")
+        .await
+        .expect("the reply is carried out by the shop's instance");
+    assert!(!sent.message_id.is_empty());
+    let mut seen = Vec::new();
+    loop {
+        let message = reply(&gateway).await;
+        let done = message.text == "您好，我来处理退款";
+        seen.push(message);
+        if done {
+            break;
+        }
+    }
+    // Someone who does not hold the chat is refused there, in words.
+    let refused = second
+        .agent_reply(key.clone(), "carol", "我也来")
+        .await
+        .expect_err("carol does not hold it");
+    assert!(
+        refused.to_string().contains("does not hold this chat"),
+        "{refused}"
+    );
+    second
+        .act(
+            id,
+            AgentAction::Resolve {
+                agent: winner.into(),
+                outcome: Some("refunded".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(first.store().open_escalations().await.unwrap().is_empty());
+    first.stop().await;
+    second.stop().await;
+    while let Some(message) = gateway.next_bot_message(Duration::ZERO).await {
+        seen.push(message);
+    }
+    assert_eq!(
+        seen.iter()
+            .filter(|m| m.text == "您好，我来处理退款")
+            .count(),
+        1,
+        "sent once: {seen:?}"
+    );
+    assert!(seen.iter().all(|m| m.text != "我也来"));
+}

@@ -62,6 +62,11 @@ impl From<CommandError> for AppError {
             CommandError::Busy | CommandError::Stopped | CommandError::AnsweredElsewhere => {
                 AppError::Unavailable(error.to_string())
             }
+            CommandError::Remote { kind, message } => match kind.as_str() {
+                "conflict" => AppError::Conflict(message),
+                "not_delivered" => AppError::NotDelivered(message),
+                _ => AppError::Unavailable(message),
+            },
         }
     }
 }

@@ -114,6 +114,10 @@ pub enum CommandError {
         "another xiaoer instance answers this shop now; open the chat in that instance's console"
     )]
     AnsweredElsewhere,
+    /// The instance answering the chat's shop carried the command out and it failed there;
+    /// `kind` is `conflict`, `unavailable`, `not_delivered` or `failed`.
+    #[error("{message}")]
+    Remote { kind: String, message: String },
 }
 
 /// Why a send to the gateway failed.

@@ -46,6 +46,7 @@ pub use ops::{
     AccountOp, ClockWarning, DecisionRecord, EscalationStep, Fence, InboundLine, OutboundLine,
     OutboxOp, RoundStep, SeenMessage, Turn, TurnOutcome,
 };
+pub use postgres::commands::{CommandOutcome, RemoteAction, RemoteCommand};
 pub use postgres::lease::{
     ClusterStatus, Heartbeat, HeldLease, InstanceInfo, InstanceRow, LeaseRow, ShopLeases,
 };
@@ -303,6 +304,98 @@ impl Store {
                 ShopLeases::open(target).await.map(Some)
             }
         }
+    }
+
+    /// The PostgreSQL read pool, for what only a shared store does.
+    fn shared_pool(&self, what: &str) -> Result<&sqlx::PgPool, StoreError> {
+        match &self.inner.reader {
+            Reader::Postgres(reader) => Ok(&reader.pool),
+            Reader::Sqlite(_) => Err(StoreError::Closed {
+                context: format!("{what} (only a PostgreSQL store is shared by instances)"),
+            }),
+        }
+    }
+
+    /// Hands an agent's command on chat `key` to the instance answering its shop, and wakes it.
+    ///
+    /// # Errors
+    ///
+    /// On SQLite, or if the write fails.
+    pub async fn submit_command(
+        &self,
+        key: &ConversationKey,
+        agent: &str,
+        escalation_id: Option<i64>,
+        action: &RemoteAction,
+        requested_by: &str,
+    ) -> Result<i64, StoreError> {
+        let pool = self.shared_pool("hand a command to another instance")?;
+        postgres::commands::submit(
+            pool,
+            key,
+            agent,
+            escalation_id,
+            action,
+            requested_by,
+            now_ms(),
+        )
+        .await
+    }
+
+    /// How command `id` ended, once its owner says.
+    ///
+    /// # Errors
+    ///
+    /// On SQLite, or if the read fails.
+    pub async fn command_outcome(&self, id: i64) -> Result<Option<CommandOutcome>, StoreError> {
+        postgres::commands::outcome(self.shared_pool("read a command's outcome")?, id).await
+    }
+
+    /// Takes the commands waiting for the shops `owner` holds.
+    ///
+    /// # Errors
+    ///
+    /// On SQLite, or if the write fails.
+    pub async fn take_commands(&self, owner: &str) -> Result<Vec<RemoteCommand>, StoreError> {
+        postgres::commands::take(self.shared_pool("take agents' commands")?, owner).await
+    }
+
+    /// Records how command `id` ended.
+    ///
+    /// # Errors
+    ///
+    /// On SQLite, or if the write fails.
+    pub async fn finish_command(
+        &self,
+        id: i64,
+        outcome: &CommandOutcome,
+    ) -> Result<(), StoreError> {
+        postgres::commands::finish(
+            self.shared_pool("record a command's outcome")?,
+            id,
+            outcome,
+            now_ms(),
+        )
+        .await
+    }
+
+    /// A listener woken when a command is handed over; `None` on SQLite.
+    ///
+    /// # Errors
+    ///
+    /// If the listening connection cannot be opened.
+    pub async fn command_listener(&self) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
+        let Reader::Postgres(reader) = &self.inner.reader else {
+            return Ok(None);
+        };
+        let mut listener = sqlx::postgres::PgListener::connect_with(&reader.pool)
+            .await
+            .map_err(|e| StoreError::query("listen for agents' commands", e))?;
+        listener
+            .listen(postgres::commands::CHANNEL)
+            .await
+            .map_err(|e| StoreError::query("listen for agents' commands", e))?;
+        Ok(Some(listener))
     }
 
     /// Marks the replies to shop `self_id`'s buyers that were recorded before `before_ms` and

@@ -9,6 +9,7 @@
 //! - `outbox.rs`, `clock.rs`: the notification outbox and the response clock, writes and reads
 //!   side by side;
 //! - `rows.rs`: PostgreSQL rows into the domain's records;
+//! - `commands.rs`: agents' commands handed to the instance that answers a chat's shop;
 //! - `lease.rs`: shop leases, instances' heartbeats, the inbound backlog and `xiaoer status`'s
 //!   read, on a connection of their own (several instances share a store; see `cluster`).
 //!
@@ -20,6 +21,7 @@
 //! Where the database is, is told as `host:port/database` and never with the password.
 
 pub(crate) mod clock;
+pub(crate) mod commands;
 pub(crate) mod lease;
 pub(crate) mod outbox;
 mod read;
