@@ -203,6 +203,9 @@ pub struct Running {
 pub struct Handle {
     store: Store,
     events: broadcast::Sender<ChatEvent>,
+    /// What the console shows: this instance's chat events and, when the store is shared,
+    /// every other instance's too.
+    feed: broadcast::Sender<ChatEvent>,
     commands: mpsc::Sender<(ConversationKey, ChatCommand)>,
     rules: LiveRules,
     reload: mpsc::Sender<()>,
@@ -356,9 +359,24 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         cluster,
         cluster_stop,
     };
+    let feed = match &remote_leases {
+        None => chat_events.clone(),
+        Some(leases) => {
+            let (feed, _) = broadcast::channel(EVENT_BUFFER);
+            tokio::spawn(crate::remote::share_events(
+                store.clone(),
+                Arc::clone(leases),
+                chat_events.subscribe(),
+                feed.clone(),
+                shutdown.child_token(),
+            ));
+            feed
+        }
+    };
     let handle = Handle {
         store,
         events: chat_events,
+        feed,
         commands,
         rules,
         reload,
@@ -568,9 +586,10 @@ impl Handle {
         &self.store
     }
 
-    /// Chat events from now on, each announced after its commit.
+    /// Chat events from now on, each announced after its commit: this instance's and, when
+    /// several instances share the store, theirs too (a moment later).
     pub fn subscribe(&self) -> broadcast::Receiver<ChatEvent> {
-        self.events.subscribe()
+        self.feed.subscribe()
     }
 
     /// The live rule book.

@@ -742,7 +742,7 @@ impl FromStr for NoteKind {
 
 /// Something that happened in a chat, announced once it is durable (the console's live updates
 /// and the metrics listen to these).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ChatEvent {
     /// A line was added to the transcript (either way).

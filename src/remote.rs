@@ -1,8 +1,16 @@
-//! Agents' commands across instances sharing a PostgreSQL store: the console of any instance may
-//! act on any chat. A reply or action on a chat of a shop another instance answers is written to
+//! Agents across instances sharing a PostgreSQL store: the console of any instance may act on
+//! any chat and shows every instance's chats live.
+//!
+//! Commands: the console of any instance may act on any chat. A reply or action on a chat of a shop another instance answers is written to
 //! the store as a durable command ([`forward`]); the shop's owner, woken by `NOTIFY` (or its
 //! one-second poll), carries it out through the chat's worker like one of its own agents'
 //! commands ([`run`]) and writes the outcome back, which the first instance waits for and shows.
+//!
+//! Live updates: every instance sends its chat events to the others (`NOTIFY xiaoer_events`, a
+//! JSON payload with the sender's id, long message texts cut short to fit PostgreSQL's 8,000-byte
+//! limit) and lays theirs into its console's feed ([`share_events`]). An event missed while the
+//! listening connection was away costs the console a stale line until its next reload, nothing
+//! more: the store is the record.
 //!
 //! The owner's worker does what it always does (claims are atomic, replies are recorded before
 //! they are sent, and a reply goes out under the owner's lease), so two agents on two instances
@@ -11,14 +19,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::cluster::Leases;
 use crate::conversation::commands::AgentAction;
 use crate::conversation::worker::{ChatCommand, CommandError, SentReply};
-use crate::model::ConversationKey;
+use crate::model::{ChatEvent, ConversationKey};
 use crate::store::{CommandOutcome, RemoteAction, RemoteCommand, Store, StoreError};
 
 /// How long an agent waits for the owning instance before being told it did not answer.
@@ -267,6 +275,81 @@ pub async fn run(
             () = stop.cancelled() => break,
             () = woken => {}
             () = tokio::time::sleep(POLL_EVERY) => {}
+        }
+    }
+}
+
+/// The channel chat events cross instances on.
+const EVENTS: &str = "xiaoer_events";
+/// Message texts longer than this many characters are cut short in the events sent across.
+const EVENT_TEXT_CHARS: usize = 1000;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SharedEvent {
+    from: String,
+    event: ChatEvent,
+}
+
+/// Lays this instance's chat events (`local`) and, through the store, every other instance's
+/// into `feed`, the console's view, and sends this instance's to the others; until `stop`.
+pub async fn share_events(
+    store: Store,
+    leases: Arc<Leases>,
+    mut local: broadcast::Receiver<ChatEvent>,
+    feed: broadcast::Sender<ChatEvent>,
+    stop: CancellationToken,
+) {
+    let me = leases.instance().to_owned();
+    let mut listener = match store.listener(EVENTS).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            warn!(%error, "cannot listen for other instances' chat events; the console shows this instance's only");
+            None
+        }
+    };
+    loop {
+        let foreign = async {
+            match listener.as_mut() {
+                Some(listener) => listener.recv().await.ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => break,
+            event = local.recv() => match event {
+                Ok(event) => {
+                    let _ = feed.send(event.clone());
+                    let mut event = event;
+                    if let ChatEvent::Message { text, .. } = &mut event
+                        && text.chars().count() > EVENT_TEXT_CHARS
+                    {
+                        *text = text.chars().take(EVENT_TEXT_CHARS).chain(std::iter::once('…')).collect();
+                    }
+                    let payload = SharedEvent { from: me.clone(), event };
+                    if let Ok(json) = serde_json::to_string(&payload)
+                        && let Err(error) = store.notify(EVENTS, &json).await
+                    {
+                        debug!(%error, "cannot send a chat event to the other instances");
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    debug!(missed, "chat events were too many to share them all");
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            notification = foreign => match notification {
+                Some(notification) => {
+                    match serde_json::from_str::<SharedEvent>(notification.payload()) {
+                        Ok(shared) if shared.from != me => {
+                            let _ = feed.send(shared.event);
+                        }
+                        Ok(_) => {}
+                        Err(error) => debug!(%error, "an event from another instance was not understood"),
+                    }
+                }
+                // The listener reconnects on its next receive.
+                None => tokio::time::sleep(POLL_EVERY).await,
+            },
         }
     }
 }

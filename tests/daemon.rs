@@ -1306,11 +1306,27 @@ async fn agents_on_either_instance_act_on_any_chat_and_two_claims_have_one_winne
         assert!(Instant::now() < deadline, "one shop each: {status:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // The second instance's console sees the first's chats live.
+    let mut feed = second.subscribe();
     gateway.buyer_says(&first_shop, "x1", "我要退款");
     while !reply(&gateway).await.text.contains("退款专员") {}
     let open = first.store().open_escalations().await.unwrap();
     assert_eq!(open.len(), 1);
     let (id, key) = (open[0].id, open[0].key.clone());
+    let opened = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(ChatEvent::Escalation {
+                id: seen, key: of, ..
+            }) = feed.recv().await
+                && seen == id
+            {
+                return of;
+            }
+        }
+    })
+    .await
+    .expect("the other instance's escalation reaches this console");
+    assert_eq!(opened, key);
 
     // Two agents claim at once, one on each instance; the second instance hands its claim to
     // the first, which answers the shop: one wins, the other is told who has it.

@@ -385,17 +385,44 @@ impl Store {
     ///
     /// If the listening connection cannot be opened.
     pub async fn command_listener(&self) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
+        self.listener(postgres::commands::CHANNEL).await
+    }
+
+    /// A listener on PostgreSQL notification channel `channel`, on a connection of its own;
+    /// `None` on SQLite.
+    ///
+    /// # Errors
+    ///
+    /// If the listening connection cannot be opened.
+    pub async fn listener(
+        &self,
+        channel: &str,
+    ) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
         let Reader::Postgres(reader) = &self.inner.reader else {
             return Ok(None);
         };
+        let cx = |e| StoreError::query(format!("listen on {channel}"), e);
         let mut listener = sqlx::postgres::PgListener::connect_with(&reader.pool)
             .await
-            .map_err(|e| StoreError::query("listen for agents' commands", e))?;
-        listener
-            .listen(postgres::commands::CHANNEL)
-            .await
-            .map_err(|e| StoreError::query("listen for agents' commands", e))?;
+            .map_err(cx)?;
+        listener.listen(channel).await.map_err(cx)?;
         Ok(Some(listener))
+    }
+
+    /// Sends `payload` to every listener on channel `channel`.
+    ///
+    /// # Errors
+    ///
+    /// On SQLite, or if the server refuses it.
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        let pool = self.shared_pool("notify other instances")?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+            .execute(pool)
+            .await
+            .map_err(|e| StoreError::query(format!("notify {channel}"), e))?;
+        Ok(())
     }
 
     /// Marks the replies to shop `self_id`'s buyers that were recorded before `before_ms` and
