@@ -168,7 +168,17 @@ fn outcome_of<T>(
                 CommandError::Store(_) => "failed",
             }
             .to_owned();
-            (kind, Some(error.to_string()))
+            // A refusal reads as the console would say it for a chat of its own.
+            let message = match error {
+                CommandError::Store(StoreError::AlreadyClaimed { id, agent }) => {
+                    format!("escalation {id} is already claimed by {agent}")
+                }
+                CommandError::Store(
+                    refusal @ (StoreError::EscalationClosed { .. } | StoreError::NotClaimed { .. }),
+                ) => refusal.to_string(),
+                other => other.to_string(),
+            };
+            (kind, Some(message))
         }
     };
     CommandOutcome { outcome, result }

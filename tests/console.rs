@@ -1,6 +1,6 @@
 //! The agent console over real HTTP: the daemon with its console on a port-0 listener, the
 //! development gateway, a real SQLite file. Every route's access rules, CSRF, shop isolation,
-//! concurrent claims, leases, replies through the gateway, hostile buyer text.
+//! concurrent claims (also across two instances on PostgreSQL), leases, replies through the gateway, hostile buyer text.
 
 mod common;
 
@@ -862,4 +862,109 @@ async fn health_and_readiness_need_no_login_and_tell_what_is_wrong() {
         .store()
         .inject_fault(xiaoer::store::Fault::FailCommits(0));
     env.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_on_two_instances_consoles_claim_at_once_and_one_wins() {
+    let Some(db) = common::backends::TestDb::postgres("two_instances_consoles_claim").await else {
+        return;
+    };
+    let gateway = DevGateway::start(DevGatewayConfig {
+        token: Some(TOKEN.into()),
+        shops: vec!["shop1".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (_rules_dir, rules, replies) = rule_dirs();
+    let data = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let config = |data: &TempDir, name: &str| Config {
+        data: data.path().to_path_buf(),
+        store: Some(db.location()),
+        rules: rules.clone(),
+        replies: replies.clone(),
+        gateways: vec![GatewaySettings {
+            url: gateway.url(),
+            token: Some(TOKEN.into()),
+            name: None,
+        }],
+        console: ConsoleSettings {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        },
+        cluster: xiaoer::config::ClusterSettings {
+            lease_ttl: Duration::from_secs(2),
+            instance: Some(name.to_owned()),
+        },
+        watch: false,
+        ..Config::default()
+    };
+    let first = xiaoer::daemon::start(config(&data[0], "first"))
+        .await
+        .unwrap();
+    let second = xiaoer::daemon::start(config(&data[1], "second"))
+        .await
+        .unwrap();
+    assert!(gateway.wait_for_bots(2, WAIT).await);
+    // Wait until one of them answers the shop, so the buyer is answered at once.
+    let mut leases = xiaoer::store::Store::open_leases(&db.location())
+        .await
+        .unwrap()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !leases
+        .status()
+        .await
+        .unwrap()
+        .leases
+        .iter()
+        .any(|l| l.owner.is_some())
+    {
+        assert!(Instant::now() < deadline, "nobody took the shop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gateway.buyer_says("shop1", "u1", "我要退款");
+    while !gateway
+        .next_bot_message(WAIT)
+        .await
+        .expect("the bot answers")
+        .text
+        .contains("退款专员")
+    {}
+    let id = first.store().open_escalations().await.unwrap()[0].id;
+    for name in ["alice", "bob"] {
+        xiaoer::accounts::add(first.store(), name, Role::Agent, &[], PASSWORD)
+            .await
+            .unwrap();
+    }
+    let mut alice = Browser::new(&format!("http://{}", first.console_addr().unwrap()));
+    let mut bob = Browser::new(&format!("http://{}", second.console_addr().unwrap()));
+    assert_eq!(alice.login("alice", PASSWORD).await, StatusCode::SEE_OTHER);
+    assert_eq!(bob.login("bob", PASSWORD).await, StatusCode::SEE_OTHER);
+    // The chat is on both queues, whichever instance answers the shop.
+    for browser in [&alice, &bob] {
+        assert!(browser.get("/").await.body.contains(&format!("/chat/{id}")));
+    }
+    let path = format!("/chat/{id}/claim");
+    let (a, b) = tokio::join!(alice.post(&path, &[]), bob.post(&path, &[]));
+    let (winner, loser) = match (a.status, b.status) {
+        (StatusCode::SEE_OTHER, StatusCode::CONFLICT) => ("alice", b),
+        (StatusCode::CONFLICT, StatusCode::SEE_OTHER) => ("bob", a),
+        other => panic!("expected one win and one conflict, got {other:?}"),
+    };
+    assert!(
+        loser.body.contains(&format!("already claimed by {winner}")),
+        "{}",
+        loser.body
+    );
+    let escalation = first.store().escalation(id).await.unwrap().unwrap();
+    assert_eq!(escalation.claimed_by.as_deref(), Some(winner));
+    assert_eq!(
+        gateway.next_bot_message(WAIT).await.unwrap().text,
+        "您好，我是客服，接下来由我为您处理。",
+        "the buyer heard once that a person is here"
+    );
+    first.stop().await;
+    second.stop().await;
+    assert_eq!(gateway.next_bot_message(Duration::ZERO).await, None);
 }
