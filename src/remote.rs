@@ -161,9 +161,7 @@ fn outcome_of<T>(
                 CommandError::NotDelivered { .. } | CommandError::MaybeDelivered { .. } => {
                     "not_delivered"
                 }
-                CommandError::Busy | CommandError::Stopped | CommandError::AnsweredElsewhere => {
-                    "unavailable"
-                }
+                CommandError::Busy | CommandError::Stopped => "unavailable",
                 CommandError::Remote { kind, .. } => kind.as_str(),
                 CommandError::Store(_) => "failed",
             }

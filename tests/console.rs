@@ -1,6 +1,7 @@
 //! The agent console over real HTTP: the daemon with its console on a port-0 listener, the
 //! development gateway, a real SQLite file. Every route's access rules, CSRF, shop isolation,
-//! concurrent claims (also across two instances on PostgreSQL), leases, replies through the gateway, hostile buyer text.
+//! concurrent claims (also across two instances' consoles on PostgreSQL), leases, replies
+//! through the gateway, hostile buyer text.
 
 mod common;
 

@@ -59,9 +59,7 @@ impl From<CommandError> for AppError {
             CommandError::NotDelivered { .. } | CommandError::MaybeDelivered { .. } => {
                 AppError::NotDelivered(error.to_string())
             }
-            CommandError::Busy | CommandError::Stopped | CommandError::AnsweredElsewhere => {
-                AppError::Unavailable(error.to_string())
-            }
+            CommandError::Busy | CommandError::Stopped => AppError::Unavailable(error.to_string()),
             CommandError::Remote { kind, message } => match kind.as_str() {
                 "conflict" => AppError::Conflict(message),
                 "not_delivered" => AppError::NotDelivered(message),

@@ -110,10 +110,6 @@ pub enum CommandError {
     Busy,
     #[error("xiaoer is shutting down")]
     Stopped,
-    #[error(
-        "another xiaoer instance answers this shop now; open the chat in that instance's console"
-    )]
-    AnsweredElsewhere,
     /// The instance answering the chat's shop carried the command out and it failed there;
     /// `kind` is `conflict`, `unavailable`, `not_delivered` or `failed`.
     #[error("{message}")]
