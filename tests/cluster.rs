@@ -853,7 +853,9 @@ async fn xiaoer_status_shows_the_instances_their_shops_and_the_backlog() {
 }
 
 /// The figures in docs/scaling.md, run by hand (a few minutes):
-/// `cargo test --release --test cluster -- --ignored --nocapture takeover_figures`.
+/// `cargo test --release --test cluster -- --ignored --nocapture takeover_figures`
+/// (`XIAOER_BENCH_TTLS=2,5,10` and `XIAOER_BENCH_KILLS=20` choose the runs). Run it alone: the
+/// database load is read from the whole database's transaction counters.
 /// For each lease TTL: the database transactions per second three idle instances cost, and the
 /// time from `kill -9` of the instance with the most shops to all 20 shops held again, over 20
 /// kills (the killed instance is started again after each).
@@ -864,7 +866,15 @@ async fn takeover_figures() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(20);
-    for ttl_secs in [2u64, 5, 10] {
+    let ttls: Vec<u64> = std::env::var("XIAOER_BENCH_TTLS")
+        .ok()
+        .map(|list| {
+            list.split(',')
+                .filter_map(|t| t.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_else(|| vec![2, 5, 10]);
+    for ttl_secs in ttls {
         let ttl = Duration::from_secs(ttl_secs);
         let Some(world) = World::new("takeover_figures", 20).await else {
             return;

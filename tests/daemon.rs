@@ -1132,35 +1132,62 @@ async fn the_learned_model_escalates_a_problem_no_rule_names_and_says_so_in_the_
         .expect("the daemon stops within 5 s");
 }
 
+/// Two daemons, `first` and `second`, sharing a PostgreSQL store (2 s leases) and a gateway
+/// serving `shops`.
+struct Pair {
+    gateway: DevGateway,
+    first: xiaoer::daemon::Running,
+    second: xiaoer::daemon::Running,
+    _dirs: [TempDir; 3],
+}
+
+impl Pair {
+    async fn start(db: &common::backends::TestDb, shops: &[&str]) -> Pair {
+        let gateway = DevGateway::start(DevGatewayConfig {
+            token: Some(TOKEN.into()),
+            shops: shops.iter().map(|s| (*s).to_owned()).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let (rules_dir, rules, replies) = rule_dirs();
+        let data = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let config = |data: &Path, name: &str| Config {
+            cluster: ClusterSettings {
+                lease_ttl: Duration::from_secs(2),
+                instance: Some(name.to_owned()),
+            },
+            ..config_on(db.location(), &gateway, &rules, &replies, data)
+        };
+        let first = xiaoer::daemon::start(config(data[0].path(), "first"))
+            .await
+            .unwrap();
+        let second = xiaoer::daemon::start(config(data[1].path(), "second"))
+            .await
+            .unwrap();
+        assert!(gateway.wait_for_bots(2, WAIT).await);
+        let [a, b] = data;
+        Pair {
+            gateway,
+            first,
+            second,
+            _dirs: [rules_dir, a, b],
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_on_one_postgres_store_share_the_shops_and_answer_every_message_once() {
     let Some(db) = common::backends::TestDb::postgres("two_daemons_share_the_shops").await else {
         return;
     };
     let shops = ["shop1", "shop2", "shop3", "shop4"];
-    let gateway = DevGateway::start(DevGatewayConfig {
-        token: Some(TOKEN.into()),
-        shops: shops.iter().map(|s| (*s).to_owned()).collect(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let (_rules_dir, rules, replies) = rule_dirs();
-    let (first_data, second_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let config = |data: &Path, name: &str| Config {
-        cluster: ClusterSettings {
-            lease_ttl: Duration::from_secs(2),
-            instance: Some(name.to_owned()),
-        },
-        ..config_on(db.location(), &gateway, &rules, &replies, data)
-    };
-    let first = xiaoer::daemon::start(config(first_data.path(), "first"))
-        .await
-        .unwrap();
-    let second = xiaoer::daemon::start(config(second_data.path(), "second"))
-        .await
-        .unwrap();
-    assert!(gateway.wait_for_bots(2, WAIT).await);
+    let Pair {
+        gateway,
+        first,
+        second,
+        _dirs,
+    } = Pair::start(&db, &shops).await;
     let mut leases = Store::open_leases(&db.location()).await.unwrap().unwrap();
     let owners = |status: &xiaoer::store::ClusterStatus, name: &str| {
         status
@@ -1265,29 +1292,12 @@ async fn agents_on_either_instance_act_on_any_chat_and_two_claims_have_one_winne
     let Some(db) = common::backends::TestDb::postgres("agents_on_either_instance").await else {
         return;
     };
-    let gateway = DevGateway::start(DevGatewayConfig {
-        token: Some(TOKEN.into()),
-        shops: vec!["shop1".into(), "shop2".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let (_rules_dir, rules, replies) = rule_dirs();
-    let (first_data, second_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let config = |data: &Path, name: &str| Config {
-        cluster: ClusterSettings {
-            lease_ttl: Duration::from_secs(2),
-            instance: Some(name.to_owned()),
-        },
-        ..config_on(db.location(), &gateway, &rules, &replies, data)
-    };
-    let first = xiaoer::daemon::start(config(first_data.path(), "first"))
-        .await
-        .unwrap();
-    let second = xiaoer::daemon::start(config(second_data.path(), "second"))
-        .await
-        .unwrap();
-    assert!(gateway.wait_for_bots(2, WAIT).await);
+    let Pair {
+        gateway,
+        first,
+        second,
+        _dirs,
+    } = Pair::start(&db, &["shop1", "shop2"]).await;
     let mut leases = Store::open_leases(&db.location()).await.unwrap().unwrap();
     let deadline = Instant::now() + WAIT;
     let first_shop = loop {

@@ -200,8 +200,7 @@ impl ShopLeases {
         if shops.is_empty() {
             return Ok(());
         }
-        let (platforms, ids): (Vec<&str>, Vec<&str>) =
-            shops.iter().map(|(p, s)| (p.as_str(), s.as_str())).unzip();
+        let (platforms, ids) = columns(shops);
         let conn = self.conn().await?;
         let result = sqlx::query(
             "INSERT INTO shop_leases (platform, self_id) \
@@ -283,8 +282,7 @@ impl ShopLeases {
         if shops.is_empty() {
             return Ok(());
         }
-        let (platforms, ids): (Vec<&str>, Vec<&str>) =
-            shops.iter().map(|(p, s)| (p.as_str(), s.as_str())).unzip();
+        let (platforms, ids) = columns(shops);
         let conn = self.conn().await?;
         let result = sqlx::query(
             "UPDATE shop_leases SET owner = NULL, expires_ms = 0 \
@@ -484,6 +482,11 @@ pub(crate) async fn unhandled(
     .await
     .map_err(|e| StoreError::query("read the messages a shop's last owner left", e))?;
     rows.iter().map(seen).collect()
+}
+
+/// Shop accounts as the two arrays `unnest` takes.
+fn columns(shops: &[(String, String)]) -> (Vec<&str>, Vec<&str>) {
+    shops.iter().map(|(p, s)| (p.as_str(), s.as_str())).unzip()
 }
 
 fn held(rows: Vec<(String, String, i64)>) -> Vec<HeldLease> {
