@@ -139,6 +139,28 @@ impl Leases {
         owned
     }
 
+    /// Holds (`Some(epoch)`) or forgets (`None`) a shop's lease, for tests of what uses leases.
+    #[cfg(test)]
+    pub(crate) fn set_for_test(&self, platform: &str, self_id: &str, epoch: Option<i64>) {
+        let shop = (platform.to_owned(), self_id.to_owned());
+        let mut held = self.held();
+        match epoch {
+            Some(epoch) => {
+                held.insert(
+                    shop,
+                    Held {
+                        epoch,
+                        valid_until: Instant::now() + self.ttl,
+                        released: false,
+                    },
+                );
+            }
+            None => {
+                held.remove(&shop);
+            }
+        }
+    }
+
     /// How much earlier than the server this instance gives a lease up: a fifth of the TTL.
     fn margin(&self) -> Duration {
         self.ttl / 5

@@ -220,6 +220,14 @@ impl<O: Outbox> Dispatcher<O> {
                 }
             }
         }
+        // A shop this instance no longer holds gets no line from it: the message waits in the
+        // inbound backlog for the shop's owner.
+        if let Some(leases) = &self.shared.leases
+            && leases.fence(&message.key).is_none()
+        {
+            debug!(chat = %message.key, "set-aside message of a shop this instance does not hold; left to its owner");
+            return;
+        }
         let store = self.shared.store.clone();
         self.tracker.spawn(async move {
             let entry = TranscriptEntry {
@@ -398,6 +406,13 @@ mod reaping {
 
     /// A store in `data`, the fixture rules, and a gated gateway, shared by the workers.
     async fn gated(data: &Path) -> (Store, Arc<GatedOutbox>, Arc<Shared<Arc<GatedOutbox>>>) {
+        gated_with(data, None).await
+    }
+
+    async fn gated_with(
+        data: &Path,
+        leases: Option<Arc<crate::cluster::Leases>>,
+    ) -> (Store, Arc<GatedOutbox>, Arc<Shared<Arc<GatedOutbox>>>) {
         let store = Store::open(data).await.unwrap();
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good");
         let rules = load(&[Layer::overlay(&root)]).unwrap().rules;
@@ -416,7 +431,7 @@ mod reaping {
             clocks: Default::default(),
             events: tokio::sync::broadcast::channel(16).0,
             metrics: Default::default(),
-            leases: None,
+            leases,
         });
         (store, outbox, shared)
     }
@@ -509,6 +524,54 @@ mod reaping {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         outbox.release.close();
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_shop_this_instance_lost_gets_no_set_aside_lines_from_it() {
+        let data = tempfile::tempdir().unwrap();
+        let leases = Arc::new(crate::cluster::Leases::new(
+            Some("a"),
+            Duration::from_secs(30),
+        ));
+        leases.set_for_test("dev", "shop1", Some(1));
+        let (store, outbox, shared) = gated_with(data.path(), Some(Arc::clone(&leases))).await;
+        let metrics = Arc::clone(&shared.metrics);
+        let tracker = TaskTracker::new();
+        let mut dispatcher = Dispatcher::new(shared, tracker.clone(), Duration::from_secs(300));
+        let key = ConversationKey::new("dev", "shop1", "flood");
+        let say = |n: usize| ChatMessage {
+            key: key.clone(),
+            message_id: format!("m{n}"),
+            text: "什么时候发货".into(),
+            parts: Vec::new(),
+            outgoing: false,
+        };
+        dispatcher.dispatch(say(0));
+        outbox.entered.acquire().await.unwrap().forget();
+        // The lease moves on while the chat floods.
+        leases.set_for_test("dev", "shop1", None);
+        for n in 1..=CHAT_QUEUE + 10 {
+            dispatcher.dispatch(say(n));
+        }
+        let line = "xiaoer_messages_set_aside_total{shop=\"shop1\"} 10";
+        assert!(metrics.text().contains(line), "{}", metrics.text());
+        outbox.release.close();
+        drop(dispatcher);
+        tracker.close();
+        tracker.wait().await;
+        store.flush().await.unwrap();
+        let buyer_lines = store
+            .transcript(&key, 500)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|l| l.sender == crate::model::Sender::Buyer)
+            .count();
+        assert_eq!(
+            buyer_lines, 1,
+            "only the message handled while the lease was held"
+        );
         store.close().await.unwrap();
     }
 
