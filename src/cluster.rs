@@ -364,15 +364,12 @@ async fn keep_once(
     if holding < share {
         let taken = parts.db.take(me, ttl_ms, share - holding).await?;
         if !taken.is_empty() {
-            let shops: Vec<Shop> = taken
-                .iter()
-                .map(|t| (t.platform.clone(), t.self_id.clone()))
-                .collect();
+            let shops: Vec<Shop> = taken.iter().map(HeldLease::shop).collect();
             {
                 let mut held = leases.held();
                 for lease in &taken {
                     held.insert(
-                        (lease.platform.clone(), lease.self_id.clone()),
+                        lease.shop(),
                         Held {
                             epoch: lease.epoch,
                             valid_until,
@@ -420,10 +417,7 @@ struct Renewal {
 fn apply_renewal(leases: &Leases, renewed: &[HeldLease], valid_until: Instant) -> Renewal {
     let now = Instant::now();
     let mut held = leases.held();
-    let kept: HashMap<Shop, i64> = renewed
-        .iter()
-        .map(|t| ((t.platform.clone(), t.self_id.clone()), t.epoch))
-        .collect();
+    let kept: HashMap<Shop, i64> = renewed.iter().map(|t| (t.shop(), t.epoch)).collect();
     let mut change = Renewal::default();
     held.retain(|shop, lease| match kept.get(shop) {
         Some(&epoch) if epoch == lease.epoch => {

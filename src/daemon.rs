@@ -312,7 +312,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         }
     });
     let outbox_turn = cluster.as_ref().map(|c| c.leases.works_outbox());
-    let remote_leases = cluster.as_ref().map(|c| Arc::clone(&c.leases));
+    let leases = cluster.as_ref().map(|c| Arc::clone(&c.leases));
     let shared = Arc::new(Shared {
         store: store.clone(),
         outbox: Arc::clone(&outbox),
@@ -324,7 +324,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         clocks: config.shop_clocks(),
         events: chat_events.clone(),
         metrics: Arc::clone(&metrics),
-        leases: cluster.as_ref().map(|c| Arc::clone(&c.leases)),
+        leases: leases.clone(),
     });
     let workers = TaskTracker::new();
     let dispatcher = Dispatcher::new(shared, workers.clone(), config.worker_idle());
@@ -359,7 +359,7 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         cluster,
         cluster_stop,
     };
-    let feed = match &remote_leases {
+    let feed = match &leases {
         None => chat_events.clone(),
         Some(leases) => {
             let (feed, _) = broadcast::channel(EVENT_BUFFER);
@@ -431,11 +431,10 @@ pub async fn start(config: Config) -> Result<Running, DaemonError> {
         handle.events.subscribe(),
         shutdown.child_token(),
     ));
-    if let Some(leases) = &remote_leases {
+    if let Some(leases) = &leases {
         tokio::spawn(crate::remote::run(
-            handle.store.clone(),
+            handle.clone(),
             Arc::clone(leases),
-            handle.commands.clone(),
             shutdown.child_token(),
         ));
     }

@@ -19,13 +19,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::cluster::Leases;
 use crate::conversation::commands::AgentAction;
 use crate::conversation::worker::{ChatCommand, CommandError, SentReply};
+use crate::daemon::Handle;
 use crate::model::{ChatEvent, ConversationKey};
 use crate::store::{CommandOutcome, RemoteAction, RemoteCommand, Store, StoreError};
 
@@ -182,12 +183,26 @@ fn outcome_of<T>(
     CommandOutcome { outcome, result }
 }
 
-/// Carries out one handed-over command through this instance's main loop.
-async fn carry_out(
-    store: Store,
-    commands: mpsc::Sender<(ConversationKey, ChatCommand)>,
-    command: RemoteCommand,
-) {
+/// The agent's action a stored command asks for; `None` for a reply, which is no action.
+fn agent_action(action: RemoteAction, agent: String) -> Option<AgentAction> {
+    Some(match action {
+        RemoteAction::Reply { .. } => return None,
+        RemoteAction::Claim => AgentAction::Claim { agent },
+        RemoteAction::Release => AgentAction::Release { agent },
+        RemoteAction::Resolve { outcome } => AgentAction::Resolve { agent, outcome },
+        RemoteAction::HandBack => AgentAction::HandBack { agent },
+        RemoteAction::Transfer { queue, agent: to } => AgentAction::Transfer {
+            by: agent,
+            queue,
+            agent: to,
+        },
+        RemoteAction::LeaseExpired => AgentAction::LeaseExpired,
+    })
+}
+
+/// Carries out one handed-over command as this instance's own console would, through
+/// `handle`.
+async fn carry_out(handle: Handle, command: RemoteCommand) {
     let RemoteCommand {
         id,
         key,
@@ -195,63 +210,29 @@ async fn carry_out(
         escalation_id,
         action,
     } = command;
-    let outcome = if let RemoteAction::Reply { text } = action {
-        let (done, answer) = oneshot::channel();
-        let sent = commands
-            .send((key.clone(), ChatCommand::AgentReply { agent, text, done }))
-            .await;
-        let result = match sent {
-            Ok(()) => answer.await.unwrap_or(Err(CommandError::Stopped)),
-            Err(_) => Err(CommandError::Stopped),
-        };
-        outcome_of(result, |reply| Some(reply.message_id))
-    } else {
-        let action = match action {
-            RemoteAction::Claim => AgentAction::Claim { agent },
-            RemoteAction::Release => AgentAction::Release { agent },
-            RemoteAction::Resolve { outcome } => AgentAction::Resolve { agent, outcome },
-            RemoteAction::HandBack => AgentAction::HandBack { agent },
-            RemoteAction::Transfer { queue, agent: to } => AgentAction::Transfer {
-                by: agent,
-                queue,
-                agent: to,
-            },
-            RemoteAction::LeaseExpired | RemoteAction::Reply { .. } => AgentAction::LeaseExpired,
-        };
-        let (done, answer) = oneshot::channel();
-        let result = match (
-            escalation_id,
-            commands
-                .send((
-                    key.clone(),
-                    ChatCommand::Act {
-                        escalation: escalation_id.unwrap_or_default(),
-                        action,
-                        done,
-                    },
-                ))
-                .await,
-        ) {
-            (None, _) => Err(CommandError::NoEscalation),
-            (_, Ok(())) => answer.await.unwrap_or(Err(CommandError::Stopped)),
-            (_, Err(_)) => Err(CommandError::Stopped),
-        };
-        outcome_of(result, |()| None)
+    let outcome = match action {
+        RemoteAction::Reply { text } => outcome_of(
+            handle.agent_reply(key.clone(), &agent, &text).await,
+            |reply| Some(reply.message_id),
+        ),
+        action => {
+            let result = match (escalation_id, agent_action(action, agent)) {
+                (Some(escalation), Some(action)) => handle.act(escalation, action).await,
+                _ => Err(CommandError::NoEscalation),
+            };
+            outcome_of(result, |()| None)
+        }
     };
     info!(chat = %key, command = id, outcome = %outcome.outcome, "carried out an agent's command from another instance");
-    if let Err(error) = store.finish_command(id, &outcome).await {
+    if let Err(error) = handle.store().finish_command(id, &outcome).await {
         warn!(%error, command = id, "cannot record the outcome of an agent's command");
     }
 }
 
 /// Takes and carries out the commands other instances hand to the shops this one answers,
 /// until `stop`.
-pub async fn run(
-    store: Store,
-    leases: Arc<Leases>,
-    commands: mpsc::Sender<(ConversationKey, ChatCommand)>,
-    stop: CancellationToken,
-) {
+pub async fn run(handle: Handle, leases: Arc<Leases>, stop: CancellationToken) {
+    let store = handle.store().clone();
     let mut listener = match store.command_listener().await {
         Ok(listener) => listener,
         Err(error) => {
@@ -263,7 +244,7 @@ pub async fn run(
         match store.take_commands(leases.instance()).await {
             Ok(taken) => {
                 for command in taken {
-                    tokio::spawn(carry_out(store.clone(), commands.clone(), command));
+                    tokio::spawn(carry_out(handle.clone(), command));
                 }
             }
             Err(error) => debug!(%error, "cannot look for agents' commands"),

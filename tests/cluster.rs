@@ -204,6 +204,21 @@ impl World {
         )
     }
 
+    /// Two instances, once each holds half of the shops, and a view of the leases.
+    async fn pair(&self, a: &str, b: &str) -> (Instance, Instance, ShopLeases) {
+        let instances = (self.spawn(a), self.spawn(b));
+        assert!(self.gateway.wait_for_bots(2, WAIT).await);
+        let mut leases = self.leases().await;
+        let half = self.shops.len() / 2;
+        until(&mut leases, WAIT, "the shops are shared out", |held| {
+            [a, b]
+                .iter()
+                .all(|name| held.get(*name).is_some_and(|s| s.len() == half))
+        })
+        .await;
+        (instances.0, instances.1, leases)
+    }
+
     async fn leases(&self) -> ShopLeases {
         Store::open_leases(&StoreLocation::Postgres(self.schema.url()))
             .await
@@ -524,14 +539,7 @@ async fn a_paused_instance_that_lost_its_shops_sends_and_writes_nothing_for_them
     let Some(world) = World::new("a_paused_instance_sends_nothing", 6).await else {
         return;
     };
-    let paused = world.spawn("p1");
-    let other = world.spawn("p2");
-    assert!(world.gateway.wait_for_bots(2, WAIT).await);
-    let mut leases = world.leases().await;
-    until(&mut leases, WAIT, "the shops are shared out", |held| {
-        held.get("p1").is_some_and(|s| s.len() == 3) && held.get("p2").is_some_and(|s| s.len() == 3)
-    })
-    .await;
+    let (paused, other, mut leases) = world.pair("p1", "p2").await;
     let replies = Replies::collect(&world);
     let load = Load::start(&world, 12, Duration::from_millis(10));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -550,16 +558,6 @@ async fn a_paused_instance_that_lost_its_shops_sends_and_writes_nothing_for_them
     let sent = load.stop().await;
     replies.wait_for(&sent).await;
     let log = paused.log();
-    for instance in [&paused, &other] {
-        eprintln!("--- {} ---", instance.name);
-        for line in instance
-            .log()
-            .lines()
-            .filter(|l| !l.contains(" INFO ") || l.contains("lease"))
-        {
-            eprintln!("{line}");
-        }
-    }
     let _logs = Logs(vec![paused.stop(), other.stop()]);
     let replies = replies.finish(&world).await;
     // Anything the paused instance sent for a shop it lost would be a second answer.
@@ -576,14 +574,7 @@ async fn instances_reconnect_after_the_server_ends_their_connections_and_lose_no
     let Some(world) = World::new("instances_reconnect_after_terminate", 6).await else {
         return;
     };
-    let first = world.spawn("t1");
-    let second = world.spawn("t2");
-    assert!(world.gateway.wait_for_bots(2, WAIT).await);
-    let mut leases = world.leases().await;
-    until(&mut leases, WAIT, "the shops are shared out", |held| {
-        held.get("t1").is_some_and(|s| s.len() == 3) && held.get("t2").is_some_and(|s| s.len() == 3)
-    })
-    .await;
+    let (first, second, mut leases) = world.pair("t1", "t2").await;
     let replies = Replies::collect(&world);
     let load = Load::start(&world, 12, Duration::from_millis(10));
     let mut admin = world.leases().await;
@@ -606,25 +597,6 @@ async fn instances_reconnect_after_the_server_ends_their_connections_and_lose_no
     tokio::time::sleep(Duration::from_secs(1)).await;
     let sent = load.stop().await;
     replies.wait_for(&sent).await;
-    for instance in [&first, &second] {
-        eprintln!("--- {} ---", instance.name);
-        for line in instance
-            .log()
-            .lines()
-            .filter(|l| !l.contains(" INFO ") || l.contains("lease"))
-        {
-            eprintln!("{line}");
-        }
-    }
-    let status = leases.status().await.unwrap();
-    eprintln!(
-        "unhandled before the stop: {:?}",
-        status
-            .leases
-            .iter()
-            .map(|l| (&l.self_id, l.owner.clone(), l.unhandled))
-            .collect::<Vec<_>>()
-    );
     let _logs = Logs(vec![first.stop(), second.stop()]);
     let replies = replies.finish(&world).await;
     let unsent = assert_exactly_once(&world, &sent, &replies).await;

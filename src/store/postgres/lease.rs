@@ -50,6 +50,13 @@ pub struct HeldLease {
     pub epoch: i64,
 }
 
+impl HeldLease {
+    /// The shop account: (platform, `self_id`).
+    pub fn shop(&self) -> (String, String) {
+        (self.platform.clone(), self.self_id.clone())
+    }
+}
+
 /// One shop's lease as `xiaoer status` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct LeaseRow {
@@ -110,17 +117,7 @@ impl ShopLeases {
     }
 
     async fn conn(&mut self) -> Result<&mut PgConnection, StoreError> {
-        if self.conn.is_none() {
-            let conn = self.target.connect(&self.target.writer_options()).await?;
-            tracing::info!(store = %self.target.name, "the shop-lease connection is back");
-            self.conn = Some(conn);
-        }
-        match self.conn.as_mut() {
-            Some(conn) => Ok(conn),
-            None => Err(StoreError::Closed {
-                context: "renew shop leases".to_owned(),
-            }),
-        }
+        self.target.reopened(&mut self.conn, "shop-lease").await
     }
 
     /// Drops the connection after a failed statement, so the next call opens a fresh one.

@@ -151,6 +151,23 @@ impl Target {
         }
     }
 
+    /// The connection in `slot`, opened again (with the writer's settings) if a failure dropped
+    /// it; `which` names it in the log line that says it is back.
+    pub(crate) async fn reopened<'c>(
+        &self,
+        slot: &'c mut Option<PgConnection>,
+        which: &str,
+    ) -> Result<&'c mut PgConnection, StoreError> {
+        if slot.is_none() {
+            let conn = self.connect(&self.writer_options()).await?;
+            tracing::info!(store = %self.name, "the store's {which} connection is back");
+            *slot = Some(conn);
+        }
+        slot.as_mut().ok_or_else(|| StoreError::Closed {
+            context: format!("use the store's {which} connection"),
+        })
+    }
+
     /// One connection, or why not, within [`CONNECT_TIMEOUT`].
     pub(crate) async fn connect(
         &self,

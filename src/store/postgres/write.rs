@@ -64,17 +64,7 @@ impl PgWriter {
 
     /// The connection, opened again if it was lost.
     async fn connection(&mut self) -> Result<&mut PgConnection, StoreError> {
-        if self.conn.is_none() {
-            let conn = self.target.connect(&self.target.writer_options()).await?;
-            tracing::info!(store = %self.target.name, "the store's writer connection is back");
-            self.conn = Some(conn);
-        }
-        match self.conn.as_mut() {
-            Some(conn) => Ok(conn),
-            None => Err(StoreError::Closed {
-                context: "write to the store".to_owned(),
-            }),
-        }
+        self.target.reopened(&mut self.conn, "writer").await
     }
 
     /// One transaction for the batch; a connection found broken is dropped (see
