@@ -98,10 +98,6 @@ impl Leases {
         &self.me.id
     }
 
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<Shop, Held>> {
         // A poisoned map is still the best knowledge there is; a panic elsewhere must not stop
         // every chat.
@@ -226,7 +222,7 @@ pub struct Keeper {
 
 /// How often the heartbeat runs and shares are looked at: a quarter of the TTL, at most a second,
 /// so that a dead instance's shops move within a second of their lapse.
-pub fn tick_every(ttl: Duration) -> Duration {
+fn tick_every(ttl: Duration) -> Duration {
     (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
 }
 
