@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! "xiaoer-model\n"  u32 header length  header (JSON: labels, buckets, fingerprint, probes)
-//! u32 row count     rows: u32 bucket, f32 scale, one i8 weight per label
+//! u32 row count     rows: u32 bucket, f32 scale (a bfloat16: low 16 bits zero), one i8 weight
+//!                   per label, in bucket order
 //! 32-byte SHA-256 of everything before it
 //! ```
 //!
@@ -20,8 +21,14 @@ use sha2::{Digest, Sha256};
 use super::{Classifier, Label};
 use crate::rules::normalise;
 
-/// The format number this build reads and writes.
-pub const FORMAT: u32 = 1;
+/// The format number this build reads and writes. Format 2: every scale is a bfloat16 (an
+/// `f32` whose low 16 bits are zero), so a row fits the classifier's 16-byte layout exactly.
+pub const FORMAT: u32 = 2;
+
+/// The format before: scales of a full `f32`. Still read, each row quantised again to fit
+/// (a weight moves by at most half a step), so a shop's model keeps serving after an upgrade
+/// until `xiaoer train` rebuilds it.
+const FORMAT_WITH_FULL_SCALES: u32 = 1;
 
 const MAGIC: &[u8] = b"xiaoer-model\n";
 /// Larger files are refused before being read whole.
@@ -64,7 +71,7 @@ pub enum ModelFileError {
     NotAModel { path: PathBuf, why: String },
     #[error("{}: the file is damaged (its checksum does not match); run `xiaoer train` again", path.display())]
     Damaged { path: PathBuf },
-    #[error("{}: model format {found}, this build reads format {FORMAT}; run `xiaoer train` again", path.display())]
+    #[error("{}: model format {found}, this build reads formats {FORMAT_WITH_FULL_SCALES} and {FORMAT}; run `xiaoer train` again", path.display())]
     Format { path: PathBuf, found: u32 },
     #[error("{}: {why}", path.display())]
     Invalid { path: PathBuf, why: String },
@@ -81,18 +88,37 @@ pub enum ModelFileError {
     },
 }
 
-/// Quantises one row to a scale and a byte per weight.
+/// Quantises one row to a scale and a byte per weight. The scale is rounded up to a bfloat16
+/// (the top 16 bits of an `f32`), so the classifier keeps it in two bytes without changing it;
+/// rounding up keeps every weight within a byte.
 pub(crate) fn quantise(row: &[f32]) -> (f32, Vec<i8>) {
     let largest = row.iter().fold(0f32, |m, w| m.max(w.abs()));
     if largest == 0.0 || !largest.is_finite() {
         return (0.0, vec![0; row.len()]);
     }
-    let scale = largest / 127.0;
+    let scale = bfloat16_at_least(largest / 127.0);
     let bytes = row
         .iter()
         .map(|w| (w / scale).round().clamp(-127.0, 127.0) as i8)
         .collect();
     (scale, bytes)
+}
+
+/// The smallest bfloat16 (an `f32` with its low 16 bits zero) not below `value`, for positive
+/// finite values.
+fn bfloat16_at_least(value: f32) -> f32 {
+    let bits = value.to_bits();
+    let truncated = bits & 0xffff_0000;
+    if truncated == bits {
+        value
+    } else {
+        f32::from_bits(truncated + 0x1_0000)
+    }
+}
+
+/// Whether `scale` survives being kept as a bfloat16.
+fn is_bfloat16(scale: f32) -> bool {
+    scale.to_bits() & 0xffff == 0
 }
 
 /// The bytes of a model file.
@@ -105,18 +131,9 @@ pub fn to_bytes(model: &Classifier) -> Vec<u8> {
     out.extend_from_slice(&(header.len() as u32).to_le_bytes());
     out.extend_from_slice(&header);
     out.extend_from_slice(&(rows as u32).to_le_bytes());
-    let mut buckets: Vec<(u32, u32)> = model
-        .row_of_bucket
-        .iter()
-        .enumerate()
-        .filter(|(_, row)| **row != super::NO_ROW)
-        .map(|(bucket, row)| (bucket as u32, *row))
-        .collect();
-    buckets.sort_unstable();
-    for (bucket, row) in buckets {
-        let weights = &model.weights[row as usize * classes..][..classes];
+    for (bucket, scale, weights) in model.trained_rows() {
         out.extend_from_slice(&bucket.to_le_bytes());
-        out.extend_from_slice(&model.scales[row as usize].to_le_bytes());
+        out.extend_from_slice(&scale.to_le_bytes());
         out.extend(weights.iter().map(|&b| b as u8));
     }
     let checksum = Sha256::digest(&out);
@@ -197,7 +214,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Classifier, ModelFileErro
     let format: serde_json::Value =
         serde_json::from_slice(header).map_err(|_| not_a_model("the header is not JSON"))?;
     let found = format.get("format").and_then(|f| f.as_u64()).unwrap_or(0) as u32;
-    if found != FORMAT {
+    if found != FORMAT && found != FORMAT_WITH_FULL_SCALES {
         return Err(ModelFileError::Format {
             path: path.to_path_buf(),
             found,
@@ -216,10 +233,13 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Classifier, ModelFileErro
             labels.len()
         )));
     }
-    if !(8..=24).contains(&meta.buckets_log2) {
+    let bucket_bits = super::MIN_BUCKETS_LOG2..=super::MAX_BUCKETS_LOG2;
+    if !bucket_bits.contains(&meta.buckets_log2) {
         return Err(invalid(format!(
-            "{} bucket bits is outside 8..=24",
-            meta.buckets_log2
+            "{} bucket bits is outside {}..={}",
+            meta.buckets_log2,
+            bucket_bits.start(),
+            bucket_bits.end()
         )));
     }
     let buckets = 1u32 << meta.buckets_log2;
@@ -240,17 +260,29 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Classifier, ModelFileErro
         else {
             return Err(not_a_model("a row is cut short"));
         };
-        if bucket >= buckets || previous.is_some_and(|p| p >= bucket) || !scale.is_finite() {
+        let full_scale = found == FORMAT_WITH_FULL_SCALES;
+        if bucket >= buckets
+            || previous.is_some_and(|p| p >= bucket)
+            || !scale.is_finite()
+            || !(full_scale || is_bfloat16(scale))
+        {
             return Err(invalid(format!(
                 "row for bucket {bucket} is out of order or range"
             )));
         }
         previous = Some(bucket);
         row_buckets.push(bucket);
-        scales.push(scale);
-        weights.extend(bytes.iter().map(|&b| b as i8));
+        if full_scale && !is_bfloat16(scale) {
+            let row: Vec<f32> = bytes.iter().map(|&b| f32::from(b as i8) * scale).collect();
+            let (scale, requantised) = quantise(&row);
+            scales.push(scale);
+            weights.extend(requantised);
+        } else {
+            scales.push(scale);
+            weights.extend(bytes.iter().map(|&b| b as i8));
+        }
     }
-    let model = Classifier::from_rows(labels, buckets, &row_buckets, scales, weights, meta);
+    let model = Classifier::from_rows(labels, buckets, &row_buckets, &scales, &weights, meta);
     for probe in &model.meta.probes {
         let (got, _) = model.predict(&normalise(&probe.text)).best();
         if got.to_string() != probe.label {
@@ -385,8 +417,116 @@ mod tests {
     #[test]
     fn quantising_keeps_the_largest_weight_and_signs() {
         let (scale, bytes) = quantise(&[0.5, -1.0, 0.0]);
-        assert_eq!(bytes, vec![64, -127, 0]);
-        assert!((f32::from(bytes[1]) * scale + 1.0).abs() < 1e-6);
+        // The scale is rounded up to fit two bytes, so the largest weight lands on 126 or 127.
+        assert!(
+            bytes[1] <= -126 && bytes[0] > 0 && bytes[2] == 0,
+            "{bytes:?}"
+        );
+        assert!((f32::from(bytes[1]) * scale + 1.0).abs() <= scale / 2.0);
         assert_eq!(quantise(&[0.0, 0.0]).1, vec![0, 0]);
+    }
+
+    #[test]
+    fn scales_fit_two_bytes_and_every_weight_stays_within_half_a_step() {
+        // The classifier keeps a scale in two bytes; a scale that did not fit would change
+        // every prediction between training and serving.
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 7.3
+        };
+        for _ in 0..1_000 {
+            let row: Vec<f32> = (0..14).map(|_| next()).collect();
+            let (scale, bytes) = quantise(&row);
+            assert!(is_bfloat16(scale), "{scale}");
+            assert_eq!(
+                super::super::scale_of(super::super::scale_bytes(scale)),
+                scale
+            );
+            for (w, b) in row.iter().zip(&bytes) {
+                assert!(
+                    (f32::from(*b) * scale - w).abs() <= scale / 2.0 + 1e-6,
+                    "{w} {b} {scale}"
+                );
+            }
+        }
+        assert_eq!(bfloat16_at_least(1.0), 1.0);
+        assert!(bfloat16_at_least(1.0 + f32::EPSILON) > 1.0);
+    }
+
+    #[test]
+    fn a_scale_that_does_not_fit_two_bytes_is_refused() {
+        let mut bytes = to_bytes(&model());
+        // The first row's scale follows the header, the row count and the row's bucket.
+        let header_len = u32::from_le_bytes(bytes[MAGIC.len()..][..4].try_into().expect("4"));
+        let scale_at = MAGIC.len() + 4 + header_len as usize + 4 + 4;
+        bytes[scale_at] ^= 1;
+        let body = bytes.len() - 32;
+        let checksum = Sha256::digest(&bytes[..body]);
+        bytes[body..].copy_from_slice(&checksum);
+        let error = from_bytes(&bytes, Path::new("m")).expect_err("refused");
+        assert!(
+            error.to_string().contains("out of order or range"),
+            "{error}"
+        );
+    }
+
+    /// `bytes` (a model file) rewritten as format 1 wrote it, with every scale a full `f32`
+    /// slightly off the two-byte grid.
+    fn as_format_1(bytes: &[u8]) -> Vec<u8> {
+        let header_at = MAGIC.len() + 4;
+        let header_len =
+            u32::from_le_bytes(bytes[MAGIC.len()..header_at].try_into().expect("4")) as usize;
+        let mut meta: ModelMeta =
+            serde_json::from_slice(&bytes[header_at..header_at + header_len]).expect("header");
+        meta.format = 1;
+        let classes = meta.labels.len();
+        let header = serde_json::to_vec(&meta).expect("json");
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        out.extend_from_slice(&header);
+        let rows_at = header_at + header_len;
+        out.extend_from_slice(&bytes[rows_at..rows_at + 4]);
+        for row in bytes[rows_at + 4..bytes.len() - 32].chunks_exact(8 + classes) {
+            out.extend_from_slice(&row[..4]);
+            let scale = f32::from_le_bytes(row[4..8].try_into().expect("4")) * 1.000_3;
+            assert!(!is_bfloat16(scale));
+            out.extend_from_slice(&scale.to_le_bytes());
+            out.extend_from_slice(&row[8..]);
+        }
+        let checksum = Sha256::digest(&out);
+        out.extend_from_slice(&checksum);
+        out
+    }
+
+    #[test]
+    fn a_format_1_model_still_loads_and_predicts_alike() {
+        let model = model();
+        let old = as_format_1(&to_bytes(&model));
+        let loaded = from_bytes(&old, Path::new("m")).expect("a format 1 file loads");
+        assert_eq!(loaded.row_count(), model.row_count());
+        for text in ["我要退款", "有券吗", "随便什么"] {
+            let (now, p_now) = model.predict(&normalise(text)).best();
+            let (then, p_then) = loaded.predict(&normalise(text)).best();
+            assert_eq!(now, then, "{text}");
+            assert!((p_now - p_then).abs() < 0.01, "{text}: {p_now} vs {p_then}");
+        }
+        let mut future = old.clone();
+        let needle = b"\"format\":1";
+        let at = future
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .expect("the header names its format");
+        future[at + needle.len() - 1] = b'9';
+        let body = future.len() - 32;
+        let checksum = Sha256::digest(&future[..body]);
+        future[body..].copy_from_slice(&checksum);
+        let error = from_bytes(&future, Path::new("m")).expect_err("format 9 is refused");
+        assert!(
+            error.to_string().contains("reads formats 1 and 2"),
+            "{error}"
+        );
     }
 }

@@ -102,18 +102,41 @@ impl fmt::Display for Label {
 pub struct Classifier {
     labels: Vec<Label>,
     buckets: u32,
-    /// Bucket → row number, or [`NO_ROW`]: only buckets seen in training have rows.
-    row_of_bucket: Vec<u32>,
-    /// One scale per row: a weight is `weights[i] as f32 * scale` (kept as bytes in memory
-    /// too, so the rows a message touches stay in cache).
-    scales: Vec<f32>,
-    /// Row-major, `labels.len()` weights per row.
-    weights: Vec<i8>,
+    /// Every bucket's row, [`Classifier::stride`] bytes each, trained or not: a scale (a
+    /// bfloat16, the top half of an `f32`, in two little-endian bytes) and then one weight per
+    /// label, a weight being `weight as f32 * scale`. A bucket training never saw has scale 0.
+    ///
+    /// Laid out densely by bucket so that each of a message's n-grams costs one memory access
+    /// (at most 16 MiB at the 2^20 buckets [`MAX_BUCKETS_LOG2`] allows, with 14 labels). An
+    /// index of trained rows beside separate scale and weight arrays was three accesses per
+    /// n-gram, each a likely cache miss, and most of a decision's time.
+    table: Vec<i8>,
+    /// Bytes per row: the scale and the weights, rounded up to 16 so a row never straddles
+    /// a cache line.
+    stride: usize,
+    /// How many buckets have a trained row.
+    rows: usize,
     /// What it was trained on (a digest of the settings and every example) and how.
     pub meta: file::ModelMeta,
 }
 
-const NO_ROW: u32 = u32::MAX;
+/// The most bucket bits a model may have: the dense table of 2^20 rows is 16 MiB with the
+/// shipped labels.
+pub const MAX_BUCKETS_LOG2: u8 = 20;
+
+/// The fewest bucket bits a model may have.
+pub const MIN_BUCKETS_LOG2: u8 = 8;
+
+/// The scale's two bytes: the top half of its `f32` (bfloat16). Scales are chosen so that this
+/// loses nothing (see [`file::quantise`]).
+fn scale_bytes(scale: f32) -> [i8; 2] {
+    let [_, _, low, high] = scale.to_le_bytes();
+    [low as i8, high as i8]
+}
+
+fn scale_of(bytes: [i8; 2]) -> f32 {
+    f32::from_le_bytes([0, 0, bytes[0] as u8, bytes[1] as u8])
+}
 
 /// The model's view of one message: every decision with its probability, most likely first.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,25 +188,41 @@ impl fmt::Debug for Classifier {
 
 impl Classifier {
     /// Builds a classifier from its parts; `weights` has one row of `labels.len()` per entry of
-    /// `row_buckets` (and `scales`), which must be distinct and below `buckets` (a power of two).
+    /// `row_buckets` (and `scales`), which must be distinct and below `buckets` (a power of two
+    /// of at most 2^[`MAX_BUCKETS_LOG2`]), and every scale a bfloat16 ([`file::quantise`]).
     fn from_rows(
         labels: Vec<Label>,
         buckets: u32,
         row_buckets: &[u32],
-        scales: Vec<f32>,
-        weights: Vec<i8>,
+        scales: &[f32],
+        weights: &[i8],
         meta: file::ModelMeta,
     ) -> Classifier {
-        let mut row_of_bucket = vec![NO_ROW; buckets as usize];
-        for (row, &bucket) in row_buckets.iter().enumerate() {
-            row_of_bucket[bucket as usize] = row as u32;
+        let classes = labels.len();
+        let stride = (2 + classes).div_ceil(16) * 16;
+        let mut table = vec![0i8; buckets as usize * stride];
+        let mut rows = 0;
+        for ((&bucket, &scale), row_weights) in row_buckets
+            .iter()
+            .zip(scales)
+            .zip(weights.chunks_exact(classes))
+        {
+            let Some(row) = table
+                .get_mut(bucket as usize * stride..)
+                .and_then(|rest| rest.get_mut(..2 + classes))
+            else {
+                continue;
+            };
+            row[..2].copy_from_slice(&scale_bytes(scale));
+            row[2..].copy_from_slice(row_weights);
+            rows += usize::from(scale != 0.0);
         }
         Classifier {
             labels,
             buckets,
-            row_of_bucket,
-            scales,
-            weights,
+            table,
+            stride,
+            rows,
             meta,
         }
     }
@@ -193,27 +232,28 @@ impl Classifier {
     }
 
     pub fn row_count(&self) -> usize {
-        self.scales.len()
+        self.rows
+    }
+
+    /// Every trained row, by bucket: the bucket, its scale and its weights, for the model file.
+    pub(crate) fn trained_rows(&self) -> impl Iterator<Item = (u32, f32, &[i8])> {
+        (0..self.buckets).filter_map(|bucket| {
+            self.row(bucket)
+                .map(|(scale, weights)| (bucket, scale, weights))
+        })
     }
 
     /// Predicts normalised text (see [`crate::rules::normalise`]).
     pub fn predict(&self, normalised: &str) -> Prediction {
         let hashes = features::unit_hashes(normalised);
         let classes = self.labels.len();
-        // Look every n-gram's row up first, then add the rows: the lookups are independent
-        // loads the processor overlaps, instead of one cache miss after another.
-        let mut rows = Vec::with_capacity(hashes.len() * features::MAX_N);
-        features::for_each_bucket(&hashes, self.buckets, |bucket| {
-            rows.push(
-                self.row_of_bucket
-                    .get(bucket as usize)
-                    .copied()
-                    .unwrap_or(NO_ROW),
-            );
-        });
-        let count = rows.len();
+        // Work the buckets out first, then add their rows: the row loads are independent, so
+        // the processor overlaps them instead of waiting on one cache miss after another.
+        let mut buckets = Vec::with_capacity(hashes.len() * features::MAX_N);
+        features::for_each_bucket(&hashes, self.buckets, |bucket| buckets.push(bucket));
+        let count = buckets.len();
         let mut scores = vec![0f32; classes];
-        for (scale, weights) in rows.into_iter().filter_map(|row| self.row_at(row)) {
+        for (scale, weights) in buckets.into_iter().filter_map(|bucket| self.row(bucket)) {
             for (score, &weight) in scores.iter_mut().zip(weights) {
                 *score += f32::from(weight) * scale;
             }
@@ -273,20 +313,12 @@ impl Classifier {
 
     /// The scale and weights of `bucket`'s row, if training gave it one.
     fn row(&self, bucket: u32) -> Option<(f32, &[i8])> {
-        self.row_at(*self.row_of_bucket.get(bucket as usize)?)
-    }
-
-    /// The scale and weights of row number `row` ([`NO_ROW`] has none).
-    fn row_at(&self, row: u32) -> Option<(f32, &[i8])> {
-        if row == NO_ROW {
-            return None;
-        }
-        let classes = self.labels.len();
-        let start = row as usize * classes;
-        Some((
-            *self.scales.get(row as usize)?,
-            self.weights.get(start..start + classes)?,
-        ))
+        let row = self
+            .table
+            .get(bucket as usize * self.stride..)?
+            .get(..2 + self.labels.len())?;
+        let scale = scale_of([row[0], row[1]]);
+        (scale != 0.0).then_some((scale, &row[2..]))
     }
 }
 

@@ -65,7 +65,26 @@ pub fn read_settings(
     };
     let file = sources.add(&path, text);
     match toml::from_str::<ModelSettings>(sources.text(file)) {
-        Ok(settings) => Some((file, settings)),
+        Ok(settings) => {
+            let bits = settings.training.buckets_log2;
+            let allowed = super::MIN_BUCKETS_LOG2..=super::MAX_BUCKETS_LOG2;
+            if !allowed.contains(&bits) {
+                diagnostics.push(Diagnostic::error(
+                    file,
+                    key_span(sources.text(file), "buckets_log2"),
+                    format!(
+                        "buckets_log2 = {bits} is outside {}..={} (2^{} buckets take {} MiB \
+                         in memory at 14 decisions)",
+                        allowed.start(),
+                        allowed.end(),
+                        allowed.end(),
+                        (16usize << allowed.end()) >> 20
+                    ),
+                ));
+                return None;
+            }
+            Some((file, settings))
+        }
         Err(error) => {
             let span = error.span().unwrap_or(0..0);
             diagnostics.push(Diagnostic::error(file, span, error.message().to_string()));
