@@ -25,6 +25,8 @@ use crate::store::{DueDelivery, OutboxEntry, OutboxOp, Store, StoreError, now_ms
 
 /// How often the outbox is looked at when nothing wakes it.
 const TICK: Duration = Duration::from_secs(1);
+/// The shortest time between two passes woken by escalations.
+const EVENT_GAP: Duration = Duration::from_millis(100);
 /// How many notifications are planned, and deliveries attempted, per pass.
 const BATCH: i64 = 200;
 
@@ -48,8 +50,24 @@ pub struct DelivererSettings {
     pub works_here: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
-/// Runs until `cancel`, waking at every escalation announced on `events` and at least every
-/// second.
+/// Waits for an escalation event on `events` (or for events missed while the outbox was busy,
+/// which may have held one). Buyer messages and state changes do not wake the outbox: it would
+/// otherwise read every open escalation for every message the daemon answers. Pending forever
+/// once nobody announces any more; the tick alone keeps the outbox going then.
+async fn next_escalation(events: &mut broadcast::Receiver<ChatEvent>) {
+    loop {
+        match events.recv().await {
+            Ok(ChatEvent::Escalation { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                return;
+            }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+        }
+    }
+}
+
+/// Runs until `cancel`, waking at escalations announced on `events` (at most every
+/// [`EVENT_GAP`]) and at least every second.
 pub async fn run(
     store: Store,
     settings: DelivererSettings,
@@ -89,15 +107,23 @@ pub async fn run(
         if here && let Err(error) = deliverer.pass(now_ms()).await {
             warn!(%error, "the notification outbox could not be worked; trying again shortly");
         }
-        tokio::select! {
+        let passed = tokio::time::Instant::now();
+        let woken = tokio::select! {
             () = cancel.cancelled() => break,
-            () = tokio::time::sleep(TICK) => {}
-            event = events.recv() => {
-                if matches!(event, Err(broadcast::error::RecvError::Closed)) {
-                    // Nobody announces any more; the tick alone keeps the outbox going.
-                    events = broadcast::channel(1).1;
-                }
+            () = tokio::time::sleep(TICK) => false,
+            () = next_escalation(&mut events) => true,
+        };
+        if woken {
+            // A storm of escalations is worked in passes at most EVENT_GAP apart, not one
+            // pass (a read of every open escalation) per escalation.
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep_until(passed + EVENT_GAP) => {}
             }
+            while !matches!(
+                events.try_recv(),
+                Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)
+            ) {}
         }
     }
     debug!("notification outbox stopped");
@@ -340,4 +366,59 @@ impl Deliverer {
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+    use crate::model::{Actor, ConversationKey, Direction, EscalationEvent, Queue};
+
+    fn message() -> ChatEvent {
+        ChatEvent::Message {
+            key: ConversationKey::new("qq", "s", "u"),
+            direction: Direction::Inbound,
+            sender: crate::model::Sender::Buyer,
+            text: "在吗".to_owned(),
+            at_ms: 1,
+        }
+    }
+
+    fn opened() -> ChatEvent {
+        ChatEvent::Escalation {
+            id: 1,
+            key: ConversationKey::new("qq", "s", "u"),
+            kind: EscalationEvent::Opened,
+            queue: Queue::Refund,
+            actor: Actor::Bot,
+            at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn only_escalations_and_missed_events_wake_the_outbox() {
+        let (tx, mut events) = broadcast::channel(4);
+        tx.send(message()).unwrap();
+        tx.send(message()).unwrap();
+        assert!(
+            next_escalation(&mut events).now_or_never().is_none(),
+            "buyer messages alone do not wake it"
+        );
+        tx.send(message()).unwrap();
+        tx.send(opened()).unwrap();
+        tx.send(message()).unwrap();
+        assert!(next_escalation(&mut events).now_or_never().is_some());
+        assert!(
+            matches!(events.try_recv(), Ok(ChatEvent::Message { .. })),
+            "it stops at the escalation"
+        );
+        for _ in 0..6 {
+            tx.send(message()).unwrap();
+        }
+        assert!(
+            next_escalation(&mut events).now_or_never().is_some(),
+            "events it missed may have held an escalation"
+        );
+    }
 }

@@ -131,6 +131,17 @@ pub enum StoreError {
         /// The database file.
         path: PathBuf,
     },
+    /// The disk did not confirm that committed writes are stored (a failed `fdatasync`).
+    #[error(
+        "the disk did not confirm writes to the store {}: {}; nothing more is acknowledged until xiaoer is restarted (check the disk first)",
+        path.display(),
+        explain_io(cause)
+    )]
+    NotDurable {
+        /// The file that could not be made durable.
+        path: PathBuf,
+        cause: std::io::Error,
+    },
     /// Releasing an escalation nobody holds.
     #[error("escalation {id} is not claimed by anyone")]
     NotClaimed {
@@ -222,6 +233,7 @@ impl StoreError {
                 | StoreError::Corrupt { .. }
                 | StoreError::Injected
                 | StoreError::Vanished { .. }
+                | StoreError::NotDurable { .. }
                 | StoreError::Unreachable { .. }
         )
     }

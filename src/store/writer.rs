@@ -1,9 +1,15 @@
 //! The one task that writes, for any backend.
 //!
 //! Requests arrive over a bounded channel. The writer takes everything that is waiting (up to
-//! [`BATCH_CAP`]), has the backend apply it in one transaction and commit, and only then answers
-//! each request. A burst of a thousand chats therefore costs a handful of commits, and a caller
-//! that awaits its answer (a turn with an escalation) knows its write is durable.
+//! [`BATCH_CAP`]), has the backend apply it in one transaction and commit, and answers each
+//! request only once the batch is durable. A burst of a thousand chats therefore costs a handful
+//! of commits, and a caller that awaits its answer (a turn with an escalation) knows its write is
+//! on disk.
+//!
+//! A backend may return from a commit before the disk has it and hand back a [`Durable`] that
+//! resolves once it does (SQLite: see `sqlite/write.rs`). The writer then commits the next batch
+//! while the disk works on the last one, and a second task answers the held batches in order as
+//! each becomes durable; at most [`HELD_BATCHES`] wait at a time.
 //!
 //! If a batch fails at the database, nothing of it was committed; it is replayed one request per
 //! transaction, so one bad row fails only its own request. Refusals (a stale conversation
@@ -25,6 +31,30 @@ use super::ops::{Op, Reply};
 /// The most requests committed in one transaction.
 pub(crate) const BATCH_CAP: usize = 1024;
 
+/// How many committed batches may wait for the disk while the writer commits more.
+const HELD_BATCHES: usize = 4;
+
+/// Resolves once a committed batch is durable, or says why it cannot be.
+pub(crate) type Durable = oneshot::Receiver<Result<(), NotDurable>>;
+
+/// Why committed writes could not be made durable: the file and the failure's words (an
+/// `io::Error` cannot be cloned, and every request of the batch gets its own error).
+#[derive(Debug, Clone)]
+pub(crate) struct NotDurable {
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) kind: std::io::ErrorKind,
+    pub(crate) message: String,
+}
+
+impl NotDurable {
+    fn to_error(&self) -> StoreError {
+        StoreError::NotDurable {
+            path: self.path.clone(),
+            cause: std::io::Error::new(self.kind, self.message.clone()),
+        }
+    }
+}
+
 /// A database the writer can commit batches to.
 pub(crate) trait Backend: Send + 'static {
     /// Applies `ops` in order in one transaction and commits it. `Ok` holds one result per op
@@ -39,6 +69,12 @@ pub(crate) trait Backend: Send + 'static {
 
     /// Closes the connection.
     fn close(self) -> impl Future<Output = ()> + Send;
+
+    /// What makes the last committed batch durable, for a backend whose commit returns before
+    /// the disk has it; `None` when it is durable already.
+    fn take_durable(&mut self) -> Option<Durable> {
+        None
+    }
 }
 
 /// A request and where to send its answer (`None`: nobody waits; failures are logged).
@@ -168,6 +204,15 @@ pub(crate) async fn run<B: Backend>(
     counters: Arc<Counters>,
     faults: Arc<Faults>,
 ) {
+    let (held_tx, mut held_rx) = mpsc::channel::<Held>(HELD_BATCHES);
+    let answering = {
+        let counters = Arc::clone(&counters);
+        tokio::spawn(async move {
+            while let Some(held) = held_rx.recv().await {
+                held.answer(&counters).await;
+            }
+        })
+    };
     let mut batch = Vec::with_capacity(BATCH_CAP);
     loop {
         if rx.recv_many(&mut batch, BATCH_CAP).await == 0 {
@@ -177,10 +222,79 @@ pub(crate) async fn run<B: Backend>(
             // Refuse new requests but still drain (and commit) what is already queued.
             rx.close();
         }
-        commit_batch(&mut backend, &mut batch, &counters, &faults).await;
+        let held = hold_batch(&mut backend, &mut batch, &counters, &faults).await;
+        if let Err(mpsc::error::SendError(held)) = held_tx.send(held).await {
+            held.answer(&counters).await;
+        }
+    }
+    drop(held_tx);
+    if answering.await.is_err() {
+        tracing::error!("the store's answering task panicked");
     }
     backend.close().await;
     tracing::debug!("store writer stopped");
+}
+
+/// Where a request's answer goes (`None`: nobody waits), and the answer.
+type Answer = (
+    Option<oneshot::Sender<Result<Reply, StoreError>>>,
+    Result<Reply, StoreError>,
+);
+
+/// A committed batch whose requests are answered once it is durable.
+pub(crate) struct Held {
+    answers: Vec<Answer>,
+    durable: Option<Durable>,
+}
+
+impl Held {
+    /// Waits until the batch is durable, then answers every request; if the disk cannot store
+    /// it, every request that was written is answered with that failure instead.
+    pub(crate) async fn answer(self, counters: &Counters) {
+        let Held {
+            mut answers,
+            durable,
+        } = self;
+        if let Some(durable) = durable {
+            let failure = match durable.await {
+                Ok(Ok(())) => None,
+                Ok(Err(failure)) => Some(failure),
+                Err(_) => Some(NotDurable {
+                    path: std::path::PathBuf::from("(the store)"),
+                    kind: std::io::ErrorKind::Other,
+                    message: "the thread that makes writes durable stopped".to_owned(),
+                }),
+            };
+            if let Some(failure) = failure {
+                counters.commit_outcome(Some(&failure.to_error()));
+                for (_, result) in &mut answers {
+                    if result.is_ok() {
+                        *result = Err(failure.to_error());
+                    }
+                }
+            }
+        }
+        let failed = answers
+            .iter()
+            .filter(|(_, r)| matches!(r, Err(e) if e.is_database_failure()))
+            .count();
+        counters
+            .failed_requests
+            .fetch_add(failed as u64, Ordering::Relaxed);
+        for (reply, result) in answers {
+            match reply {
+                Some(reply) => {
+                    // The caller may have given up waiting; that is not the writer's problem.
+                    let _ = reply.send(result);
+                }
+                None => {
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "store write lost");
+                    }
+                }
+            }
+        }
+    }
 }
 
 async fn commit<B: Backend>(
@@ -208,21 +322,39 @@ async fn commit<B: Backend>(
     results
 }
 
+/// Commits `batch` (emptying it) and answers every request once it is durable.
+#[cfg(test)]
 pub(crate) async fn commit_batch<B: Backend>(
     backend: &mut B,
     batch: &mut Vec<Request>,
     counters: &Counters,
     faults: &Faults,
 ) {
+    hold_batch(backend, batch, counters, faults)
+        .await
+        .answer(counters)
+        .await;
+}
+
+/// Commits `batch` (emptying it), retrying its requests one by one if it fails, and returns
+/// the answers to give once it is durable.
+pub(crate) async fn hold_batch<B: Backend>(
+    backend: &mut B,
+    batch: &mut Vec<Request>,
+    counters: &Counters,
+    faults: &Faults,
+) -> Held {
     counters.batches.fetch_add(1, Ordering::Relaxed);
     counters
         .requests
         .fetch_add(batch.len() as u64, Ordering::Relaxed);
     let ops: Vec<&Op> = batch.iter().map(|r| &r.op).collect();
+    let mut durable = None;
     let results = match commit(backend, &ops, faults, counters).await {
         Ok(results) => {
             counters.commits.fetch_add(1, Ordering::Relaxed);
             counters.commit_outcome(None);
+            durable = backend.take_durable();
             results
         }
         Err(e) if ops.len() == 1 => {
@@ -243,6 +375,11 @@ pub(crate) async fn commit_batch<B: Backend>(
                     Ok(mut one) => {
                         counters.commits.fetch_add(1, Ordering::Relaxed);
                         counters.commit_outcome(None);
+                        // The log is one file written in order: making the last commit
+                        // durable makes every earlier one durable too.
+                        if let Some(later) = backend.take_durable() {
+                            durable = Some(later);
+                        }
                         one.pop().unwrap_or(Ok(Reply::Done))
                     }
                     Err(e) => {
@@ -256,24 +393,12 @@ pub(crate) async fn commit_batch<B: Backend>(
         }
     };
     drop(ops);
-    let failed = results
-        .iter()
-        .filter(|r| matches!(r, Err(e) if e.is_database_failure()))
-        .count();
-    counters
-        .failed_requests
-        .fetch_add(failed as u64, Ordering::Relaxed);
-    for (request, result) in batch.drain(..).zip(results) {
-        match request.reply {
-            Some(reply) => {
-                // The caller may have given up waiting; that is not the writer's problem.
-                let _ = reply.send(result);
-            }
-            None => {
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "store write lost");
-                }
-            }
-        }
+    Held {
+        answers: batch
+            .drain(..)
+            .map(|request| request.reply)
+            .zip(results)
+            .collect(),
+        durable,
     }
 }

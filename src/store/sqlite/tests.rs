@@ -98,9 +98,104 @@ async fn the_writer_thread_connection_is_wal_fully_synchronous_and_checks_foreig
         .await;
     use rusqlite::types::Value;
     assert_eq!(mode, Value::Text("wal".to_owned()));
-    assert_eq!(sync, Value::Integer(2), "FULL");
+    // NORMAL: the commit writes the log and the sync thread makes it durable before anything
+    // in the batch is answered (below).
+    assert_eq!(sync, Value::Integer(1), "NORMAL");
     assert_eq!(foreign_keys, Value::Integer(1));
     assert_eq!(timeout, Value::Integer(5000));
+}
+
+#[tokio::test]
+async fn every_commit_hands_back_a_sync_of_the_log_that_succeeds() {
+    use crate::store::writer::Backend;
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = writer(&dir).await;
+    for user in ["u1", "u2"] {
+        let op = inbound(user, "m1");
+        let results = backend.apply_batch(&[&op]).await.unwrap();
+        assert!(matches!(
+            results[0],
+            Ok(Reply::Turn(TurnOutcome::Applied { .. }))
+        ));
+        let durable = backend.take_durable().expect("the commit waits for a sync");
+        durable.await.unwrap().expect("the log is synced");
+        assert!(backend.take_durable().is_none(), "one sync per commit");
+    }
+    assert_eq!(count(&mut backend, "inbound_messages").await, 2);
+}
+
+/// A backend that commits every request at once and leaves the test to say when the disk has
+/// it.
+struct SlowDisk {
+    disk: std::sync::mpsc::Sender<oneshot::Sender<Result<(), crate::store::writer::NotDurable>>>,
+    durable: Option<crate::store::writer::Durable>,
+}
+
+impl crate::store::writer::Backend for SlowDisk {
+    async fn apply_batch(
+        &mut self,
+        ops: &[&Op],
+    ) -> Result<Vec<Result<Reply, StoreError>>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.disk.send(tx).unwrap();
+        self.durable = Some(rx);
+        Ok(ops.iter().map(|_| Ok(Reply::Done)).collect())
+    }
+
+    async fn limit_pages(&mut self, _: u32) {}
+
+    async fn close(self) {}
+
+    fn take_durable(&mut self) -> Option<crate::store::writer::Durable> {
+        self.durable.take()
+    }
+}
+
+#[tokio::test]
+async fn a_batch_is_answered_only_once_the_disk_has_it() {
+    use crate::store::writer::{NotDurable, hold_batch};
+    let (disk, synced) = std::sync::mpsc::channel();
+    let mut backend = SlowDisk {
+        disk,
+        durable: None,
+    };
+    let counters = Counters::default();
+
+    let (a, mut a_rx) = request(inbound("u1", "m1"));
+    let held = hold_batch(&mut backend, &mut vec![a], &counters, &Faults::default()).await;
+    assert!(
+        matches!(a_rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)),
+        "committed but not yet durable: not answered"
+    );
+    synced.try_recv().unwrap().send(Ok(())).unwrap();
+    held.answer(&counters).await;
+    assert!(matches!(a_rx.await.unwrap(), Ok(Reply::Done)));
+
+    let (b, b_rx) = request(inbound("u2", "m1"));
+    let held = hold_batch(&mut backend, &mut vec![b], &counters, &Faults::default()).await;
+    synced
+        .try_recv()
+        .unwrap()
+        .send(Err(NotDurable {
+            path: "t.db-wal".into(),
+            kind: std::io::ErrorKind::Other,
+            message: "Input/output error".to_owned(),
+        }))
+        .unwrap();
+    held.answer(&counters).await;
+    let error = b_rx
+        .await
+        .unwrap()
+        .expect_err("not durable, not acknowledged");
+    assert!(matches!(error, StoreError::NotDurable { .. }), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("did not confirm writes to the store t.db-wal"),
+        "{error}"
+    );
+    assert_eq!(counters.failed_requests.load(Ordering::Relaxed), 1);
+    assert!(counters.failing.lock().unwrap().is_some(), "said loudly");
 }
 
 #[tokio::test]
