@@ -456,6 +456,13 @@ mod tests {
         assert!(bfloat16_at_least(1.0 + f32::EPSILON) > 1.0);
     }
 
+    /// Rewrites the checksum of a model file's bytes after a test changed them.
+    fn checksum_again(bytes: &mut [u8]) {
+        let body = bytes.len() - 32;
+        let checksum = Sha256::digest(&bytes[..body]);
+        bytes[body..].copy_from_slice(&checksum);
+    }
+
     #[test]
     fn a_scale_that_does_not_fit_two_bytes_is_refused() {
         let mut bytes = to_bytes(&model());
@@ -463,9 +470,7 @@ mod tests {
         let header_len = u32::from_le_bytes(bytes[MAGIC.len()..][..4].try_into().expect("4"));
         let scale_at = MAGIC.len() + 4 + header_len as usize + 4 + 4;
         bytes[scale_at] ^= 1;
-        let body = bytes.len() - 32;
-        let checksum = Sha256::digest(&bytes[..body]);
-        bytes[body..].copy_from_slice(&checksum);
+        checksum_again(&mut bytes);
         let error = from_bytes(&bytes, Path::new("m")).expect_err("refused");
         assert!(
             error.to_string().contains("out of order or range"),
@@ -520,9 +525,7 @@ mod tests {
             .position(|w| w == needle)
             .expect("the header names its format");
         future[at + needle.len() - 1] = b'9';
-        let body = future.len() - 32;
-        let checksum = Sha256::digest(&future[..body]);
-        future[body..].copy_from_slice(&checksum);
+        checksum_again(&mut future);
         let error = from_bytes(&future, Path::new("m")).expect_err("format 9 is refused");
         assert!(
             error.to_string().contains("reads formats 1 and 2"),
