@@ -47,7 +47,16 @@ pub(crate) struct NotDurable {
 }
 
 impl NotDurable {
-    fn to_error(&self) -> StoreError {
+    /// The failure when the thread that makes writes to `path` durable is gone.
+    pub(crate) fn thread_stopped(path: std::path::PathBuf) -> NotDurable {
+        NotDurable {
+            path,
+            kind: std::io::ErrorKind::Other,
+            message: "the thread that makes writes durable stopped".to_owned(),
+        }
+    }
+
+    pub(crate) fn to_error(&self) -> StoreError {
         StoreError::NotDurable {
             path: self.path.clone(),
             cause: std::io::Error::new(self.kind, self.message.clone()),
@@ -259,11 +268,7 @@ impl Held {
             let failure = match durable.await {
                 Ok(Ok(())) => None,
                 Ok(Err(failure)) => Some(failure),
-                Err(_) => Some(NotDurable {
-                    path: std::path::PathBuf::from("(the store)"),
-                    kind: std::io::ErrorKind::Other,
-                    message: "the thread that makes writes durable stopped".to_owned(),
-                }),
+                Err(_) => Some(NotDurable::thread_stopped("(the store)".into())),
             };
             if let Some(failure) = failure {
                 counters.commit_outcome(Some(&failure.to_error()));

@@ -124,6 +124,35 @@ async fn every_commit_hands_back_a_sync_of_the_log_that_succeeds() {
     assert_eq!(count(&mut backend, "inbound_messages").await, 2);
 }
 
+#[tokio::test]
+async fn after_a_failed_sync_nothing_more_is_written() {
+    use crate::store::writer::{Backend, NotDurable};
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = writer(&dir).await;
+    let first = inbound("u1", "m1");
+    backend.apply_batch(&[&first]).await.unwrap();
+    backend
+        .take_durable()
+        .expect("a sync")
+        .await
+        .unwrap()
+        .unwrap();
+    backend
+        .fail_sync_for_test(NotDurable {
+            path: "t.db-wal".into(),
+            kind: std::io::ErrorKind::Other,
+            message: "Input/output error".to_owned(),
+        })
+        .await;
+    let second = inbound("u2", "m1");
+    let error = backend
+        .apply_batch(&[&second])
+        .await
+        .expect_err("refused before it is written");
+    assert!(matches!(error, StoreError::NotDurable { .. }), "{error}");
+    assert_eq!(count(&mut backend, "inbound_messages").await, 1);
+}
+
 /// A backend that commits every request at once and leaves the test to say when the disk has
 /// it.
 struct SlowDisk {

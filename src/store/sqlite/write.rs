@@ -40,7 +40,8 @@
 //! [`crate::store::writer`]), so what a buyer is told has been stored is on disk exactly as
 //! before. The log is one file written in order, so syncing it covers every commit before.
 //! A failed sync is final: the kernel may have dropped the pages it could not write, so every
-//! later batch is refused too ([`StoreError::NotDurable`]), and the daemon says so loudly.
+//! later batch is refused before anything of it is written ([`StoreError::NotDurable`]), and
+//! the daemon says so loudly.
 //! Should the thread not start, the connection stays at `synchronous=FULL`.
 //!
 //! # Refusals
@@ -194,6 +195,17 @@ impl SqliteWriter {
             }))
             .ok()?;
         rx.await.ok()
+    }
+
+    /// Makes the sync thread behave as if a sync had failed, for tests of what follows.
+    #[cfg(test)]
+    pub(crate) async fn fail_sync_for_test(&self, failure: NotDurable) {
+        self.call(move |native| {
+            let syncer = native.syncer.as_ref().expect("the sync thread runs");
+            *lock(&syncer.failed) = Some(failure);
+        })
+        .await
+        .expect("the writer thread is running");
     }
 
     /// Runs `f` with the writer's connection, for tests that look at what it wrote.
@@ -367,6 +379,11 @@ impl Native {
                 path: self.path.clone(),
             });
         }
+        if let Some(failure) = self.syncer.as_ref().and_then(Syncer::failure) {
+            // Pages the kernel could not write may be gone: nothing more is committed on top
+            // of them.
+            return Err(failure.to_error());
+        }
         let result = apply_all(&self.conn, ops);
         if result.is_err() {
             // A failed COMMIT (a full disk) can leave the transaction open; a connection stuck
@@ -386,6 +403,8 @@ impl Native {
 struct Syncer {
     requests: mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), NotDurable>>>,
     log: PathBuf,
+    /// The sync that failed, once one has: every later batch is refused.
+    failed: std::sync::Arc<std::sync::Mutex<Option<NotDurable>>>,
 }
 
 impl Syncer {
@@ -396,24 +415,29 @@ impl Syncer {
         let log = PathBuf::from(log);
         let (requests, waiting) =
             mpsc::channel::<tokio::sync::oneshot::Sender<Result<(), NotDurable>>>();
-        let thread_log = log.clone();
+        let failed = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let syncer = Syncer {
+            requests,
+            log: log.clone(),
+            failed: std::sync::Arc::clone(&failed),
+        };
         let started = std::thread::Builder::new()
             .name("xiaoer-store-sync".to_owned())
             .spawn(move || {
                 let mut file: Option<(std::fs::File, Option<u64>)> = None;
-                let mut failed: Option<NotDurable> = None;
                 while let Ok(first) = waiting.recv() {
                     // Every commit whose request is here was written before this sync starts.
                     let mut answer = vec![first];
                     answer.extend(waiting.try_iter());
-                    let outcome = match &failed {
-                        Some(failure) => Err(failure.clone()),
-                        None => sync_log(&thread_log, &mut file),
+                    let earlier = lock(&failed).clone();
+                    let outcome = match earlier {
+                        Some(failure) => Err(failure),
+                        None => sync_log(&log, &mut file),
                     };
                     if let Err(failure) = &outcome
                         && failure.kind != std::io::ErrorKind::NotFound
                     {
-                        failed = Some(failure.clone());
+                        *lock(&failed) = Some(failure.clone());
                     }
                     for waiter in answer {
                         let _ = waiter.send(outcome.clone());
@@ -421,7 +445,7 @@ impl Syncer {
                 }
             });
         match started {
-            Ok(_) => Some(Syncer { requests, log }),
+            Ok(_) => Some(syncer),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start the store's sync thread; commits sync themselves");
                 None
@@ -429,15 +453,28 @@ impl Syncer {
         }
     }
 
+    /// The sync that failed, if one has.
+    fn failure(&self) -> Option<NotDurable> {
+        lock(&self.failed).clone()
+    }
+
     /// Asks for everything committed so far to be made durable.
     fn request(&self) -> Result<Durable, StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.requests.send(tx).map_err(|_| StoreError::NotDurable {
-            path: self.log.clone(),
-            cause: std::io::Error::other("the thread that makes writes durable stopped"),
-        })?;
+        self.requests
+            .send(tx)
+            .map_err(|_| NotDurable::thread_stopped(self.log.clone()).to_error())?;
         Ok(rx)
     }
+}
+
+/// The failed sync, even if a panic poisoned its lock: it is the best knowledge there is.
+fn lock(
+    failed: &std::sync::Mutex<Option<NotDurable>>,
+) -> std::sync::MutexGuard<'_, Option<NotDurable>> {
+    failed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `fdatasync`s the log at `path`, through `file` while it is still the file at that path.
