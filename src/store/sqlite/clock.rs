@@ -11,9 +11,63 @@ use crate::model::ConversationKey;
 use crate::store::ops::{ClockWarning, RoundStep};
 use crate::store::{OpenRound, StoreError};
 
+/// Applies a turn's round steps at `at_ms`, in order.
+///
+/// A bot that answers at once opens and answers a round in the same turn. Written as the two
+/// steps, that costs an insert into the open-round index and its removal again, plus an update
+/// of the row just written; so when no round is open, the pair is written as one row that is
+/// answered already. When one is open (the worker's view was stale), the steps apply one by one
+/// and mean what they always meant.
+pub(crate) fn apply_steps(
+    conn: &Connection,
+    key: &ConversationKey,
+    steps: &[RoundStep],
+    at_ms: i64,
+) -> rusqlite::Result<()> {
+    if let [
+        RoundStep::Open { budget_ms },
+        RoundStep::Answer {
+            by,
+            counted_ms,
+            in_time,
+        },
+    ] = steps
+    {
+        let written = conn
+            .prepare_cached(
+                "INSERT INTO response_rounds (platform, self_id, user_id, started_ms, budget_ms, \
+                 answered_ms, answered_by, counted_ms, outcome) \
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?4, ?6, ?7, ?8 \
+                 WHERE NOT EXISTS (SELECT 1 FROM response_rounds \
+                 WHERE platform = ?1 AND self_id = ?2 AND user_id = ?3 AND outcome IS NULL)",
+            )?
+            .execute(params![
+                key.platform,
+                key.self_id,
+                key.user_id,
+                at_ms,
+                budget_ms,
+                by,
+                counted_ms,
+                outcome(*in_time)
+            ])?;
+        if written == 1 {
+            return Ok(());
+        }
+    }
+    for step in steps {
+        apply_step(conn, key, step, at_ms)?;
+    }
+    Ok(())
+}
+
+fn outcome(in_time: bool) -> &'static str {
+    if in_time { "in_time" } else { "late" }
+}
+
 /// Applies one round step of a turn at `at_ms`. Opening leaves an open round alone (one per
 /// conversation, by the unique index); answering with no round open does nothing.
-pub(crate) fn apply_step(
+fn apply_step(
     conn: &Connection,
     key: &ConversationKey,
     step: &RoundStep,
@@ -51,7 +105,7 @@ pub(crate) fn apply_step(
                 at_ms,
                 by,
                 counted_ms,
-                if *in_time { "in_time" } else { "late" }
+                outcome(*in_time)
             ])?;
         }
     }

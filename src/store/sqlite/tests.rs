@@ -7,7 +7,7 @@ use super::*;
 use crate::model::{
     Actor, Conversation, ConversationKey, Direction, Queue, Sender, TranscriptEntry,
 };
-use crate::store::ops::{EscalationStep, InboundLine, Op, Reply, Turn, TurnOutcome};
+use crate::store::ops::{EscalationStep, InboundLine, Op, Reply, RoundStep, Turn, TurnOutcome};
 use crate::store::writer::{Counters, Faults, Request, commit_batch};
 
 fn request(op: Op) -> (Request, oneshot::Receiver<Result<Reply, StoreError>>) {
@@ -440,4 +440,88 @@ async fn committed_pages_reach_the_database_file_without_the_writer_checkpointin
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(count(&mut backend, "inbound_messages").await, 1000);
+}
+
+/// A buyer message (version `version` → next) that opens a round and answers it at once.
+fn answered_at_once(user: &str, id: &str, version: i64) -> Op {
+    let Op::Turn(mut turn) = inbound(user, id) else {
+        unreachable!()
+    };
+    turn.conversation.version = version;
+    turn.clock = vec![
+        RoundStep::Open { budget_ms: 30_000 },
+        RoundStep::Answer {
+            by: "bot".to_owned(),
+            counted_ms: 0,
+            in_time: true,
+        },
+    ];
+    Op::Turn(turn)
+}
+
+async fn rounds(writer: &mut SqliteWriter) -> Vec<(i64, Option<String>)> {
+    writer
+        .with_connection(|conn| {
+            let mut select = conn
+                .prepare("SELECT started_ms, outcome FROM response_rounds ORDER BY id")
+                .unwrap();
+            select
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        })
+        .await
+}
+
+#[tokio::test]
+async fn a_round_opened_and_answered_in_one_turn_is_one_answered_row_unless_one_was_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backend = writer(&dir).await;
+    let commit = |op: Op| {
+        let (r, rx) = request(op);
+        (vec![r], rx)
+    };
+    let (mut batch, rx) = commit(answered_at_once("u", "m1", 0));
+    commit_batch(
+        &mut backend,
+        &mut batch,
+        &Counters::default(),
+        &Faults::default(),
+    )
+    .await;
+    assert!(rx.await.unwrap().is_ok());
+    assert_eq!(
+        rounds(&mut backend).await,
+        vec![(1, Some("in_time".to_owned()))]
+    );
+
+    // A round left open (the buyer wrote while an agent had the chat, say) is the one the next
+    // reply answers, even when the turn was planned as if none were open.
+    backend
+        .with_connection(|conn| {
+            conn.execute(
+                "INSERT INTO response_rounds (platform, self_id, user_id, started_ms, budget_ms) \
+                 VALUES ('qq', 's', 'u', -5, 30000)",
+                [],
+            )
+            .unwrap()
+        })
+        .await;
+    let (mut batch, rx) = commit(answered_at_once("u", "m2", 1));
+    commit_batch(
+        &mut backend,
+        &mut batch,
+        &Counters::default(),
+        &Faults::default(),
+    )
+    .await;
+    assert!(rx.await.unwrap().is_ok());
+    assert_eq!(
+        rounds(&mut backend).await,
+        vec![
+            (1, Some("in_time".to_owned())),
+            (-5, Some("in_time".to_owned()))
+        ]
+    );
 }

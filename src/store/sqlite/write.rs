@@ -647,9 +647,7 @@ fn apply_turn(conn: &Connection, turn: &Turn, op: &Op) -> Result<TurnOutcome, St
     for (step, found) in turn.escalations.iter().zip(found) {
         escalation_id = Some(apply_step(conn, turn, step, found).map_err(db)?);
     }
-    for step in &turn.clock {
-        super::clock::apply_step(conn, key, step, turn.at_ms).map_err(db)?;
-    }
+    super::clock::apply_steps(conn, key, &turn.clock, turn.at_ms).map_err(db)?;
     let mut outbound = Vec::with_capacity(turn.outbound.len());
     for line in &turn.outbound {
         let entry = TranscriptEntry {
