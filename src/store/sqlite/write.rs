@@ -334,14 +334,22 @@ impl crate::store::writer::Backend for SqliteWriter {
     ) -> Result<Vec<Result<Reply, StoreError>>, StoreError> {
         let owned: Vec<Op> = ops.iter().map(|op| (*op).clone()).collect();
         let n = owned.len();
+        // The batch comes back to be dropped here: freeing a thousand turns is work the
+        // writer thread, which every commit waits for, need not do.
         let (results, durable) = self
-            .call(move |native| native.apply_batch(&owned))
+            .call(move |native| {
+                let applied = native.apply_batch(&owned);
+                (applied, owned)
+            })
             .await
-            .unwrap_or_else(|| {
-                Err(StoreError::Closed {
-                    context: format!("commit a batch of {n} writes"),
-                })
-            })?;
+            .map_or_else(
+                || {
+                    Err(StoreError::Closed {
+                        context: format!("commit a batch of {n} writes"),
+                    })
+                },
+                |(applied, _batch)| applied,
+            )?;
         self.durable = durable;
         Ok(results)
     }
@@ -801,15 +809,19 @@ fn apply_step(
             (*id, EscalationEvent::Closed, queue_of(found.as_ref()))
         }
     };
-    let event: i64 = conn
-        .prepare_cached(
-            "INSERT INTO escalation_events (escalation_id, kind, queue, actor, detail, at_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
-        )?
-        .query_row(
-            params![id, kind.as_str(), queue.as_str(), actor, turn.reason, at],
-            |row| row.get(0),
-        )?;
+    conn.prepare_cached(
+        "INSERT INTO escalation_events (escalation_id, kind, queue, actor, detail, at_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        id,
+        kind.as_str(),
+        queue.as_str(),
+        actor,
+        turn.reason,
+        at
+    ])?;
+    let event = conn.last_insert_rowid();
     if let Some(notify) = notify {
         enqueue_notification(
             conn,
@@ -924,7 +936,8 @@ fn upsert_conversation(conn: &Connection, turn: &Turn, version: i64) -> rusqlite
 }
 
 /// Inserts a transcript line, with what routing decided when it is a buyer message; returns
-/// its id.
+/// its id. (The id is read back with `last_insert_rowid`, not `RETURNING`: SQLite answers
+/// `RETURNING` through a temporary table, which cost a fifth of every transcript insert.)
 pub(crate) fn insert_transcript(
     conn: &Connection,
     entry: &TranscriptEntry,
@@ -934,27 +947,25 @@ pub(crate) fn insert_transcript(
         "INSERT INTO transcript \
          (platform, self_id, user_id, direction, sender, message_id, body, parts, delivery, at_ms, \
          action, topic, rule, decided_by) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) RETURNING id",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
-    .query_row(
-        params![
-            entry.key.platform,
-            entry.key.self_id,
-            entry.key.user_id,
-            entry.direction.as_str(),
-            entry.sender.to_string(),
-            entry.message_id,
-            entry.text,
-            rows::parts_json(&entry.parts),
-            entry.delivery.map(Delivery::as_str),
-            entry.at_ms,
-            decision.map(|d| d.action.as_str()),
-            decision.map(|d| d.topic.as_str()),
-            decision.and_then(|d| d.rule.as_deref()),
-            decision.map(|d| d.decided_by.as_str()),
-        ],
-        |row| row.get(0),
-    )
+    .execute(params![
+        entry.key.platform,
+        entry.key.self_id,
+        entry.key.user_id,
+        entry.direction.as_str(),
+        entry.sender.to_string(),
+        entry.message_id,
+        entry.text,
+        rows::parts_json(&entry.parts),
+        entry.delivery.map(Delivery::as_str),
+        entry.at_ms,
+        decision.map(|d| d.action.as_str()),
+        decision.map(|d| d.topic.as_str()),
+        decision.and_then(|d| d.rule.as_deref()),
+        decision.map(|d| d.decided_by.as_str()),
+    ])?;
+    Ok(conn.last_insert_rowid())
 }
 
 fn find_escalation(conn: &Connection, id: i64, op: &Op) -> Result<Escalation, StoreError> {
